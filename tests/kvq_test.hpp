@@ -1,0 +1,19 @@
+// The one place tests include Catch2, so both v2 (Debian bookworm) and v3 work.
+#pragma once
+#if __has_include(<catch2/catch_all.hpp>)
+#include <catch2/catch_all.hpp>
+#else
+#include <catch2/catch.hpp>
+#endif
+
+#include <filesystem>
+#include <string>
+
+namespace kvq::test {
+// ../shared beside the project root (real model, K/V dumps, WikiText-2), or "" when absent.
+inline std::filesystem::path shared_dir() {
+  if (const char* env = std::getenv("KVQ_SHARED_DIR")) return env;
+  std::filesystem::path p = KVQ_SHARED_DIR;
+  return std::filesystem::exists(p) ? p : std::filesystem::path{};
+}
+}  // namespace kvq::test

@@ -1,0 +1,28 @@
+// kvq: command-line front end. Every failure is one line on stderr and a non-zero status.
+#include "cli.hpp"
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+int main(int argc, char** argv) {
+  auto& commands = kvq::cli::registry();
+  const std::string name = argc > 1 ? argv[1] : "";
+  auto it = commands.find(name);
+  if (it == commands.end()) {
+    if (!name.empty() && name != "help" && name != "--help")
+      std::fprintf(stderr, "kvq: unknown command '%s'\n", name.c_str());
+    std::fprintf(stderr, "usage: kvq <command> [options]\ncommands:\n");
+    for (const auto& [cmd, entry] : commands)
+      std::fprintf(stderr, "  %-10s %s\n", cmd.c_str(), entry.help.c_str());
+    return name.empty() || name == "help" || name == "--help" ? 0 : 2;
+  }
+  try {
+    return it->second.run(kvq::cli::Args(argc - 2, argv + 2));
+  } catch (const kvq::Error& e) {
+    std::fprintf(stderr, "kvq %s: %s\n", name.c_str(), e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvq %s: %s\n", name.c_str(), e.what());
+  }
+  return 1;
+}
