@@ -114,11 +114,14 @@ struct GaussianDensity {
 class SphereDensity {
  public:
   explicit SphereDensity(std::size_t dim) : d_(static_cast<double>(dim)), root_d_(std::sqrt(d_)) {
-    // ∫_0^π sin^(d-2) θ dθ = sqrt(π) Γ((d-1)/2) / Γ(d/2).
-    log_norm_ = std::lgamma(d_ / 2.0) - 0.5 * std::log(std::numbers::pi) -
-                std::lgamma((d_ - 1.0) / 2.0);
     // Panels no wider than the density's bulk in θ (width ~ 1/sqrt(d)).
     panel_ = std::min(0.25, 1.5 / root_d_);
+    // Normalize with the same quadrature rather than through lgamma: the
+    // closed form sqrt(π) Γ((d-1)/2) / Γ(d/2) loses digits to cancellation
+    // for large d, while the quadrature is exact to rounding.
+    double mass = 0.0;
+    integrate(-root_d_, root_d_, [&](double, double w) { mass += w; });
+    log_norm_ = -std::log(mass);
   }
 
   double upper() const { return root_d_; }
