@@ -3,6 +3,7 @@
 #include <kvq/rotation/hadamard.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -103,7 +104,7 @@ TEST_CASE("RandomizedHadamard matches the definition H·D/sqrt(d)", "[rotation][
   CHECK(signs == h.signs());
   for (std::size_t i = 0; i < d; ++i)
     for (std::size_t j = 0; j < d; ++j) {
-      const double hij = (__builtin_popcountll(i & j) % 2) ? -1.0 : 1.0;
+      const double hij = (std::popcount(i & j) % 2) ? -1.0 : 1.0;
       CHECK(std::abs(m[i * d + j] - hij * signs[j] / std::sqrt(double(d))) < 1e-7);
     }
 }

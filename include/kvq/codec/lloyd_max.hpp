@@ -146,8 +146,11 @@ class SphereDensity {
   // the weights already include the density.
   template <class F>
   void integrate(double a, double b, F&& f) const {
-    a = std::clamp(a, -root_d_, root_d_);
-    b = std::clamp(b, -root_d_, root_d_);
+    // Beyond |x| = 40 the density is below exp(-800): skipping it keeps the
+    // panel count bounded for very large d.
+    const double edge = std::min(root_d_, 40.0);
+    a = std::clamp(a, -edge, edge);
+    b = std::clamp(b, -edge, edge);
     if (!(b > a)) return;
     // x = sqrt(d)·cos θ, dx·f(x) = C sin^(d-2) θ dθ, θ decreasing in x.
     const double lo = std::acos(b / root_d_), hi = std::acos(a / root_d_);
