@@ -40,8 +40,8 @@ TEST_CASE("Rotation forwards to the implementation it holds", "[rotation]") {
       ny += double(y[i]) * y[i];
       err = std::max(err, double(std::abs(z[i] - x[i])));
     }
-    CHECK(std::abs(std::sqrt(ny) - std::sqrt(nx)) < 1e-5 * std::sqrt(nx));
-    CHECK(err < 2e-6 * std::sqrt(nx));
+    CHECK(std::abs(std::sqrt(ny) - std::sqrt(nx)) < 1e-6 * std::sqrt(nx));
+    CHECK(err < 1e-6 * std::sqrt(nx));
     // In place gives the same result.
     std::vector<float> buf = x;
     r.forward(buf.data(), buf.data());
