@@ -48,6 +48,12 @@
 // window, so a window of N >= G tokens contains it, and with N < G the window
 // is effectively G (tokens leave the staging tile only a whole tile at once).
 // Encoding a full tile is deterministic: same floats, same bytes.
+//
+// Re-encoding a decoded tile is not byte-identical in general: a channel whose
+// rounded-up scale leaves its top code unused gets a tighter grid the second
+// time (values move by at most half the new step). Tiles already on the grid
+// (codes spanning 0..2^bits-1 per channel, metadata codes spanning 0..255) are
+// fixed points. Directed rounding, i.e. the error bound, is worth that.
 #pragma once
 
 #include <kvq/core/bits.hpp>
