@@ -10,5 +10,6 @@
 #include <kvq/core/rng.hpp>
 
 #include <kvq/codec/codec.hpp>
+#include <kvq/codec/per_channel.hpp>
 #include <kvq/codec/registry.hpp>
 #include <kvq/codec/uniform.hpp>
