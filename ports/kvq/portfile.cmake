@@ -29,12 +29,14 @@ vcpkg_cmake_configure(
     -DKVQ_BUILD_BENCH=OFF
     -DKVQ_BUILD_TOOLS=OFF
     -DKVQ_INSTALL=ON
+    # vcpkg's layout: the CMake package in share/<port> (kvq's default is share/cmake/kvq).
+    -DKVQ_INSTALL_CMAKEDIR=share/${PORT}
 )
 vcpkg_cmake_install()
 
-# kvq installs its package to share/cmake/kvq (architecture-independent); vcpkg wants share/kvq.
-# KvqDependencies.cmake moves along with kvqConfig.cmake, which includes it by relative path.
-vcpkg_cmake_config_fixup(PACKAGE_NAME kvq CONFIG_PATH share/cmake/kvq)
+# Installed straight to share/kvq (with KvqDependencies.cmake, which kvqConfig.cmake includes by
+# relative path); the fixup only normalizes paths and checks the package.
+vcpkg_cmake_config_fixup(PACKAGE_NAME kvq CONFIG_PATH share/kvq)
 # kvq.pc lives in share/pkgconfig (header-only ports keep it there); make its paths relative.
 vcpkg_fixup_pkgconfig()
 
