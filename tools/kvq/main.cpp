@@ -9,13 +9,16 @@ int main(int argc, char** argv) {
   auto& commands = kvq::cli::registry();
   const std::string name = argc > 1 ? argv[1] : "";
   auto it = commands.find(name);
+  if (name.empty() || name == "help" || name == "--help") {
+    std::printf("usage: kvq <command> [options]\ncommands:\n");
+    for (const auto& [cmd, entry] : commands) std::printf("  %-10s %s\n", cmd.c_str(), entry.help.c_str());
+    return 0;
+  }
   if (it == commands.end()) {
-    if (!name.empty() && name != "help" && name != "--help")
-      std::fprintf(stderr, "kvq: unknown command '%s'\n", name.c_str());
-    std::fprintf(stderr, "usage: kvq <command> [options]\ncommands:\n");
-    for (const auto& [cmd, entry] : commands)
-      std::fprintf(stderr, "  %-10s %s\n", cmd.c_str(), entry.help.c_str());
-    return name.empty() || name == "help" || name == "--help" ? 0 : 2;
+    std::string known;
+    for (const auto& [cmd, entry] : commands) known += (known.empty() ? "" : ", ") + cmd;
+    std::fprintf(stderr, "kvq: unknown command '%s' (commands: %s; see kvq help)\n", name.c_str(), known.c_str());
+    return 2;
   }
   try {
     return it->second.run(kvq::cli::Args(argc - 2, argv + 2));

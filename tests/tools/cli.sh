@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Behaviour of the `kvq` tool: round trips, and one-line errors with non-zero
+# status for every kind of bad input. Usage: cli.sh path/to/kvq
+set -u
+kvq="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+pass=0
+check() {  # check NAME CONDITION...
+  local name="$1"; shift
+  if "$@"; then pass=$((pass + 1)); else echo "FAILED: $name"; fails=$((fails + 1)); fi
+}
+# expect_error NAME STDIN-FILE ARGS...: non-zero exit, exactly one line on stderr, nothing on stdout.
+expect_error() {
+  local name="$1" input="$2"; shift 2
+  "$kvq" "$@" <"$input" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  check "$name: exit status" test "$rc" -ne 0
+  check "$name: one line on stderr" test "$(wc -l <"$tmp/err")" -eq 1
+  check "$name: no stdout" test ! -s "$tmp/out"
+  [ "$rc" -ge 128 ] && { echo "FAILED: $name crashed (status $rc)"; fails=$((fails + 1)); }
+}
+python3 - "$tmp" <<'PY'
+import struct, sys, math, random
+d = sys.argv[1]
+random.seed(1)
+rows = [[random.gauss(0, 1) for _ in range(64)] for _ in range(5)]
+open(f"{d}/rows.f32", "wb").write(b"".join(struct.pack("<64f", *r) for r in rows))
+bad = rows[0][:]; bad[10] = float("nan")
+open(f"{d}/nan.f32", "wb").write(struct.pack("<64f", *bad))
+bad[10] = float("inf")
+open(f"{d}/inf.f32", "wb").write(struct.pack("<64f", *bad))
+open(f"{d}/short.f32", "wb").write(b"\0" * (64 * 4 + 3))
+PY
+: >"$tmp/empty"
+
+"$kvq" codecs >"$tmp/codecs"
+check "codecs lists q4_0 at 4.5 bits/value" grep -Eq '^q4_0 +uniform +4\.5000 +1 ' "$tmp/codecs"
+check "codecs lists q8_0" grep -Eq '^q8_0 +uniform +8\.5000 +1 ' "$tmp/codecs"
+
+for codec in $("$kvq" codecs | awk 'NR > 1 {print $1}'); do
+  tiles=$("$kvq" codecs | awk -v c="$codec" '$1 == c {print $4}')
+  if [ "$tiles" = 1 ]; then
+    "$kvq" encode --codec "$codec" --dim 64 <"$tmp/rows.f32" >"$tmp/enc" 2>"$tmp/err"
+    check "$codec: encode succeeds" test $? -eq 0
+    "$kvq" decode --codec "$codec" --dim 64 <"$tmp/enc" >"$tmp/dec" 2>"$tmp/err"
+    check "$codec: decode succeeds" test $? -eq 0
+    check "$codec: decode gives 5 rows back" test "$(stat -c %s "$tmp/dec")" -eq $((5 * 64 * 4))
+    python3 - "$tmp/rows.f32" "$tmp/dec" "$codec" <<'PY' || { echo "FAILED: $codec round-trip error"; fails=$((fails + 1)); }
+import struct, sys
+a = struct.unpack(f"<{320}f", open(sys.argv[1], "rb").read())
+b = struct.unpack(f"<{320}f", open(sys.argv[2], "rb").read())
+err = max(abs(x - y) for x, y in zip(a, b))
+bound = {"q8_0": 0.03, "q4_0": 0.6, "q4_1": 0.3, "q3_1": 0.6, "q2_1": 1.2}.get(sys.argv[3], 1.5)
+sys.exit(0 if err <= bound else 1)
+PY
+  fi
+  expect_error "$codec: NaN input" "$tmp/nan.f32" encode --codec "$codec" --dim 64
+  expect_error "$codec: Inf input" "$tmp/inf.f32" encode --codec "$codec" --dim 64
+  expect_error "$codec: partial row" "$tmp/short.f32" encode --codec "$codec" --dim 64
+  expect_error "$codec: unsupported dim" "$tmp/rows.f32" encode --codec "$codec" --dim 7
+  expect_error "$codec: truncated encoded input" "$tmp/short.f32" decode --codec "$codec" --dim 64
+done
+expect_error "unknown codec" "$tmp/rows.f32" encode --codec q5_k --dim 64
+expect_error "missing --dim" "$tmp/rows.f32" encode --codec q4_0
+expect_error "non-numeric --dim" "$tmp/rows.f32" encode --codec q4_0 --dim abc
+expect_error "negative --dim" "$tmp/rows.f32" encode --codec q4_0 --dim -64
+expect_error "unknown command" "$tmp/empty" frobnicate
+# A q4_0 block whose fp16 scale is Inf decodes to non-finite values: refused.
+printf '\x00\x7c%016d' 0 | head -c 18 >"$tmp/infscale"
+expect_error "decode of an Inf scale" "$tmp/infscale" decode --codec q4_0 --dim 32
+# Empty input is zero rows: empty output, success.
+"$kvq" encode --codec q4_0 --dim 64 <"$tmp/empty" >"$tmp/out" 2>/dev/null
+check "empty input gives empty output" test $? -eq 0 -a ! -s "$tmp/out"
+
+echo "$pass passed, $fails failed"
+[ "$fails" -eq 0 ]
