@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstddef>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -112,24 +113,32 @@ class ExactAttention final : public AttentionBackend {
               q + (static_cast<std::size_t>(i) * s_.n_heads + g * group + j) * hd, hd);
       Eigen::Map<const RowMatrix> K(k_[idx(layer, g)].data(), end, hd);
       Eigen::Map<const RowMatrix> V(v_[idx(layer, g)].data(), end, hd);
-      scores_.resize(group * n, end);
-      scores_.noalias() = (qg_ * K.transpose()) * scale;
-      for (int r = 0; r < group * n; ++r) {
-        const int limit = first_pos + (r % n) + 1;  // keys [0, limit) are visible
-        float* row = scores_.row(r).data();
-        float mx = row[0];
-        for (int t = 1; t < limit; ++t) mx = std::max(mx, row[t]);
-        double sum = 0.0;
-        for (int t = 0; t < limit; ++t) {
-          row[t] = std::exp(row[t] - mx);
-          sum += row[t];
+      // Softmax over key blocks with a running max and sum (exact up to rounding); the
+      // blocks keep the score matrix in cache at long contexts.
+      const int rows = group * n;
+      og_.setZero(rows, hd);
+      row_max_.setConstant(rows, -std::numeric_limits<float>::infinity());
+      row_sum_.setZero(rows);
+      for (int kb = 0; kb < end; kb += kKeyBlock) {
+        const int bl = std::min(kKeyBlock, end - kb);
+        scores_.resize(rows, bl);
+        scores_.noalias() = (qg_ * K.middleRows(kb, bl).transpose()) * scale;
+        for (int r = 0; r < rows; ++r) {
+          const int vis = std::clamp(first_pos + (r % n) + 1 - kb, 0, bl);  // visible keys here
+          auto seen = scores_.row(r).head(vis).array();
+          if (vis > 0) {
+            const float mx = std::max(row_max_[r], seen.maxCoeff());
+            const float corr = std::exp(row_max_[r] - mx);  // 0 on the first block
+            seen = (seen - mx).exp();  // Eigen's vectorized exp (about 1 ulp)
+            row_sum_[r] = row_sum_[r] * corr + seen.sum();
+            if (corr != 1.0f) og_.row(r) *= corr;
+            row_max_[r] = mx;
+          }
+          scores_.row(r).tail(bl - vis).setZero();
         }
-        const float inv = static_cast<float>(1.0 / sum);
-        for (int t = 0; t < limit; ++t) row[t] *= inv;
-        std::fill(row + limit, row + end, 0.0f);
+        og_.noalias() += scores_ * V.middleRows(kb, bl);
       }
-      og_.resize(group * n, hd);
-      og_.noalias() = scores_ * V;
+      for (int r = 0; r < rows; ++r) og_.row(r) /= row_sum_[r];
       for (int j = 0; j < group; ++j)
         for (int i = 0; i < n; ++i)
           Eigen::Map<Eigen::RowVectorXf>(out + (static_cast<std::size_t>(i) * s_.n_heads + g * group + j) * hd, hd) =
@@ -147,7 +156,9 @@ class ExactAttention final : public AttentionBackend {
   AttentionShape s_;
   std::vector<std::vector<float>> k_, v_;  // [layer * n_kv + g] -> [T][head_dim]
   std::vector<int> size_;
+  static constexpr int kKeyBlock = 256;
   RowMatrix qg_, scores_, og_;
+  Eigen::VectorXf row_max_, row_sum_;
 };
 
 // Forwards to another backend and copies Q, K and V of chosen layers for the first

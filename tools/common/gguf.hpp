@@ -48,7 +48,7 @@ struct GgufValue {
     std::vector<GgufValue> items;    // string / array element types only
 
     std::size_t size() const noexcept { return static_cast<std::size_t>(count); }
-    // Element i as a GgufValue (decoded on demand for numeric types).
+    // Element i as a GgufValue (decoded on demand for numeric types), returned by value.
     GgufValue at(std::size_t i) const;
   };
   GgufType type = GgufType::uint8;
