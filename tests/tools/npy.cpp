@@ -172,6 +172,12 @@ TEST_CASE("npy readers refuse truncated, foreign and hostile files", "[tools][np
   } catch (const kvq::Error& e) {
     CHECK(e.code() == Errc::io_error);
   }
+  try {
+    (void)kvq::tools::read_npy(std::filesystem::temp_directory_path());  // a directory
+    FAIL("read_npy read a directory");
+  } catch (const kvq::Error& e) {
+    CHECK(e.code() == Errc::io_error);
+  }
 }
 
 TEST_CASE("npy reader survives every truncation and byte flip of a header", "[tools][npy]") {

@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 namespace kvq::tools {
@@ -86,6 +87,9 @@ inline double load_f64le(const unsigned char* p) noexcept {
 
 // Whole file into memory; the allocation is bounded by the file's actual size.
 inline std::vector<unsigned char> read_file_bytes(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    kvq::detail::fail(Errc::io_error, "'" + path.string() + "' is not a readable regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) kvq::detail::fail(Errc::io_error, "cannot open '" + path.string() + "'");
   in.seekg(0, std::ios::end);
