@@ -219,7 +219,7 @@ TEST_CASE("GGUF reader refuses truncated and hostile files", "[tools][gguf]") {
   b = t.bytes;
   b[t.first_string_len_at + 8 + 20] = 99;  // value type of general.architecture
   CHECK(error_of(b) == Errc::corrupt_data);
-  // Duplicate metadata key: rename "t.u16" to "t.u8\0"-free duplicate by editing "t.i8" -> "t.u8".
+  // Duplicate metadata key: rename the key "t.i8" to "t.u8".
   b = t.bytes;
   const std::string needle = "t.i8";
   auto it = std::search(b.begin(), b.end(), needle.begin(), needle.end());
