@@ -11,4 +11,5 @@
 
 #include <kvq/codec/codec.hpp>
 #include <kvq/codec/registry.hpp>
+#include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <kvq/codec/codec.hpp>
+#include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
 
 #include <cstddef>
@@ -94,6 +95,9 @@ inline const std::vector<CodecInfo>& codec_table() {
       {"q4_1", "uniform", "ggml q4_1: 32 x 4-bit + fp16 scale and min", [](std::size_t d) { return AnyCodec(Q4_1(d)); }},
       {"q3_1", "uniform", "32 x 3-bit + fp16 scale and min", [](std::size_t d) { return AnyCodec(Q3_1(d)); }},
       {"q2_1", "uniform", "32 x 2-bit + fp16 scale and min", [](std::size_t d) { return AnyCodec(Q2_1(d)); }},
+      {"turbo4", "turbo", "rotation + 4-bit Lloyd-Max codebook + fp16 scale", [](std::size_t d) { return AnyCodec(Turbo4(d)); }},
+      {"turbo3", "turbo", "rotation + 3-bit Lloyd-Max codebook + fp16 scale", [](std::size_t d) { return AnyCodec(Turbo3(d)); }},
+      {"turbo2", "turbo", "rotation + 2-bit Lloyd-Max codebook + fp16 scale", [](std::size_t d) { return AnyCodec(Turbo2(d)); }},
   };
   return table;
 }
