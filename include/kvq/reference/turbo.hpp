@@ -17,8 +17,8 @@
 // Attention never leaves rotated space: R is orthonormal, so
 //     q . x^ = (R q) . (alpha L[idx]) = alpha * sum_i q'_i L[idx_i]
 // and a weighted sum of values is accumulated as alpha*w*L[idx] and rotated
-// back once. Everything below therefore works on rotated vectors; only
-// encode_row/decode_row touch the rotation.
+// back once. Everything below therefore works on rotated vectors; the codec
+// (codec/turbo.hpp) applies R before encoding and R^-1 after decoding.
 //
 // Byte layout (little-endian, docs/FORMATS.md "Turbo"), head_dim a multiple of
 // 16, coordinates cut into groups of 16 (g = 0 .. d/16-1), coordinate j of
