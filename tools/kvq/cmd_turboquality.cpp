@@ -106,12 +106,12 @@ constexpr Scale kScales[] = {Scale::norm_fp16, Scale::norm_fp32, Scale::correcte
                              Scale::corrected_fp32, Scale::lsq_fp16, Scale::ip_fp16};
 const char* scale_name(Scale s) {
   switch (s) {
-    case Scale::norm_fp16: return "norm fp16: |x|/sqrt(d)";
-    case Scale::norm_fp32: return "norm fp32: |x|/sqrt(d)";
-    case Scale::corrected_fp16: return "**corrected fp16: |x|/|c|**";
-    case Scale::corrected_fp32: return "corrected fp32: |x|/|c|";
-    case Scale::lsq_fp16: return "least-squares fp16: <y,c>/|c|^2";
-    case Scale::ip_fp16: return "ip-preserving fp16: |x|^2/<y,c>";
+    case Scale::norm_fp16: return "norm fp16: ‖x‖/√d";
+    case Scale::norm_fp32: return "norm fp32: ‖x‖/√d";
+    case Scale::corrected_fp16: return "**corrected fp16: ‖x‖/‖c‖**";
+    case Scale::corrected_fp32: return "corrected fp32: ‖x‖/‖c‖";
+    case Scale::lsq_fp16: return "least-squares fp16: ⟨y,c⟩/‖c‖²";
+    case Scale::ip_fp16: return "ip-preserving fp16: ‖x‖²/⟨y,c⟩";
   }
   return "?";
 }
@@ -367,7 +367,7 @@ int run(const kvq::cli::Args& args) {
 
   // 1. Unit vectors, d = 128.
   std::printf("### Unit vectors, d = 128 (%d random unit vectors per row)\n\n", trials);
-  std::printf("| bits | kvq turbo codec (scale |x|/|c|) | TurboQuant_mse (scale |x|, fp32) | codebook MSE (sphere, d=128) | TurboQuant paper D_mse | bound sqrt(3)pi/2 / 4^b |\n");
+  std::printf("| bits | kvq turbo codec, E‖x − x̂‖² (scale ‖x‖/‖c‖) | TurboQuant_mse (scale ‖x‖, fp32) | codebook MSE (sphere, d=128) | TurboQuant paper D_mse | bound √3π/2 · 4^−b |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|\n");
   const double paper[] = {0.36, 0.117, 0.03, 0.009};
   const double measured[] = {unit_mse<1>(128, trials), unit_mse<2>(128, trials), unit_mse<3>(128, trials),
@@ -379,7 +379,7 @@ int run(const kvq::cli::Args& args) {
                 paper[b - 1], std::sqrt(3.0) * std::acos(-1.0) / 2 / std::pow(4.0, b));
 
   std::printf("\n### Scale stored per row: unit vectors, d = 128 (q: independent Gaussian)\n\n");
-  std::printf("| bits | scale | E|x - x^|^2 | E|x^| | q.x^ vs q.x: slope | rel. error |\n|---:|---|---:|---:|---:|---:|\n");
+  std::printf("| bits | scale | E‖x − x̂‖² | E‖x̂‖ | q·x̂ vs q·x: slope | rel. error |\n|---:|---|---:|---:|---:|---:|\n");
   for (unsigned b = 2; b <= 4; ++b)
     for (Scale s : kScales) {
       const UnitStats u = unit_variant(turbo_variant(b, 128, s), 128, trials / 4);
@@ -410,7 +410,7 @@ int run(const kvq::cli::Args& args) {
   std::printf("\n### Scale stored per row: real K/V (%s, all %zu layers, queries every %zu-th position)\n\n",
               dir.c_str(), D.layers, study_stride);
   std::printf("K-only: K replaced by x^, V exact; V-only: the reverse. Errors are relative RMS over all layers; "
-              "score slope = sum(s s^)/sum(s^2) (1 = unbiased scale).\n\n");
+              "score slope = Σ s·ŝ / Σ s² over exact scores s and approximate ŝ (1 = no shrink). c = L[idx], y = R x.\n\n");
   std::printf("| bits | scale | K rel. err | score rel. err | score slope | out err (K only) | V rel. err | out err (V only) |\n");
   std::printf("|---:|---|---:|---:|---:|---:|---:|---:|\n");
   std::vector<LayerReference> study_ref;
@@ -440,7 +440,7 @@ int run(const kvq::cli::Args& args) {
       const Reconstruct f = turbo_variant(b, D.d, s);
       study_row(scale_name(s), b, f, &f);
     }
-    study_row("TurboQuant_prod: (b-1)-bit MSE + 1-bit QJL (+16 bits |r|)", b, turbo_prod(b, D.d), nullptr);
+    study_row("TurboQuant_prod: (b−1)-bit MSE + 1-bit QJL (+16 bits ‖r‖)", b, turbo_prod(b, D.d), nullptr);
   }
 
   // 3. Per layer, every registered codec.
@@ -486,8 +486,8 @@ int run(const kvq::cli::Args& args) {
   };
   table("Relative RMS error of K", kerr);
   table("Relative RMS error of V", verr);
-  table("Relative RMS error of the attention scores q.k/sqrt(d) (K compressed)", serr);
-  table("Relative RMS error of the attention output softmax(qK^T/sqrt(d))V (K and V compressed)", oerr);
+  table("Relative RMS error of the attention scores q·k/√d (K compressed)", serr);
+  table("Relative RMS error of the attention output softmax(qKᵀ/√d)V (K and V compressed)", oerr);
 
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("(%.1f s)\n", secs);
