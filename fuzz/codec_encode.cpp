@@ -21,6 +21,9 @@ namespace {
 using namespace kvq::fuzz;
 
 constexpr float kEps = 0x1.0p-23f;
+// Absolute slack for float underflow: (hi - m) / nmax of a subnormal range
+// can round to a zero step, leaving values below 2^-126 unrepresented.
+constexpr float kTiny = 0x1.0p-126f;
 
 // |x - x^| bound of a uniform block (docs/RELIABILITY.md): half the stored step
 // (a full step for q4_0's clamped extreme), plus the fp16 rounding of the step
@@ -44,7 +47,7 @@ void check_uniform(const kvq::AnyCodec& c, const float* x, const std::byte* tile
     const float dd = std::fabs(d) * 0x1.0p-11f * 1.001f + 0x1.0p-25f;
     const float dm = std::fabs(m) * 0x1.0p-11f + 0x1.0p-25f;
     const float bound = (q40 ? 1.0f : 0.5f) * std::fabs(d) + (cmax + 1.0f) * dd + dm +
-                        8 * kEps * (amax + std::fabs(lo) + std::fabs(d) * cmax);
+                        8 * kEps * (amax + std::fabs(lo) + std::fabs(d) * cmax) + kTiny;
     for (std::size_t j = 0; j < kBlockValues; ++j) {
       const float err = std::fabs(x[b * kBlockValues + j] - y[b * kBlockValues + j]);
       if (!(err <= bound))
@@ -64,7 +67,7 @@ void check_per_channel(const kvq::AnyCodec& c, const float* x, const std::byte* 
   for (std::size_t t = 0; t < G; ++t)
     for (std::size_t ch = 0; ch < D; ++ch) {
       const float s = meta.scale[ch], m = meta.offset[ch], v = x[t * D + ch];
-      const float bound = 0.5f * s + 8 * kEps * (std::fabs(v) + std::fabs(m) + s * nmax);
+      const float bound = 0.5f * s + 8 * kEps * (std::fabs(v) + std::fabs(m) + s * nmax) + kTiny;
       const float err = std::fabs(v - y[t * D + ch]);
       if (!(err <= bound))
         bug(std::string(c.name()) + ": token " + std::to_string(t) + " channel " + std::to_string(ch) +

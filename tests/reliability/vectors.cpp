@@ -10,6 +10,7 @@
 #include <kvq/codec/registry.hpp>
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -151,8 +152,28 @@ TEST_CASE("vectors: the scalar reference reproduces the committed vectors bit fo
       CHECK(same_bits(y, tile.decoded));
       c.scores(f.query_work.data(), tile.bytes.data(), s.data());
       CHECK(same_bits(s, tile.scores));
+      // The porting tolerance (docs/PORTING.md) is met by the reference itself
+      // against exact arithmetic: |s - q'.x^| <= 1e-5 * sum |q'_c x^_c| + 1e-30.
+      for (std::size_t k = 0; k < g; ++k) {
+        double exact = 0, mag = 0;
+        for (std::size_t ch = 0; ch < dim; ++ch) {
+          exact += double(f.query_work[ch]) * tile.decoded[k * dim + ch];
+          mag += std::abs(double(f.query_work[ch]) * tile.decoded[k * dim + ch]);
+        }
+        REQUIRE(std::abs(tile.scores[k] - exact) <= 1e-5 * mag + 1e-30);
+      }
       c.accumulate(acc.data(), tile.weights.data(), tile.bytes.data());
       CHECK(same_bits(acc, tile.accumulator));
+    }
+    // Accumulator tolerance against exact arithmetic, over all tiles.
+    for (std::size_t ch = 0; ch < dim; ++ch) {
+      double exact = 0, mag = 0;
+      for (const auto& tile : f.tiles)
+        for (std::size_t k = 0; k < g; ++k) {
+          exact += double(tile.weights[k]) * tile.decoded[k * dim + ch];
+          mag += std::abs(double(tile.weights[k]) * tile.decoded[k * dim + ch]);
+        }
+      REQUIRE(std::abs(f.tiles.back().accumulator[ch] - exact) <= 1e-5 * mag + 1e-30);
     }
     c.finish_output(acc.data(), out.data());
     CHECK(same_bits(out, f.output));
