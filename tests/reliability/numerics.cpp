@@ -121,8 +121,8 @@ TEST_CASE("numerics: regression -- q8_0/q4_x/q3_1/q2_1 steps below 2^-128 encode
     INFO(name);
     const kvq::AnyCodec c = kvq::make_codec(name, 32);
     std::vector<float> x(32, 0.0f);
-    x[5] = 3e-37f;  // q8_0: d = 2.4e-39; q4_x: |d| < 2^-128 as well
-    x[6] = -1e-38f;
+    x[5] = 1e-39f;  // steps: q8_0 7.9e-42, q4_0 -1.25e-40, q4_1 8e-41, q3_1 1.7e-40, q2_1 4e-40
+    x[6] = -2e-40f;
     std::vector<std::byte> enc(c.bytes_per_tile(), std::byte{0x77});
     std::vector<float> y(32, 1.0f);
     c.encode_tile(x.data(), enc.data());

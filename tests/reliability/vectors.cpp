@@ -80,6 +80,11 @@ VectorFile parse(std::istream& in) {
     }
     std::string value;
     in >> value;
+    if (key == "format") {  // "format kvq-vectors VERSION"
+      in >> f.header["format_version"];
+      f.header[key] = value;
+      continue;
+    }
     const bool is_float = key == "query" || key == "query_work" || key == "output" || key == "input" ||
                           key == "decoded" || key == "scores" || key == "weights" || key == "accumulator";
     if (key == "bytes" || is_float) {
@@ -129,6 +134,7 @@ TEST_CASE("vectors: the scalar reference reproduces the committed vectors bit fo
     std::ifstream in(entry.path());
     const VectorFile f = parse(in);
     REQUIRE(f.header.at("format") == "kvq-vectors");
+    REQUIRE(f.header.at("format_version") == "1");
     const std::size_t dim = std::stoul(f.header.at("head_dim"));
     const kvq::AnyCodec c = kvq::make_codec(f.header.at("codec"), dim);
     const std::size_t g = c.tokens_per_tile();
@@ -188,7 +194,9 @@ TEST_CASE("vectors: the parser refuses damaged files", "[reliability][vectors]")
   CHECK_THROWS(parse(bad_token));
   std::istringstream ok("format kvq-vectors 1\nquery 1\n3f800000\ntile 0\nbytes 1\nab\nend\n");
   const VectorFile f = parse(ok);
-  CHECK(f.query.size() == 1);
+  CHECK(f.header.at("format_version") == "1");
+  REQUIRE(f.query.size() == 1);
+  REQUIRE(f.tiles.size() == 1);
   CHECK(f.query[0] == 1.0f);
   CHECK(f.tiles.at(0).bytes.at(0) == std::byte{0xAB});
 }
