@@ -39,6 +39,15 @@ inline void require_half_representable(float v, std::string_view format, const c
                                               std::to_string(v) + " overflows fp16");
 }
 
+// 1/d for computing codes: 0 for a zero block (ggml's rule) and also when 1/d
+// overflows float, i.e. d below 2^-128. Such a d rounds to fp16 zero, so the
+// block decodes to its minimum whatever the codes; codes 0 keep every
+// float -> int conversion defined (x * inf would be Inf or NaN).
+inline float inverse_step(float d) noexcept {
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  return std::isfinite(id) ? id : 0.0f;
+}
+
 // The asymmetric quantizer shared by q4_1, q3_1 and q2_1 (ggml's q4_1 rule):
 // d = (max - min) / (2^bits - 1), codes rounded half-up from (x - min) / d in
 // float, the fp32 scale (not its fp16 rounding) used for the division.
@@ -55,7 +64,7 @@ void quantize_asymmetric(const float* x, std::string_view format, float& d, floa
   m = lo;
   require_half_representable(d, format, "scale");
   require_half_representable(m, format, "minimum");
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float id = inverse_step(d);
   for (std::size_t j = 0; j < kBlockValues; ++j) {
     const int c = static_cast<std::int8_t>((x[j] - lo) * id + 0.5f);
     codes[j] = static_cast<std::uint8_t>(std::min(nmax, c));
@@ -75,7 +84,7 @@ struct Q8_0Block {
     for (std::size_t j = 0; j < kBlockValues; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
     detail::require_half_representable(d, name, "scale");
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = detail::inverse_step(d);
     bits::store_u16(out, float_to_half_bits(d));
     for (std::size_t j = 0; j < kBlockValues; ++j)
       out[2 + j] = static_cast<std::byte>(static_cast<std::int8_t>(std::roundf(x[j] * id)));
@@ -106,7 +115,7 @@ struct Q4_0Block {
     }
     const float d = max / -8.0f;
     detail::require_half_representable(d, name, "scale");
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = detail::inverse_step(d);
     bits::store_u16(out, float_to_half_bits(d));
     for (std::size_t j = 0; j < 16; ++j) {
       const int n0 = std::min(15, static_cast<int>(static_cast<std::int8_t>(x[j] * id + 8.5f)));
