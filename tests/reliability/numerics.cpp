@@ -105,8 +105,24 @@ TEST_CASE("numerics: subnormal inputs encode and decode to finite values near th
       c.decode_tile(enc.data(), y.data());
       REQUIRE(all_finite(y));
       // fp16 metadata cannot hold subnormal floats: they decode to (about) zero.
-      const float bound = mix == 2 ? 0.75f / 2 : 1e-7f;
-      for (std::size_t i = 0; i < n; ++i) REQUIRE(std::fabs(y[i] - x[i]) <= bound);
+      // Beside normal values, block codecs keep each value within half a step
+      // of the block's range; rotated (turbo) codecs spread error over the row,
+      // so for them the bound is on the row: the codebook's relative L2 error
+      // (at most ~0.4 at 2 bits) with margin.
+      const bool rotated = std::any_of(kvq::codec_table().begin(), kvq::codec_table().end(),
+                                       [&](const auto& info) { return info.name == name && info.family == "turbo"; });
+      if (mix == 2 && !rotated) {
+        for (std::size_t i = 0; i < n; ++i) REQUIRE(std::fabs(y[i] - x[i]) <= 0.75f / 2);
+      } else if (mix == 2) {
+        double err = 0, norm = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+          err += double(y[i] - x[i]) * (y[i] - x[i]);
+          norm += double(x[i]) * x[i];
+        }
+        REQUIRE(std::sqrt(err / norm) <= 0.6);
+      } else {
+        for (std::size_t i = 0; i < n; ++i) REQUIRE(std::fabs(y[i] - x[i]) <= 1e-7f);
+      }
     }
   }
 }
