@@ -12,3 +12,4 @@
 #include <kvq/codec/codec.hpp>
 #include <kvq/codec/registry.hpp>
 #include <kvq/codec/uniform.hpp>
+#include <kvq/cache/snapshot.hpp>
