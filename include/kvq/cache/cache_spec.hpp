@@ -120,7 +120,10 @@ struct CacheSpec {
            pair(boundary.codecs);
     if (!layers.empty()) {
       s += ",layers=";
-      for (std::size_t i = 0; i < layers.size(); ++i) s += (i ? ";" : "") + pair(layers[i]);
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        if (i) s += ';';
+        s += pair(layers[i]);
+      }
     }
     if (window) s += ",window=" + std::to_string(window);
     if (sinks) s += ",sinks=" + std::to_string(sinks);

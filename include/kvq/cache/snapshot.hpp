@@ -164,7 +164,7 @@ struct SnapshotIO {
       e.trigger = r.u64("undo trigger");
       e.from = r.u64("undo segment");
       e.n_tokens = r.u64("undo tokens");
-      if (e.trigger < last_trigger || e.trigger > length || e.from < 1 || e.from >= lay.n_segments() ||
+      if (e.trigger < last_trigger || e.trigger > length || e.from < 2 || e.from >= lay.n_segments() ||
           e.n_tokens == 0 || e.n_tokens > length || e.n_tokens % lay.segment(e.from).tokens_per_tile ||
           e.n_tokens % lay.segment(e.from - 1).tokens_per_tile)
         r.corrupt("undo entry " + std::to_string(i) + " is inconsistent");

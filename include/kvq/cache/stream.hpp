@@ -27,6 +27,7 @@
 #include <kvq/codec/registry.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <deque>
@@ -189,6 +190,21 @@ inline StreamConfig stream_config(const ModelShape& shape, const CacheSpec& spec
   return c;
 }
 
+// A decoded vector may overshoot the cache's input domain (norm <= 65504) by
+// a rounding step; scaling it back keeps the next codec's fp16 metadata
+// (scales, minimums, norms) finite, so a demotion can never fail half-way.
+inline void clamp_to_domain(float* x, std::size_t n_tokens, std::size_t head_dim) {
+  for (std::size_t t = 0; t < n_tokens; ++t) {
+    float* row = x + t * head_dim;
+    double sq = 0.0;
+    for (std::size_t i = 0; i < head_dim; ++i) sq += double(row[i]) * double(row[i]);
+    if (sq > 65504.0 * 65504.0) {
+      const float f = static_cast<float>(65504.0 / std::sqrt(sq) * (1.0 - 1e-6));
+      for (std::size_t i = 0; i < head_dim; ++i) row[i] *= f;
+    }
+  }
+}
+
 // One entry of the undo log: the previous bytes (per head) of a transition.
 struct UndoEntry {
   std::size_t trigger = 0;  // stream length right after the append that caused it
@@ -233,9 +249,7 @@ class Stream {
       const std::byte* src = data[from][h].data();
       for (std::size_t i = 0; i < n / gf; ++i)
         codecs[from].decode_tile(src + i * layout.segment(from).bytes_per_tile, values.data() + i * gf * head_dim);
-      // A decoded tile may overshoot the |x| <= 65504 input domain by a
-      // rounding step; clamping keeps the next codec's fp16 metadata finite.
-      for (float& v : values) v = std::clamp(v, -65504.0f, 65504.0f);
+      clamp_to_domain(values.data(), n, head_dim);
       const std::size_t bt = layout.segment(to).bytes_per_tile;
       std::byte* dst = data[to][h].grow(n / gt * bt);
       for (std::size_t i = 0; i < n / gt; ++i) codecs[to].encode_tile(values.data() + i * gt * head_dim, dst + i * bt);
@@ -283,9 +297,8 @@ class Stream {
       for (std::size_t h = 0; h < n_heads; ++h) {
         if (partial) codecs[j].decode_tile(data[j][h].data() + tiles_keep * bt, tile.data());
         data[j][h].pop_back((counts[j] / g - tiles_keep) * bt);
+        clamp_to_domain(tile.data(), partial, head_dim);
         for (std::size_t i = 0; i < partial; ++i) {
-          for (std::size_t d = 0; d < head_dim; ++d)
-            tile[i * head_dim + d] = std::clamp(tile[i * head_dim + d], -65504.0f, 65504.0f);
           codecs[w].encode_tile(tile.data() + i * head_dim, data[w][h].grow(layout.segment(w).bytes_per_tile));
         }
       }
