@@ -25,22 +25,34 @@ struct ErrorStats {
   double mean = 0, max = 0;
 };
 
+// Exact double attention for the last kQueries positions of every layer and
+// query head, [layer][position][q_head]: the same for every configuration.
+std::vector<Eigen::VectorXd> reference_outputs(const RealDump& d) {
+  std::vector<Eigen::VectorXd> refs;
+  const std::size_t g = d.q_heads / d.kv_heads;
+  for (std::size_t l = 0; l < d.layers; ++l)
+    for (std::size_t i = 0; i < kQueries; ++i) {
+      const std::size_t pos = d.tokens - kQueries + i;
+      for (std::size_t qh = 0; qh < d.q_heads; ++qh)
+        refs.push_back(reference_attention(d.q_at(l, pos) + qh * d.dim, d.k_at(l, 0), d.v_at(l, 0), pos, d.kv_heads,
+                                           d.dim, qh / g, 1.0 / std::sqrt(double(d.dim))));
+    }
+  return refs;
+}
+
 // Relative L2 error of the cache's prefill attention over the last kQueries
 // positions, every query head, against exact double attention.
-ErrorStats attention_error(const RealDump& d, const std::string& spec_text) {
+ErrorStats attention_error(const RealDump& d, const std::vector<Eigen::VectorXd>& refs, const std::string& spec_text) {
   Cache cache(d.shape(), CacheSpec::parse(spec_text));
   for (std::size_t l = 0; l < d.layers; ++l) cache.append(l, d.tokens, d.k_at(l, 0), d.v_at(l, 0));
   ErrorStats st;
   std::size_t n = 0;
   std::vector<float> out(kQueries * d.q_heads * d.dim);
-  const std::size_t g = d.q_heads / d.kv_heads;
   for (std::size_t l = 0; l < d.layers; ++l) {
     cache.attend(l, kQueries, d.q_at(l, d.tokens - kQueries), out.data());
-    for (std::size_t i = 0; i < kQueries; ++i) {
-      const std::size_t pos = d.tokens - kQueries + i;
+    for (std::size_t i = 0; i < kQueries; ++i)
       for (std::size_t qh = 0; qh < d.q_heads; ++qh) {
-        const auto ref = reference_attention(d.q_at(l, pos) + qh * d.dim, d.k_at(l, 0), d.v_at(l, 0), pos,
-                                             d.kv_heads, d.dim, qh / g, 1.0 / std::sqrt(double(d.dim)));
+        const auto& ref = refs[(l * kQueries + i) * d.q_heads + qh];
         double num = 0;
         for (std::size_t j = 0; j < d.dim; ++j) {
           const double e = out[(i * d.q_heads + qh) * d.dim + j] - ref(j);
@@ -51,7 +63,6 @@ ErrorStats attention_error(const RealDump& d, const std::string& spec_text) {
         st.max = std::max(st.max, rel);
         ++n;
       }
-    }
   }
   st.mean /= double(n);
   return st;
@@ -65,10 +76,11 @@ TEST_CASE("cache: a window covering every token is exact attention (real dumps)"
     WARN("../shared K/V dumps absent: skipped");
     return;
   }
+  const auto refs = reference_outputs(*d);
   for (const char* spec : {"k=q2_1,v=q2_1,window=768", "k=q2_1,v=q2_1,window=700,sinks=68",
                            "k=q2_1,v=q2_1,window=768,precision=f16"}) {
     INFO(spec);
-    const auto e = attention_error(*d, spec);
+    const auto e = attention_error(*d, refs, spec);
     if (std::getenv("KVQ_PRINT_ERRORS")) std::printf("| `%s` | %.3g | %.3g |\n", spec, e.mean, e.max);
     CHECK(e.max < 1e-5);  // float accumulation over 768 tokens against double (measured 4.3e-6)
   }
@@ -103,8 +115,9 @@ TEST_CASE("cache: every codec x age schedule stays within its measured error bou
   };
   const bool print = std::getenv("KVQ_PRINT_ERRORS") != nullptr;
   std::map<std::string, double> mean;
+  const auto refs = reference_outputs(*d);
   for (const auto& r : rows) {
-    const auto e = attention_error(*d, r.spec);
+    const auto e = attention_error(*d, refs, r.spec);
     mean[r.spec] = e.mean;
     if (print) std::printf("| `%s` | %.5f | %.5f |\n", r.spec, e.mean, e.max);
     INFO(r.spec << ": mean " << e.mean << " max " << e.max);
@@ -120,6 +133,36 @@ TEST_CASE("cache: every codec x age schedule stays within its measured error bou
   CHECK(mean["k=q4_1,v=q4_1,window=128,sinks=4,tier=384:q2_1/q2_1"] < mean["k=q2_1,v=q2_1,window=128,sinks=4"]);
   CHECK(mean["k=q4_1,v=q4_1,window=128,sinks=4,tier=384:q2_1/q2_1"] > mean["k=q4_1,v=q4_1,window=128"]);
   CHECK(mean["k=q8_0,v=q2_1,boundary=1+0:q8_0/q8_0"] < mean["k=q8_0,v=q2_1"]);
+}
+
+TEST_CASE("cache: an engine's decode loop (append, then attend, per token) on real dumps", "[cache][real]") {
+  const auto d = load_real_dump(1, 320);
+  if (!d) {
+    WARN("../shared K/V dumps absent: skipped");
+    return;
+  }
+  // q8_0 with a 64-token window and 4 sinks: every step checks the newest
+  // position against exact attention; the error stays within the q8_0 bound
+  // and is zero while the window still holds every token.
+  Cache cache(d->shape(), CacheSpec::parse("k=q8_0,v=q8_0,window=64,sinks=4"));
+  std::vector<float> out(d->q_heads * d->dim);
+  const std::size_t g = d->q_heads / d->kv_heads;
+  double worst = 0, worst_exact = 0;
+  for (std::size_t t = 0; t < d->tokens; ++t) {
+    cache.append(0, d->k_at(0, t), d->v_at(0, t));
+    cache.attend(0, d->q_at(0, t), out.data());
+    for (std::size_t qh = 0; qh < d->q_heads; qh += 3) {
+      const auto ref = reference_attention(d->q_at(0, t) + qh * d->dim, d->k_at(0, 0), d->v_at(0, 0), t, d->kv_heads,
+                                           d->dim, qh / g, 1.0 / std::sqrt(double(d->dim)));
+      double num = 0;
+      for (std::size_t j = 0; j < d->dim; ++j) num += std::pow(out[qh * d->dim + j] - ref(j), 2);
+      const double rel = std::sqrt(num) / ref.norm();
+      (t < 68 ? worst_exact : worst) = std::max(t < 68 ? worst_exact : worst, rel);
+    }
+  }
+  CHECK(worst_exact < 1e-5);
+  CHECK(worst < 0.054);
+  CHECK(worst > 1e-4);  // compression did happen
 }
 
 // ---------------------------------------------------------------------------

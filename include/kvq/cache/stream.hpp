@@ -66,7 +66,9 @@ class ByteRun {
     buf_.resize(old + n);
     return buf_.data() + old;
   }
-  void append(const std::byte* p, std::size_t n) { std::memcpy(grow(n), p, n); }
+  void append(const std::byte* p, std::size_t n) {
+    if (n) std::memcpy(grow(n), p, n);
+  }
   void pop_front(std::size_t n) noexcept {
     off_ += n;
     if (off_ == buf_.size()) {
@@ -85,6 +87,7 @@ class ByteRun {
     }
   }
   void push_front(const std::byte* p, std::size_t n) {
+    if (n == 0) return;
     if (off_ >= n) {
       off_ -= n;
       std::memcpy(buf_.data() + off_, p, n);
