@@ -448,6 +448,8 @@ TEST_CASE("cache: bad input is refused before anything is stored", "[cache]") {
   CHECK(error_code([&] { c.attend(2, 41, q.data(), o.data()); }) == Errc::out_of_range);
   CHECK(error_code([&] { c.scores(2, kShape.n_q_heads, q.data(), s.data()); }) == Errc::out_of_range);
   CHECK(error_code([&] { c.length(7); }) == Errc::out_of_range);
+  CHECK(error_code([&] { c.attend(2, q.data(), o.data(), std::numeric_limits<float>::quiet_NaN()); }) ==
+        Errc::invalid_argument);
   CHECK(snap(c) == before);
   Cache empty = make(kSpecs[0]);
   CHECK(error_code([&] { empty.attend(2, q.data(), o.data()); }) == Errc::invalid_argument);

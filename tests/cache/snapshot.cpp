@@ -118,6 +118,19 @@ TEST_CASE("snapshot: truncated, corrupted and foreign files are refused, target 
   refit_checksum(longer);
   CHECK(restore_error(target, longer) == Errc::corrupt_data);
 
+  // A compressed tile whose fp16 scale is NaN (checksum refitted): refused,
+  // because a later demotion would have to re-encode it.
+  std::string nan_tile = good;
+  const std::string q2_name = std::string("\x04\0\0\0\0\0\0\0", 8) + "q2_1";
+  const std::size_t name_at = nan_tile.find(q2_name, length_at);
+  REQUIRE(name_at != std::string::npos);
+  const std::size_t tile_at = name_at + q2_name.size() + 16;
+  REQUIRE(kvq::bits::load_u64(reinterpret_cast<const std::byte*>(nan_tile.data()) + name_at + 12) > 0);
+  nan_tile[tile_at] = 0x00;
+  nan_tile[tile_at + 1] = 0x7E;
+  refit_checksum(nan_tile);
+  CHECK(restore_error(target, nan_tile) == Errc::corrupt_data);
+
   CHECK(bytes_of(target) == before);
   // And the untouched target still restores a good file.
   std::istringstream in(good);

@@ -113,6 +113,7 @@ class Cache {
     detail::require(n_pos > 0 && n_pos <= L.length, Errc::out_of_range,
                     "attend: n_pos " + std::to_string(n_pos) + " not in 1.." + std::to_string(L.length));
     const float s = scale.value_or(1.0f / std::sqrt(static_cast<float>(shape_.head_dim)));
+    detail::require(std::isfinite(s), Errc::invalid_argument, "attend: scale is not finite");
     const std::size_t d = shape_.head_dim, g = shape_.group_size(), n = L.length;
     std::vector<float> w(g * n);
     for (std::size_t i = 0; i < n_pos; ++i) {

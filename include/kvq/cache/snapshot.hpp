@@ -5,7 +5,9 @@
 // nothing: it reads the whole stream, checks the checksum, parses into a fresh
 // cache while checking every count against the bytes present (so a hostile
 // header cannot trigger a huge allocation), every codec name and the whole
-// configuration against the target, and swaps the result in only at the end.
+// configuration against the target, decodes every stored tile to check it is
+// finite (a later demotion re-encodes it and must not fail half-way), and
+// swaps the result in only at the end.
 // Any failure is Errc::corrupt_data and leaves the target untouched. The byte
 // layout is in docs/CACHE.md; all integers are little-endian.
 #pragma once
@@ -147,7 +149,7 @@ struct SnapshotIO {
       if (j == 0 && n > sinks) r.corrupt("more sink tokens than configured");
       for (std::size_t h = 0; h < s.n_heads; ++h) {
         const std::byte* p = r.take(bytes, "segment bytes");
-        if (lay.is_exact(j)) require_finite_tiles(r, s.codecs[j], p, n);
+        require_finite_tiles(r, s.codecs[j], p, n);
         s.data[j][h].append(p, bytes);
       }
       s.counts[j] = n;
@@ -172,7 +174,7 @@ struct SnapshotIO {
       const std::size_t bytes = lay.bytes_of(e.from, e.n_tokens);
       for (std::size_t h = 0; h < s.n_heads; ++h) {
         const std::byte* p = r.take(bytes, "undo bytes");
-        if (lay.is_exact(e.from)) require_finite_tiles(r, s.codecs[e.from], p, e.n_tokens);
+        require_finite_tiles(r, s.codecs[e.from], p, e.n_tokens);
         e.bytes.emplace_back(p, p + bytes);
       }
       s.log.push_back(std::move(e));
@@ -189,7 +191,7 @@ struct SnapshotIO {
     for (std::size_t t = 0; t < n / c.tokens_per_tile(); ++t) {
       c.decode_tile(p + t * c.bytes_per_tile(), x.data());
       for (float v : x)
-        if (!std::isfinite(v)) r.corrupt("non-finite exact value");
+        if (!std::isfinite(v)) r.corrupt("a stored tile of '" + std::string(c.name()) + "' decodes to a non-finite value");
     }
   }
 
