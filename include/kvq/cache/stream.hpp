@@ -247,7 +247,8 @@ class Stream {
     const std::size_t gf = layout.segment(from).tokens_per_tile, gt = layout.segment(to).tokens_per_tile;
     const std::size_t src_bytes = layout.bytes_of(from, n);
     UndoEntry entry{length, from, n, {}};
-    std::vector<float> values(n * head_dim);
+    std::vector<float>& values = scratch;
+    values.resize(n * head_dim);
     for (std::size_t h = 0; h < n_heads; ++h) {
       const std::byte* src = data[from][h].data();
       for (std::size_t i = 0; i < n / gf; ++i)
@@ -342,6 +343,7 @@ class Stream {
   std::vector<std::size_t> counts;         // tokens per segment
   std::deque<UndoEntry> log;               // oldest first
   std::size_t floor = 0;                   // truncate(p) is exact iff p >= floor
+  std::vector<float> scratch;              // decoded tokens in flight (no allocation per move)
 };
 
 }  // namespace detail
