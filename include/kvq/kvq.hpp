@@ -14,3 +14,4 @@
 #include <kvq/codec/registry.hpp>
 #include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
+#include <kvq/cache/snapshot.hpp>

@@ -1,0 +1,65 @@
+// The attention driver's inner loops over one segment of a stream.
+//
+// Each runs one codec over a contiguous run of tiles for a *group* of queries
+// (the query heads sharing a KV head, GQA), in the codec's working space. The
+// signature is group-shaped on purpose: the Highway kernel layer replaces
+// these bodies with dispatched kernels that read each tile once per group.
+#pragma once
+
+#include <kvq/codec/registry.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <vector>
+
+namespace kvq::detail {
+
+// out[i * out_stride + t] = q_i . k_t for the n_tiles * tokens_per_tile keys;
+// q_i = q + i * q_stride is in model space (prepared here, once per query).
+inline void segment_scores(const AnyCodec& codec, const float* q, std::size_t n_q, std::size_t q_stride,
+                           const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
+  if (n_tiles == 0) return;
+  const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile(), bt = codec.bytes_per_tile();
+  std::vector<float> work(d);
+  for (std::size_t i = 0; i < n_q; ++i) {
+    codec.prepare_query(q + i * q_stride, work.data());
+    float* o = out + i * out_stride;
+    for (std::size_t t = 0; t < n_tiles; ++t) codec.scores(work.data(), tiles + t * bt, o + t * g);
+  }
+}
+
+// out_i += sum_t w_i[t] v_t for query i, with w_i = w + i * w_stride; the sum
+// runs in the codec's working space and is mapped back once per query.
+inline void segment_accumulate(const AnyCodec& codec, const float* w, std::size_t n_q, std::size_t w_stride,
+                               const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
+  if (n_tiles == 0) return;
+  const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile(), bt = codec.bytes_per_tile();
+  std::vector<float> acc(d), model(d);
+  for (std::size_t i = 0; i < n_q; ++i) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    const float* wi = w + i * w_stride;
+    for (std::size_t t = 0; t < n_tiles; ++t) codec.accumulate(acc.data(), wi + t * g, tiles + t * bt);
+    codec.finish_output(acc.data(), model.data());
+    float* o = out + i * out_stride;
+    for (std::size_t j = 0; j < d; ++j) o[j] += model[j];
+  }
+}
+
+// In place: s[t] <- softmax(scale * s)[t] over t < n_visible, 0 beyond.
+// Max-subtracted in float, the denominator summed in double.
+inline void softmax_row(float* s, std::size_t n, std::size_t n_visible, float scale) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (std::size_t t = 0; t < n_visible; ++t) m = std::max(m, scale * s[t]);
+  double sum = 0.0;
+  for (std::size_t t = 0; t < n_visible; ++t) {
+    s[t] = std::exp(scale * s[t] - m);
+    sum += s[t];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (std::size_t t = 0; t < n_visible; ++t) s[t] *= inv;
+  std::fill(s + n_visible, s + n, 0.0f);
+}
+
+}  // namespace kvq::detail

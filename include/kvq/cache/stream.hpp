@@ -1,0 +1,350 @@
+// The storage of one K or V stream of one KV layer (all its KV heads), and the
+// token-count rules that decide when tokens change representation.
+//
+// A stream is a sequence of *segments* in position order:
+//   0        sinks        the first `sinks` tokens, exact
+//   1..T-1   lower tiers  oldest (cheapest codec) first
+//   T        policy tier  the layer's codec, newest compressed tokens
+//   T+1      window       the newest tokens, exact
+// Every segment is a run of whole tiles of its codec (exact storage is a
+// 1-token-per-tile codec), contiguous per KV head, so a kernel can stream over
+// it. K and V are separate streams because their codecs and tile sizes differ.
+//
+// Tokens enter the window (or the sinks, until they are full), leave the
+// window into the policy tier in whole tiles once the window holds W + G
+// tokens (so a tile codec's effective window is W..W+G-1 tokens), and move
+// from tier j to the older tier j-1 in units of lcm(G_j, G_{j-1}) once the
+// newest token of the unit has `after` newer tokens. These rules depend only
+// on token counts (StreamLayout), so the memory planner runs the very same
+// rules without data. Every move is recorded in an undo log holding the moved
+// tokens' previous bytes for the newest `rollback_reserve` appends, which is
+// what makes speculative-decoding rollback exact.
+#pragma once
+
+#include <kvq/cache/cache_spec.hpp>
+#include <kvq/cache/exact_codec.hpp>
+#include <kvq/cache/model_shape.hpp>
+#include <kvq/codec/registry.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <numeric>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace kvq {
+
+// Builds a codec by name for a head_dim; the typed KVCache supplies one that
+// also knows its own compile-time codec types.
+using CodecFactory = std::function<AnyCodec(std::string_view name, std::size_t head_dim)>;
+
+// The registry plus the exact formats "f32" and "f16".
+inline AnyCodec default_codec_factory(std::string_view name, std::size_t head_dim) {
+  if (name == ExactF32::name) return AnyCodec(ExactF32(head_dim));
+  if (name == ExactF16::name) return AnyCodec(ExactF16(head_dim));
+  return make_codec(name, head_dim);
+}
+
+enum class StreamKind { key, value };
+
+namespace detail {
+
+// A byte vector consumed at the front and grown at the back; the consumed
+// prefix is compacted once it is half the buffer, so moves are amortized O(1).
+class ByteRun {
+ public:
+  std::size_t size() const noexcept { return buf_.size() - off_; }
+  const std::byte* data() const noexcept { return buf_.data() + off_; }
+  std::byte* data() noexcept { return buf_.data() + off_; }
+  std::byte* grow(std::size_t n) {
+    const std::size_t old = buf_.size();
+    buf_.resize(old + n);
+    return buf_.data() + old;
+  }
+  void append(const std::byte* p, std::size_t n) {
+    if (n) std::memcpy(grow(n), p, n);
+  }
+  void pop_front(std::size_t n) noexcept {
+    off_ += n;
+    if (off_ == buf_.size()) {
+      buf_.clear();
+      off_ = 0;
+    } else if (off_ >= 4096 && 2 * off_ >= buf_.size()) {
+      buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(off_));
+      off_ = 0;
+    }
+  }
+  void pop_back(std::size_t n) noexcept {
+    buf_.resize(buf_.size() - n);
+    if (buf_.size() == off_) {
+      buf_.clear();
+      off_ = 0;
+    }
+  }
+  void push_front(const std::byte* p, std::size_t n) {
+    if (n == 0) return;
+    if (off_ >= n) {
+      off_ -= n;
+      std::memcpy(buf_.data() + off_, p, n);
+    } else {
+      buf_.insert(buf_.begin() + static_cast<std::ptrdiff_t>(off_), p, p + n);
+    }
+  }
+  void clear() noexcept {
+    buf_.clear();
+    off_ = 0;
+  }
+
+ private:
+  std::vector<std::byte> buf_;
+  std::size_t off_ = 0;
+};
+
+struct SegmentShape {
+  std::size_t tokens_per_tile = 1;
+  std::size_t bytes_per_tile = 0;  // per KV head
+};
+
+// A move of n_tokens from the front of segment `from` to the back of `from - 1`.
+struct Transition {
+  std::size_t from = 0;
+  std::size_t n_tokens = 0;
+};
+
+// The count rules of a stream (see the header comment).
+class StreamLayout {
+ public:
+  StreamLayout() = default;
+  // `segments` in position order (sinks, tiers oldest first, policy, window);
+  // demote_after[j] (1 <= j < T) = age at which tokens move from j+1 into j.
+  StreamLayout(std::vector<SegmentShape> segments, std::size_t sinks, std::size_t window,
+               std::vector<std::size_t> demote_after)
+      : segs_(std::move(segments)), sinks_(sinks), window_(window), after_(std::move(demote_after)) {}
+
+  std::size_t n_segments() const noexcept { return segs_.size(); }
+  std::size_t window_segment() const noexcept { return segs_.size() - 1; }
+  std::size_t policy_segment() const noexcept { return segs_.size() - 2; }
+  const SegmentShape& segment(std::size_t j) const noexcept { return segs_[j]; }
+  bool is_exact(std::size_t j) const noexcept { return j == 0 || j == window_segment(); }
+
+  std::size_t entry_segment(const std::vector<std::size_t>& counts) const noexcept {
+    return counts[0] < sinks_ ? 0 : window_segment();
+  }
+
+  std::optional<Transition> next(const std::vector<std::size_t>& counts, std::size_t length) const {
+    const std::size_t w = window_segment(), p = policy_segment();
+    if (counts[w] >= window_ + segs_[p].tokens_per_tile) return Transition{w, segs_[p].tokens_per_tile};
+    std::size_t front = 0;
+    for (std::size_t j = 0; j < p; ++j) front += counts[j];
+    for (std::size_t j = p; j >= 2; --j) {  // newest tier first
+      const std::size_t u = std::lcm(segs_[j].tokens_per_tile, segs_[j - 1].tokens_per_tile);
+      if (counts[j] >= u && length >= front + u + after_[j - 1]) return Transition{j, u};
+      front -= counts[j - 1];
+    }
+    return std::nullopt;
+  }
+
+  // Bytes per head a segment's `n` tokens occupy (n a multiple of its tile).
+  std::size_t bytes_of(std::size_t j, std::size_t n) const noexcept {
+    return n / segs_[j].tokens_per_tile * segs_[j].bytes_per_tile;
+  }
+
+ private:
+  std::vector<SegmentShape> segs_;
+  std::size_t sinks_ = 0, window_ = 0;
+  std::vector<std::size_t> after_;
+};
+
+// The codecs of a stream's segments, in position order, and its layout.
+struct StreamConfig {
+  std::vector<AnyCodec> codecs;
+  StreamLayout layout;
+};
+
+inline StreamConfig stream_config(const ModelShape& shape, const CacheSpec& spec, const CodecFactory& make,
+                                  std::size_t kv_ordinal, StreamKind kind) {
+  auto pick = [&](const CodecPair& p) -> const std::string& { return kind == StreamKind::key ? p.k : p.v; };
+  const std::string exact(spec.window_precision == WindowPrecision::f16 ? ExactF16::name : ExactF32::name);
+  StreamConfig c;
+  c.codecs.push_back(make(exact, shape.head_dim));
+  for (std::size_t i = spec.tiers.size(); i-- > 0;) c.codecs.push_back(make(pick(spec.tiers[i].codecs), shape.head_dim));
+  c.codecs.push_back(make(pick(spec.layer_codecs(shape, kv_ordinal)), shape.head_dim));
+  c.codecs.push_back(make(exact, shape.head_dim));
+  std::vector<SegmentShape> segs;
+  for (const auto& codec : c.codecs) {
+    detail::require(codec.head_dim() == shape.head_dim, Errc::shape_mismatch,
+                    "codec '" + std::string(codec.name()) + "' was built for head_dim " +
+                        std::to_string(codec.head_dim()) + ", the model has " + std::to_string(shape.head_dim));
+    detail::require(codec.tokens_per_tile() > 0 && codec.bytes_per_tile() > 0, Errc::invalid_argument,
+                    "codec '" + std::string(codec.name()) + "' has an empty tile");
+    segs.push_back({codec.tokens_per_tile(), codec.bytes_per_tile()});
+  }
+  // Tier spec i sits at segment T-1-i; demote_after[j] is the age at which
+  // tokens enter segment j from j+1.
+  const std::size_t T = segs.size() - 2;
+  std::vector<std::size_t> after(segs.size(), 0);
+  for (std::size_t i = 0; i < spec.tiers.size(); ++i) after[T - 1 - i] = spec.tiers[i].after_tokens;
+  c.layout = StreamLayout(std::move(segs), spec.sinks, spec.window, std::move(after));
+  return c;
+}
+
+// A decoded vector may overshoot the cache's input domain (norm <= 65504) by
+// a rounding step; scaling it back keeps the next codec's fp16 metadata
+// (scales, minimums, norms) finite, so a demotion can never fail half-way.
+inline void clamp_to_domain(float* x, std::size_t n_tokens, std::size_t head_dim) {
+  for (std::size_t t = 0; t < n_tokens; ++t) {
+    float* row = x + t * head_dim;
+    double sq = 0.0;
+    for (std::size_t i = 0; i < head_dim; ++i) sq += double(row[i]) * double(row[i]);
+    if (sq > 65504.0 * 65504.0) {
+      const float f = static_cast<float>(65504.0 / std::sqrt(sq) * (1.0 - 1e-6));
+      for (std::size_t i = 0; i < head_dim; ++i) row[i] *= f;
+    }
+  }
+}
+
+// One entry of the undo log: the previous bytes (per head) of a transition.
+struct UndoEntry {
+  std::size_t trigger = 0;  // stream length right after the append that caused it
+  std::size_t from = 0;
+  std::size_t n_tokens = 0;
+  std::vector<std::vector<std::byte>> bytes;  // [head]: the tokens as stored in `from`
+};
+
+class Stream {
+ public:
+  Stream(StreamConfig config, std::size_t n_heads, std::size_t head_dim, std::size_t reserve)
+      : codecs(std::move(config.codecs)),
+        layout(std::move(config.layout)),
+        n_heads(n_heads),
+        head_dim(head_dim),
+        reserve(reserve),
+        data(layout.n_segments(), std::vector<ByteRun>(n_heads)),
+        counts(layout.n_segments(), 0) {}
+
+  std::size_t length() const noexcept { return std::accumulate(counts.begin(), counts.end(), std::size_t{0}); }
+
+  // One token, x = [n_heads][head_dim], already validated; `length` counts it.
+  void append(const float* x, std::size_t length) {
+    const std::size_t seg = layout.entry_segment(counts);
+    const std::size_t bpt = layout.segment(seg).bytes_per_tile;
+    for (std::size_t h = 0; h < n_heads; ++h) codecs[seg].encode_tile(x + h * head_dim, data[seg][h].grow(bpt));
+    ++counts[seg];
+    while (auto t = layout.next(counts, length)) move(*t, length);
+    while (!log.empty() && log.front().trigger + reserve <= length) {
+      floor = std::max(floor, log.front().trigger);
+      log.pop_front();
+    }
+  }
+
+  void move(const Transition& t, std::size_t length) {
+    const std::size_t from = t.from, to = from - 1, n = t.n_tokens;
+    const std::size_t gf = layout.segment(from).tokens_per_tile, gt = layout.segment(to).tokens_per_tile;
+    const std::size_t src_bytes = layout.bytes_of(from, n);
+    UndoEntry entry{length, from, n, {}};
+    std::vector<float>& values = scratch;
+    values.resize(n * head_dim);
+    for (std::size_t h = 0; h < n_heads; ++h) {
+      const std::byte* src = data[from][h].data();
+      for (std::size_t i = 0; i < n / gf; ++i)
+        codecs[from].decode_tile(src + i * layout.segment(from).bytes_per_tile, values.data() + i * gf * head_dim);
+      clamp_to_domain(values.data(), n, head_dim);
+      const std::size_t bt = layout.segment(to).bytes_per_tile;
+      std::byte* dst = data[to][h].grow(n / gt * bt);
+      for (std::size_t i = 0; i < n / gt; ++i) codecs[to].encode_tile(values.data() + i * gt * head_dim, dst + i * bt);
+      if (reserve) entry.bytes.emplace_back(src, src + src_bytes);
+      data[from][h].pop_front(src_bytes);
+    }
+    counts[from] -= n;
+    counts[to] += n;
+    if (reserve) log.push_back(std::move(entry));
+    else floor = std::max(floor, length);
+  }
+
+  void undo(const UndoEntry& e) {
+    const std::size_t to = e.from - 1;
+    for (std::size_t h = 0; h < n_heads; ++h) {
+      data[to][h].pop_back(layout.bytes_of(to, e.n_tokens));
+      data[e.from][h].push_front(e.bytes[h].data(), e.bytes[h].size());
+    }
+    counts[to] -= e.n_tokens;
+    counts[e.from] += e.n_tokens;
+  }
+
+  // Keeps positions < p. Exact (the state the stream had at length p) when
+  // p >= floor; otherwise tokens keep the representation they have, and a tile
+  // straddling p is decoded and its surviving tokens re-enter the window.
+  void truncate(std::size_t p) {
+    while (!log.empty() && log.back().trigger > p) {
+      undo(log.back());
+      log.pop_back();
+    }
+    const bool deep = p < floor;
+    std::size_t start = length();
+    for (std::size_t j = layout.n_segments(); j-- > 0;) {
+      start -= counts[j];
+      if (start >= p) {
+        for (auto& run : data[j]) run.clear();
+        counts[j] = 0;
+        continue;
+      }
+      if (start + counts[j] <= p) break;
+      const std::size_t g = layout.segment(j).tokens_per_tile, bt = layout.segment(j).bytes_per_tile;
+      const std::size_t keep = p - start, tiles_keep = keep / g, partial = keep % g;
+      const std::size_t w = layout.window_segment();
+      std::vector<float> tile(g * head_dim);
+      for (std::size_t h = 0; h < n_heads; ++h) {
+        if (partial) codecs[j].decode_tile(data[j][h].data() + tiles_keep * bt, tile.data());
+        data[j][h].pop_back((counts[j] / g - tiles_keep) * bt);
+        clamp_to_domain(tile.data(), partial, head_dim);
+        for (std::size_t i = 0; i < partial; ++i) {
+          codecs[w].encode_tile(tile.data() + i * head_dim, data[w][h].grow(layout.segment(w).bytes_per_tile));
+        }
+      }
+      counts[j] = tiles_keep * g;
+      counts[w] += partial;
+      break;
+    }
+    if (deep) {
+      log.clear();
+      floor = p;
+    }
+  }
+
+  void clear() {
+    for (auto& seg : data)
+      for (auto& run : seg) run.clear();
+    std::fill(counts.begin(), counts.end(), 0);
+    log.clear();
+    floor = 0;
+  }
+
+  std::size_t segment_bytes() const noexcept {
+    std::size_t b = 0;
+    for (std::size_t j = 0; j < counts.size(); ++j) b += layout.bytes_of(j, counts[j]) * n_heads;
+    return b;
+  }
+  std::size_t log_bytes() const noexcept {
+    std::size_t b = 0;
+    for (const auto& e : log)
+      for (const auto& h : e.bytes) b += h.size();
+    return b;
+  }
+
+  std::vector<AnyCodec> codecs;  // per segment
+  StreamLayout layout;
+  std::size_t n_heads, head_dim, reserve;
+  std::vector<std::vector<ByteRun>> data;  // [segment][head]
+  std::vector<std::size_t> counts;         // tokens per segment
+  std::deque<UndoEntry> log;               // oldest first
+  std::size_t floor = 0;                   // truncate(p) is exact iff p >= floor
+  std::vector<float> scratch;              // decoded tokens in flight (no allocation per move)
+};
+
+}  // namespace detail
+}  // namespace kvq

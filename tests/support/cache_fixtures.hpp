@@ -1,0 +1,102 @@
+// Shared pieces of the cache tests: random K/V, the real K/V dumps laid out
+// the way the cache takes them, and an independent attention in double
+// precision (Eigen) that knows nothing of the cache.
+#pragma once
+
+#include "kvq_test.hpp"
+#include "support/npy_fp16.hpp"
+
+#include <kvq/cache/snapshot.hpp>
+#include <kvq/core/rng.hpp>
+
+#include <Eigen/Dense>
+
+#include <cmath>
+#include <optional>
+#include <vector>
+
+namespace kvq::test {
+
+// [n][n_heads][dim] normal values.
+inline std::vector<float> random_tokens(Rng& rng, std::size_t n, std::size_t heads, std::size_t dim, double sd = 1.0) {
+  std::vector<float> x(n * heads * dim);
+  for (auto& v : x) v = static_cast<float>(sd * rng.normal());
+  return x;
+}
+
+// The first `layers` layers and `tokens` tokens of the wt2-byte-a dumps,
+// re-laid out as the cache consumes them: k/v [layer][t][kv_head][dim],
+// q [layer][t][q_head][dim]. Empty when ../shared is absent.
+struct RealDump {
+  std::size_t layers = 0, tokens = 0, q_heads = 0, kv_heads = 0, dim = 0;
+  std::vector<float> q, k, v;
+  const float* k_at(std::size_t l, std::size_t t) const { return k.data() + (l * tokens + t) * kv_heads * dim; }
+  const float* v_at(std::size_t l, std::size_t t) const { return v.data() + (l * tokens + t) * kv_heads * dim; }
+  const float* q_at(std::size_t l, std::size_t t) const { return q.data() + (l * tokens + t) * q_heads * dim; }
+  ModelShape shape(std::size_t max_context = 0) const {
+    return ModelShape::dense(layers, q_heads, kv_heads, dim, max_context ? max_context : tokens);
+  }
+};
+
+inline std::optional<RealDump> load_real_dump(std::size_t layers, std::size_t tokens) {
+  const auto dir = shared_dir();
+  if (dir.empty()) return std::nullopt;
+  const auto base = dir / "data" / "kv-dumps" / "wt2-byte-a";
+  if (!std::filesystem::exists(base / "k.npy")) return std::nullopt;
+  auto relayout = [&](const Fp16Array4& a, std::vector<float>& out) {
+    out.resize(a.data.size());
+    for (std::size_t l = 0; l < a.layers; ++l)
+      for (std::size_t t = 0; t < a.tokens; ++t)
+        for (std::size_t h = 0; h < a.heads; ++h)
+          for (std::size_t d = 0; d < a.dim; ++d)
+            out[((l * a.tokens + t) * a.heads + h) * a.dim + d] = a.at(l, h, t, d);
+  };
+  const auto q = load_npy_fp16((base / "q.npy").string(), layers, tokens);
+  const auto k = load_npy_fp16((base / "k.npy").string(), layers, tokens);
+  const auto v = load_npy_fp16((base / "v.npy").string(), layers, tokens);
+  RealDump d;
+  d.layers = k.layers;
+  d.tokens = k.tokens;
+  d.q_heads = q.heads;
+  d.kv_heads = k.heads;
+  d.dim = k.dim;
+  relayout(q, d.q);
+  relayout(k, d.k);
+  relayout(v, d.v);
+  return d;
+}
+
+// Exact causal attention in double for query head `qh` at position `pos`
+// over keys/values [0, pos]: k and v are [t][kv_heads][dim].
+inline Eigen::VectorXd reference_attention(const float* q, const float* k, const float* v, std::size_t pos,
+                                           std::size_t kv_heads, std::size_t dim, std::size_t kv_head,
+                                           double scale) {
+  const std::size_t n = pos + 1;
+  Eigen::MatrixXd K(n, dim), V(n, dim);
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t d = 0; d < dim; ++d) {
+      K(t, d) = k[(t * kv_heads + kv_head) * dim + d];
+      V(t, d) = v[(t * kv_heads + kv_head) * dim + d];
+    }
+  Eigen::VectorXd qv(dim);
+  for (std::size_t d = 0; d < dim; ++d) qv(d) = q[d];
+  Eigen::VectorXd s = (K * qv) * scale;
+  s = (s.array() - s.maxCoeff()).exp();
+  s /= s.sum();
+  return V.transpose() * s;
+}
+
+inline std::vector<std::byte> snap(const Cache& c) { return snapshot_bytes(c); }
+
+template <class F>
+Errc error_code(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  FAIL("no kvq::Error thrown");
+  return Errc::io_error;
+}
+
+}  // namespace kvq::test
