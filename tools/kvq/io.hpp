@@ -22,7 +22,8 @@ inline std::vector<std::byte> read_all(std::FILE* f) {
 }
 
 inline void write_all(std::FILE* f, const void* data, std::size_t n) {
-  detail::require(std::fwrite(data, 1, n, f) == n && std::fflush(f) == 0, Errc::io_error,
+  // fwrite's buffer must not be null even for n == 0 (empty vectors have no data()).
+  detail::require((n == 0 || std::fwrite(data, 1, n, f) == n) && std::fflush(f) == 0, Errc::io_error,
                   "cannot write output");
 }
 
