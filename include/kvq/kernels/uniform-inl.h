@@ -66,12 +66,20 @@ inline constexpr std::size_t kBlock = 32;
 inline constexpr std::size_t kVecsPerBlock = kBlock / kLanes;
 static_assert(kBlock % kLanes == 0, "a block must be whole vectors");
 
+// Loops over registers (rows, queries, vectors of a block) have compile-time
+// bounds and must be fully unrolled, or the accumulators live on the stack.
+#ifndef KVQ_UNROLL
+#define KVQ_UNROLL HWY_UNROLL(32)
+#endif
+
 // Register budget: accumulators (rows x queries) per iteration. AVX-512 has 32
 // vector registers, the other x86 targets 16.
 #if HWY_TARGET <= HWY_AVX3
 inline constexpr std::size_t kMaxGroup = 4;
+inline constexpr std::size_t kAccBudget = 16;
 #else
 inline constexpr std::size_t kMaxGroup = 2;
+inline constexpr std::size_t kAccBudget = 8;
 #endif
 
 // ---------------------------------------------------------------------------
@@ -79,13 +87,14 @@ inline constexpr std::size_t kMaxGroup = 2;
 
 // The fp16 fields are read as bits and widened with the target's conversion
 // (F16C where available): bit-exact with kvq::half_bits_to_float.
+// Broadcasting the 16 bits first and widening the whole vector is one
+// conversion instruction fewer than widening one lane and broadcasting it.
 HWY_INLINE VF LoadHalf(const std::uint8_t* p) {
   std::uint16_t bits;
   std::memcpy(&bits, p, 2);
-  const hn::CappedTag<float, 1> d1;
-  const hn::Rebind<hwy::float16_t, decltype(d1)> d16;
-  const hn::Rebind<std::uint16_t, decltype(d1)> du16;
-  return hn::Set(DF(), hn::GetLane(hn::PromoteTo(d1, hn::BitCast(d16, hn::Set(du16, bits)))));
+  const hn::Rebind<hwy::float16_t, DF> d16;
+  const hn::Rebind<std::uint16_t, DF> du16;
+  return hn::PromoteTo(DF(), hn::BitCast(d16, hn::Set(du16, bits)));
 }
 
 HWY_INLINE VF CodesToFloat(hn::Vec<hn::RebindToUnsigned<DF>> c) {
@@ -134,6 +143,7 @@ struct Q8_0 {
     const hn::RebindToSigned<DF> di32;
     const hn::Rebind<std::int8_t, DF> di8;
     const VF d = LoadHalf(blk);
+    KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k)
       x[k] = hn::Mul(hn::ConvertTo(df, hn::PromoteTo(di32, hn::LoadU(di8, reinterpret_cast<const std::int8_t*>(blk + 2 + k * kLanes)))), d);
   }
@@ -145,6 +155,7 @@ struct Q4_0 {
     // c = n - 8 folded into the offset: x = d n + (-8 d).
     const VF d = LoadHalf(blk);
     const VF m = hn::Mul(d, hn::Set(DF(), -8.0f));
+    KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(CodesToFloat(Nibbles(blk + 2, k)), d, m);
   }
 };
@@ -153,6 +164,7 @@ struct Q4_1 {
   static constexpr std::size_t kBytes = 20;
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     const VF d = LoadHalf(blk), m = LoadHalf(blk + 2);
+    KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(CodesToFloat(Nibbles(blk + 4, k)), d, m);
   }
 };
@@ -173,6 +185,7 @@ struct Q3_1 {
     std::memcpy(&high, blk + 12, 4);
     const auto hv = hn::Set(du32, high);
     const auto four = hn::Set(du32, 4u);
+    KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) {
       const auto hi = hn::IfThenElseZero(hn::TestBit(hv, hn::LoadU(du32, kBitOfValue + k * kLanes)), four);
       x[k] = hn::MulAdd(CodesToFloat(hn::Or(Crumbs(blk + 4, k), hi)), d, m);
@@ -184,6 +197,7 @@ struct Q2_1 {
   static constexpr std::size_t kBytes = 12;
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     const VF d = LoadHalf(blk), m = LoadHalf(blk + 2);
+    KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(CodesToFloat(Crumbs(blk + 4, k)), d, m);
   }
 };
@@ -219,50 +233,81 @@ HWY_INLINE auto Sum4(VF a, VF b, VF c, VF e) {
 
 // ---------------------------------------------------------------------------
 // Scores: out[g * out_stride + r] = q_g . decode(row r), R rows x G queries.
+// S independent accumulators per (row, query) (vectors of a block alternate)
+// keep the FMA dependency chains short when R x G alone is small.
 
 template <class Fmt, std::size_t R, std::size_t G>
 HWY_INLINE void ScoresTile(const float* HWY_RESTRICT q, std::size_t q_stride,
                            const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes, std::size_t n_blocks,
                            float* HWY_RESTRICT out, std::size_t out_stride) {
+  constexpr std::size_t S = (2 * R * G <= kAccBudget && kVecsPerBlock >= 2) ? 2 : 1;
   const DF df;
-  VF acc[R][G];
+  VF acc[R][G][S];
+  KVQ_UNROLL
   for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t g = 0; g < G; ++g) acc[r][g] = hn::Zero(df);
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g)
+      KVQ_UNROLL
+      for (std::size_t s = 0; s < S; ++s) acc[r][g][s] = hn::Zero(df);
 
   for (std::size_t b = 0; b < n_blocks; ++b) {
     const float* qb = q + b * kBlock;
+    KVQ_UNROLL
     for (std::size_t r = 0; r < R; ++r) {
       VF x[kVecsPerBlock];
       Fmt::Decode(rows + r * row_bytes + b * Fmt::kBytes, x);
+      KVQ_UNROLL
       for (std::size_t g = 0; g < G; ++g)
+        KVQ_UNROLL
         for (std::size_t k = 0; k < kVecsPerBlock; ++k)
-          acc[r][g] = hn::MulAdd(hn::LoadU(df, qb + g * q_stride + k * kLanes), x[k], acc[r][g]);
+          acc[r][g][k % S] = hn::MulAdd(hn::LoadU(df, qb + g * q_stride + k * kLanes), x[k], acc[r][g][k % S]);
     }
   }
 
+  VF sum[R][G];
+  KVQ_UNROLL
+  for (std::size_t r = 0; r < R; ++r)
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g) {
+      sum[r][g] = acc[r][g][0];
+      KVQ_UNROLL
+      for (std::size_t s = 1; s < S; ++s) sum[r][g] = hn::Add(sum[r][g], acc[r][g][s]);
+    }
 #if HWY_TARGET != HWY_SCALAR
-  if constexpr (R == 4) {
+  if constexpr (R % 4 == 0) {
     const hn::CappedTag<float, 4> d4;
-    for (std::size_t g = 0; g < G; ++g)
-      hn::StoreU(Sum4(acc[0][g], acc[1][g], acc[2][g], acc[3][g]), d4, out + g * out_stride);
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < R; r += 4)
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g)
+        hn::StoreU(Sum4(sum[r][g], sum[r + 1][g], sum[r + 2][g], sum[r + 3][g]), d4, out + g * out_stride + r);
   } else
 #endif
   {
+    KVQ_UNROLL
     for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t g = 0; g < G; ++g) out[g * out_stride + r] = hn::GetLane(hn::SumOfLanes(df, acc[r][g]));
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g) out[g * out_stride + r] = hn::GetLane(hn::SumOfLanes(df, sum[r][g]));
   }
 }
 
 // Rows [0, R) for all n_q queries, in sub-groups that fit the register budget.
+// Query pairs and quads take the rows 4 at a time; the tile's bytes come from
+// L1 after the first sub-group.
 template <class Fmt, std::size_t R>
 HWY_INLINE void ScoresRows(const float* q, std::size_t n_q, std::size_t q_stride, const std::uint8_t* rows,
                            std::size_t row_bytes, std::size_t n_blocks, float* out, std::size_t out_stride) {
+  constexpr std::size_t R4 = R < 4 ? R : 4;
   std::size_t g = 0;
   if constexpr (kMaxGroup >= 4)
     for (; g + 4 <= n_q; g += 4)
-      ScoresTile<Fmt, R, 4>(q + g * q_stride, q_stride, rows, row_bytes, n_blocks, out + g * out_stride, out_stride);
+      for (std::size_t r = 0; r < R; r += R4)
+        ScoresTile<Fmt, R4, 4>(q + g * q_stride, q_stride, rows + r * row_bytes, row_bytes, n_blocks,
+                               out + g * out_stride + r, out_stride);
   for (; g + 2 <= n_q; g += 2)
-    ScoresTile<Fmt, R, 2>(q + g * q_stride, q_stride, rows, row_bytes, n_blocks, out + g * out_stride, out_stride);
+    for (std::size_t r = 0; r < R; r += R4)
+      ScoresTile<Fmt, R4, 2>(q + g * q_stride, q_stride, rows + r * row_bytes, row_bytes, n_blocks,
+                             out + g * out_stride + r, out_stride);
   for (; g < n_q; ++g)
     ScoresTile<Fmt, R, 1>(q + g * q_stride, q_stride, rows, row_bytes, n_blocks, out + g * out_stride, out_stride);
 }
@@ -274,6 +319,8 @@ HWY_INLINE void Scores(const float* q, std::size_t n_q, std::size_t q_stride, co
   const std::size_t n_blocks = head_dim / kBlock;
   const std::size_t row_bytes = n_blocks * Fmt::kBytes;
   std::size_t t = 0;
+  for (; t + 8 <= n_rows; t += 8)
+    ScoresRows<Fmt, 8>(q, n_q, q_stride, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride);
   for (; t + 4 <= n_rows; t += 4)
     ScoresRows<Fmt, 4>(q, n_q, q_stride, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride);
   for (; t < n_rows; ++t)
@@ -294,19 +341,25 @@ HWY_INLINE void AccumulateTile(const float* HWY_RESTRICT w, std::size_t w_stride
   const DF df;
   for (std::size_t b = 0; b < n_blocks; ++b) {
     VF a[P][G][kVecsPerBlock];
+    KVQ_UNROLL
     for (std::size_t g = 0; g < G; ++g)
+      KVQ_UNROLL
       for (std::size_t k = 0; k < kVecsPerBlock; ++k) {
         a[0][g][k] = hn::LoadU(df, acc + g * acc_stride + b * kBlock + k * kLanes);
+        KVQ_UNROLL
         for (std::size_t p = 1; p < P; ++p) a[p][g][k] = hn::Zero(df);
       }
     const std::uint8_t* blk = rows + b * Fmt::kBytes;
     std::size_t t = 0;
     for (; t + P <= n_rows; t += P) {
+      KVQ_UNROLL
       for (std::size_t p = 0; p < P; ++p) {
         VF x[kVecsPerBlock];
         Fmt::Decode(blk + (t + p) * row_bytes, x);
+        KVQ_UNROLL
         for (std::size_t g = 0; g < G; ++g) {
           const VF wv = hn::Set(df, w[g * w_stride + t + p]);
+          KVQ_UNROLL
           for (std::size_t k = 0; k < kVecsPerBlock; ++k) a[p][g][k] = hn::MulAdd(wv, x[k], a[p][g][k]);
         }
       }
@@ -314,14 +367,19 @@ HWY_INLINE void AccumulateTile(const float* HWY_RESTRICT w, std::size_t w_stride
     for (; t < n_rows; ++t) {
       VF x[kVecsPerBlock];
       Fmt::Decode(blk + t * row_bytes, x);
+      KVQ_UNROLL
       for (std::size_t g = 0; g < G; ++g) {
         const VF wv = hn::Set(df, w[g * w_stride + t]);
+        KVQ_UNROLL
         for (std::size_t k = 0; k < kVecsPerBlock; ++k) a[0][g][k] = hn::MulAdd(wv, x[k], a[0][g][k]);
       }
     }
+    KVQ_UNROLL
     for (std::size_t g = 0; g < G; ++g)
+      KVQ_UNROLL
       for (std::size_t k = 0; k < kVecsPerBlock; ++k) {
         VF s = a[0][g][k];
+        KVQ_UNROLL
         for (std::size_t p = 1; p < P; ++p) s = hn::Add(s, a[p][g][k]);
         hn::StoreU(s, df, acc + g * acc_stride + b * kBlock + k * kLanes);
       }
