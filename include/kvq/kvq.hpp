@@ -12,3 +12,7 @@
 #include <kvq/codec/codec.hpp>
 #include <kvq/codec/registry.hpp>
 #include <kvq/codec/uniform.hpp>
+
+// SIMD kernels (Highway dynamic dispatch); must precede any other Highway include.
+#include <kvq/kernels/dispatch.hpp>
+#include <kvq/kernels/parallel.hpp>

@@ -85,16 +85,22 @@ inline constexpr std::size_t kAccBudget = 8;
 // ---------------------------------------------------------------------------
 // Block decoders: bytes of one block -> kVecsPerBlock vectors of x = d c + m.
 
-// The fp16 fields are read as bits and widened with the target's conversion
-// (F16C where available): bit-exact with kvq::half_bits_to_float.
-// Broadcasting the 16 bits first and widening the whole vector is one
-// conversion instruction fewer than widening one lane and broadcasting it.
+// The fp16 fields are read as bits and widened bit-exactly like
+// kvq::half_bits_to_float (the reference). With F16C (AVX2 and up),
+// broadcasting the 16 bits first and widening the whole vector is one
+// instruction fewer than widening one lane and broadcasting it. Highway
+// 1.0.3's emulated conversion (SSE4 and below) turns Inf/NaN into finite
+// values, so those targets use kvq's scalar conversion.
 HWY_INLINE VF LoadHalf(const std::uint8_t* p) {
   std::uint16_t bits;
   std::memcpy(&bits, p, 2);
+#if HWY_ARCH_X86 && HWY_TARGET < HWY_SSE4 && !defined(HWY_DISABLE_F16C)
   const hn::Rebind<hwy::float16_t, DF> d16;
   const hn::Rebind<std::uint16_t, DF> du16;
   return hn::PromoteTo(DF(), hn::BitCast(d16, hn::Set(du16, bits)));
+#else
+  return hn::Set(DF(), kvq::half_bits_to_float(bits));
+#endif
 }
 
 HWY_INLINE VF CodesToFloat(hn::Vec<hn::RebindToUnsigned<DF>> c) {
@@ -135,6 +141,50 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<DF>> Crumbs(const std::uint8_t* qs, std:
     return hn::And(hn::ShiftRightSame(v, static_cast<int>(2 * (first / 8))), hn::Set(du32, 3u));
   }
 }
+
+#undef KVQ_UNIFORM_CODES32  // per target
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define KVQ_UNIFORM_CODES32 1
+// On 256-bit-capable targets the 32 two-bit codes of a block are unpacked at
+// once: the 8 bytes broadcast to four u64 lanes, shifted by 0, 2, 4, 6 and
+// masked give codes 0..31 in order as 32 bytes (the "crumb" layout puts value
+// j + 8i in bit pair i of byte j). That is 3 instructions for 32 codes
+// instead of a widen, shift and mask per vector.
+alignas(32) inline constexpr std::uint64_t kCrumbShift[4] = {0, 2, 4, 6};
+
+HWY_INLINE hn::Vec<hn::Full256<std::uint8_t>> Crumbs32(const std::uint8_t* qs) {
+  const hn::Full256<std::uint64_t> d64;
+  std::uint64_t bits;
+  std::memcpy(&bits, qs, 8);
+  const auto v = hn::And(hn::Shr(hn::Set(d64, bits), hn::Load(d64, kCrumbShift)),
+                         hn::Set(d64, 0x0303030303030303ull));
+  return hn::BitCast(hn::Full256<std::uint8_t>(), v);
+}
+
+// 32 byte codes -> float vectors.
+HWY_INLINE void ExpandCodes(hn::Vec<hn::Full256<std::uint8_t>> c, VF* x) {
+  const DF df;
+  const hn::RebindToSigned<DF> di32;
+  const hn::Full128<std::uint8_t> d128;
+  const auto lo = hn::LowerHalf(d128, c), hi = hn::UpperHalf(d128, c);
+#if HWY_TARGET != HWY_AVX2
+  static_assert(kLanes == 16);
+  x[0] = hn::ConvertTo(df, hn::PromoteTo(di32, lo));
+  x[1] = hn::ConvertTo(df, hn::PromoteTo(di32, hi));
+#else
+  static_assert(kLanes == 8);
+  {
+    const hn::Full64<std::uint8_t> d64;
+    x[0] = hn::ConvertTo(df, hn::PromoteTo(di32, hn::LowerHalf(d64, lo)));
+    x[1] = hn::ConvertTo(df, hn::PromoteTo(di32, hn::UpperHalf(d64, lo)));
+    x[2] = hn::ConvertTo(df, hn::PromoteTo(di32, hn::LowerHalf(d64, hi)));
+    x[3] = hn::ConvertTo(df, hn::PromoteTo(di32, hn::UpperHalf(d64, hi)));
+  }
+#endif
+}
+#else
+#define KVQ_UNIFORM_CODES32 0
+#endif
 
 struct Q8_0 {
   static constexpr std::size_t kBytes = 34;
@@ -179,8 +229,16 @@ alignas(64) inline constexpr std::uint32_t kBitOfValue[32] = {
 struct Q3_1 {
   static constexpr std::size_t kBytes = 16;
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
-    const hn::RebindToUnsigned<DF> du32;
     const VF d = LoadHalf(blk), m = LoadHalf(blk + 2);
+#if KVQ_UNIFORM_CODES32
+    // The high plane is a 32-bit mask, one bit per value: a mask register.
+    const hn::Full256<std::uint8_t> d8;
+    const auto c = hn::Or(Crumbs32(blk + 4), hn::IfThenElseZero(hn::LoadMaskBits(d8, blk + 12), hn::Set(d8, 4)));
+    ExpandCodes(c, x);
+    KVQ_UNROLL
+    for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(x[k], d, m);
+#else
+    const hn::RebindToUnsigned<DF> du32;
     std::uint32_t high;
     std::memcpy(&high, blk + 12, 4);
     const auto hv = hn::Set(du32, high);
@@ -190,6 +248,7 @@ struct Q3_1 {
       const auto hi = hn::IfThenElseZero(hn::TestBit(hv, hn::LoadU(du32, kBitOfValue + k * kLanes)), four);
       x[k] = hn::MulAdd(CodesToFloat(hn::Or(Crumbs(blk + 4, k), hi)), d, m);
     }
+#endif
   }
 };
 
@@ -197,8 +256,14 @@ struct Q2_1 {
   static constexpr std::size_t kBytes = 12;
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     const VF d = LoadHalf(blk), m = LoadHalf(blk + 2);
+#if KVQ_UNIFORM_CODES32
+    ExpandCodes(Crumbs32(blk + 4), x);
+    KVQ_UNROLL
+    for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(x[k], d, m);
+#else
     KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(CodesToFloat(Crumbs(blk + 4, k)), d, m);
+#endif
   }
 };
 
