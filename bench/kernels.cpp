@@ -20,7 +20,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,7 +36,18 @@ enum class Op { scores, accumulate };
 // A run of n encoded rows, replicated to fill kColdBytes when cold.
 template <class Codec>
 struct Cache {
-  Cache(const Codec& c, std::size_t n, bool cold) : n(n), run_bytes(n * c.bytes_per_tile()) {
+  // Google Benchmark calls a benchmark function several times (iteration
+  // estimate, repetitions); consecutive benchmarks of one codec, length and
+  // temperature share the last cache built instead of re-filling 256 MiB.
+  static const Cache& get(std::size_t n, bool cold) {
+    static std::unique_ptr<Cache> last;
+    if (!last || last->n != n || last->cold != cold) {
+      last.reset();
+      last = std::make_unique<Cache>(Codec(kHeadDim), n, cold);
+    }
+    return *last;
+  }
+  Cache(const Codec& c, std::size_t n, bool cold) : n(n), run_bytes(n * c.bytes_per_tile()), cold(cold) {
     copies = cold ? (kColdBytes + run_bytes - 1) / run_bytes : 1;
     bytes.resize(copies * run_bytes);
     kvq::Rng rng(7);
@@ -47,6 +60,7 @@ struct Cache {
   }
   const std::byte* run(std::size_t i) const { return bytes.data() + (i % copies) * run_bytes; }
   std::size_t n, run_bytes, copies;
+  bool cold;
   kvq::AlignedBuffer<std::byte> bytes;
 };
 
@@ -54,7 +68,7 @@ void set_counters(benchmark::State& state, std::size_t n, std::size_t run_bytes)
   const double iters = static_cast<double>(state.iterations());
   state.counters["rows/s"] = benchmark::Counter(iters * static_cast<double>(n), benchmark::Counter::kIsRate);
   state.counters["bytes/s"] = benchmark::Counter(iters * static_cast<double>(run_bytes),
-                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
+                                                 benchmark::Counter::kIsRate);
   state.counters["frac_bw"] = benchmark::Counter(
       iters * static_cast<double>(run_bytes) / kvq::bench::read_bandwidth(), benchmark::Counter::kIsRate);
 }
@@ -64,7 +78,7 @@ void BM_Kernel(benchmark::State& state, Op op, bool cold) {
   const std::size_t n = static_cast<std::size_t>(state.range(0));
   const std::size_t n_q = static_cast<std::size_t>(state.range(1));
   const Codec c(kHeadDim);
-  const Cache<Codec> cache(c, n, cold);
+  const Cache<Codec>& cache = Cache<Codec>::get(n, cold);
   kvq::Rng rng(11);
   std::vector<float> q(n_q * kHeadDim), out(n_q * n), w(n_q * n), acc(n_q * kHeadDim, 0.0f);
   for (auto& v : q) v = static_cast<float>(rng.normal());
@@ -92,7 +106,7 @@ void BM_Threads(benchmark::State& state, Op op) {
   const std::size_t n_q = static_cast<std::size_t>(state.range(1));
   const std::size_t threads = static_cast<std::size_t>(state.range(2));
   const Codec c(kHeadDim);
-  const Cache<Codec> cache(c, n, true);
+  const Cache<Codec>& cache = Cache<Codec>::get(n, true);
   kvq::kernels::ThreadPool pool(threads);
   kvq::Rng rng(11);
   std::vector<float> q(n_q * kHeadDim), out(n_q * n), w(n_q * n), acc(n_q * kHeadDim, 0.0f);
@@ -119,16 +133,26 @@ void BM_ReadBandwidth(benchmark::State& state) {
   state.SetLabel(kvq::bench::read_bandwidth_target());
 }
 
+// Min and max over repetitions next to Google Benchmark's mean/median: on a
+// shared machine the best repetition is the one least disturbed.
+benchmark::internal::Benchmark* with_stats(benchmark::internal::Benchmark* b) {
+  return b
+      ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); })
+      ->ComputeStatistics("max", [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); });
+}
+
 template <class Codec>
 void register_codec() {
   const std::string name(Codec::name);
   for (const bool cold : {false, true})
-    for (const Op op : {Op::scores, Op::accumulate}) {
-      const std::string bm = name + "/" + (op == Op::scores ? "scores" : "accumulate") + "/" + (cold ? "cold" : "hot");
-      benchmark::RegisterBenchmark(bm.c_str(), BM_Kernel<Codec>, op, cold)
-          ->ArgNames({"tokens", "gqa"})
-          ->ArgsProduct({{4096, 32768}, {1, 4}});
-    }
+    for (const int tokens : {4096, 32768})
+      for (const Op op : {Op::scores, Op::accumulate}) {
+        const std::string bm =
+            name + "/" + (op == Op::scores ? "scores" : "accumulate") + "/" + (cold ? "cold" : "hot");
+        with_stats(benchmark::RegisterBenchmark(bm.c_str(), BM_Kernel<Codec>, op, cold)
+                       ->ArgNames({"tokens", "gqa"})
+                       ->ArgsProduct({{tokens}, {1, 4}}));
+      }
 }
 
 template <class Codec>
@@ -136,10 +160,10 @@ void register_threads() {
   const std::string name(Codec::name);
   for (const Op op : {Op::scores, Op::accumulate}) {
     const std::string bm = name + "/" + (op == Op::scores ? "scores" : "accumulate") + "/cold/mt";
-    benchmark::RegisterBenchmark(bm.c_str(), BM_Threads<Codec>, op)
-        ->ArgNames({"tokens", "gqa", "threads"})
-        ->ArgsProduct({{32768}, {1, 4}, {1, 2}})
-        ->UseRealTime();
+    with_stats(benchmark::RegisterBenchmark(bm.c_str(), BM_Threads<Codec>, op)
+                   ->ArgNames({"tokens", "gqa", "threads"})
+                   ->ArgsProduct({{32768}, {1, 4}, {1, 2}})
+                   ->UseRealTime());
   }
 }
 
