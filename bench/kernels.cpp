@@ -1,0 +1,187 @@
+// Kernel microbenchmarks: scores and accumulate of every uniform codec at
+// head_dim 128, 4K and 32K tokens, GQA groups of 1 and 4, single thread, plus
+// 1 vs 2 threads for a long run. Decode attention is memory bound, so every
+// benchmark reports the bytes of compressed cache it reads per second and
+// that as a fraction of the machine's measured single-core read bandwidth
+// (bench/bandwidth.cpp).
+//
+// "hot" reads the same run every iteration: a 32K-token run of q4_0 is 2.3 MB,
+// which sits in L2/L3, so hot figures can exceed DRAM bandwidth. "cold"
+// cycles through copies of the run filling 256 MiB, so every iteration reads
+// from DRAM, as decoding with a real model (all layers' caches) does. The
+// fraction of bandwidth is only meaningful for cold runs.
+#include <kvq/kernels/parallel.hpp>  // kvq before anything that includes Highway
+
+#include "bandwidth.hpp"
+
+#include <kvq/codec/uniform.hpp>
+#include <kvq/core/aligned_buffer.hpp>
+#include <kvq/core/rng.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr std::size_t kHeadDim = 128;
+constexpr std::size_t kColdBytes = std::size_t{256} << 20;
+
+enum class Op { scores, accumulate };
+
+// A run of n encoded rows, replicated to fill kColdBytes when cold.
+template <class Codec>
+struct Cache {
+  // Google Benchmark calls a benchmark function several times (iteration
+  // estimate, repetitions); consecutive benchmarks of one codec, length and
+  // temperature share the last cache built instead of re-filling 256 MiB.
+  static const Cache& get(std::size_t n, bool cold) {
+    static std::unique_ptr<Cache> last;
+    if (!last || last->n != n || last->cold != cold) {
+      last.reset();
+      last = std::make_unique<Cache>(Codec(kHeadDim), n, cold);
+    }
+    return *last;
+  }
+  Cache(const Codec& c, std::size_t n, bool cold) : n(n), run_bytes(n * c.bytes_per_tile()), cold(cold) {
+    copies = cold ? (kColdBytes + run_bytes - 1) / run_bytes : 1;
+    bytes.resize(copies * run_bytes);
+    kvq::Rng rng(7);
+    std::vector<float> x(c.head_dim());
+    for (std::size_t t = 0; t < n; ++t) {
+      for (auto& v : x) v = static_cast<float>(rng.normal());
+      c.encode_tile(x.data(), bytes.data() + t * c.bytes_per_tile());
+    }
+    for (std::size_t i = 1; i < copies; ++i) std::memcpy(bytes.data() + i * run_bytes, bytes.data(), run_bytes);
+  }
+  const std::byte* run(std::size_t i) const { return bytes.data() + (i % copies) * run_bytes; }
+  std::size_t n, run_bytes, copies;
+  bool cold;
+  kvq::AlignedBuffer<std::byte> bytes;
+};
+
+void set_counters(benchmark::State& state, std::size_t n, std::size_t run_bytes) {
+  const double iters = static_cast<double>(state.iterations());
+  state.counters["rows/s"] = benchmark::Counter(iters * static_cast<double>(n), benchmark::Counter::kIsRate);
+  state.counters["bytes/s"] = benchmark::Counter(iters * static_cast<double>(run_bytes),
+                                                 benchmark::Counter::kIsRate);
+  state.counters["frac_bw"] = benchmark::Counter(
+      iters * static_cast<double>(run_bytes) / kvq::bench::read_bandwidth(), benchmark::Counter::kIsRate);
+}
+
+template <class Codec>
+void BM_Kernel(benchmark::State& state, Op op, bool cold) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  const std::size_t n_q = static_cast<std::size_t>(state.range(1));
+  const Codec c(kHeadDim);
+  const Cache<Codec>& cache = Cache<Codec>::get(n, cold);
+  kvq::Rng rng(11);
+  std::vector<float> q(n_q * kHeadDim), out(n_q * n), w(n_q * n), acc(n_q * kHeadDim, 0.0f);
+  for (auto& v : q) v = static_cast<float>(rng.normal());
+  for (auto& v : w) v = static_cast<float>(rng.uniform()) / static_cast<float>(n);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const std::byte* rows = cache.run(i++);
+    if (op == Op::scores)
+      kvq::kernels::scores(c, q.data(), n_q, kHeadDim, rows, n, out.data(), n);
+    else
+      kvq::kernels::accumulate(c, w.data(), n_q, n, rows, n, acc.data(), kHeadDim);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::DoNotOptimize(acc.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, n, cache.run_bytes);
+  state.SetLabel(kvq::kernels::target_name());
+}
+
+// The same through kvq::kernels::ThreadPool with state.range(2) threads,
+// timed in wall-clock time (CPU time would only count the calling thread).
+template <class Codec>
+void BM_Threads(benchmark::State& state, Op op) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  const std::size_t n_q = static_cast<std::size_t>(state.range(1));
+  const std::size_t threads = static_cast<std::size_t>(state.range(2));
+  const Codec c(kHeadDim);
+  const Cache<Codec>& cache = Cache<Codec>::get(n, true);
+  kvq::kernels::ThreadPool pool(threads);
+  kvq::Rng rng(11);
+  std::vector<float> q(n_q * kHeadDim), out(n_q * n), w(n_q * n), acc(n_q * kHeadDim, 0.0f);
+  for (auto& v : q) v = static_cast<float>(rng.normal());
+  for (auto& v : w) v = static_cast<float>(rng.uniform()) / static_cast<float>(n);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const std::byte* rows = cache.run(i++);
+    if (op == Op::scores)
+      kvq::kernels::scores_parallel(c, q.data(), n_q, kHeadDim, rows, n, out.data(), n, threads, pool);
+    else
+      kvq::kernels::accumulate_parallel(c, w.data(), n_q, n, rows, n, acc.data(), kHeadDim, threads, pool);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::DoNotOptimize(acc.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, n, cache.run_bytes);
+  state.SetLabel(kvq::kernels::target_name());
+}
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(kvq::bench::read_bandwidth());
+  state.counters["GB/s"] = kvq::bench::read_bandwidth() / 1e9;
+  state.SetLabel(kvq::bench::read_bandwidth_target());
+}
+
+// Min and max over repetitions next to Google Benchmark's mean/median: on a
+// shared machine the best repetition is the one least disturbed.
+benchmark::internal::Benchmark* with_stats(benchmark::internal::Benchmark* b) {
+  return b
+      ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); })
+      ->ComputeStatistics("max", [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); });
+}
+
+template <class Codec>
+void register_codec() {
+  const std::string name(Codec::name);
+  for (const bool cold : {false, true})
+    for (const int tokens : {4096, 32768})
+      for (const Op op : {Op::scores, Op::accumulate}) {
+        const std::string bm =
+            name + "/" + (op == Op::scores ? "scores" : "accumulate") + "/" + (cold ? "cold" : "hot");
+        with_stats(benchmark::RegisterBenchmark(bm.c_str(), BM_Kernel<Codec>, op, cold)
+                       ->ArgNames({"tokens", "gqa"})
+                       ->ArgsProduct({{tokens}, {1, 4}}));
+      }
+}
+
+template <class Codec>
+void register_threads() {
+  const std::string name(Codec::name);
+  for (const Op op : {Op::scores, Op::accumulate}) {
+    const std::string bm = name + "/" + (op == Op::scores ? "scores" : "accumulate") + "/cold/mt";
+    with_stats(benchmark::RegisterBenchmark(bm.c_str(), BM_Threads<Codec>, op)
+                   ->ArgNames({"tokens", "gqa", "threads"})
+                   ->ArgsProduct({{32768}, {1, 4}, {1, 2}})
+                   ->UseRealTime());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::RegisterBenchmark("read_bandwidth", BM_ReadBandwidth)->Iterations(1);
+  register_codec<kvq::Q8_0>();
+  register_codec<kvq::Q4_0>();
+  register_codec<kvq::Q4_1>();
+  register_codec<kvq::Q3_1>();
+  register_codec<kvq::Q2_1>();
+  register_threads<kvq::Q4_0>();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("kvq_target", kvq::kernels::target_name());
+  benchmark::AddCustomContext("read_bandwidth_GBps", std::to_string(kvq::bench::read_bandwidth() / 1e9));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

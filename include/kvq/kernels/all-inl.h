@@ -1,0 +1,7 @@
+// Every per-target kernel header, compiled once per SIMD target by
+// dispatch.hpp through hwy/foreach_target.h. A new codec family adds its
+// *-inl.h here and its wrappers in dispatch.hpp; nothing else changes.
+// (No include guard: foreach_target.h re-includes this file per target and
+// each *-inl.h carries Highway's toggle guard.)
+#include <kvq/kernels/target-inl.h>
+#include <kvq/kernels/uniform-inl.h>

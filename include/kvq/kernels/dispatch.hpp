@@ -1,0 +1,142 @@
+// The one header that compiles kvq's SIMD kernels and picks the best one for
+// the running CPU (Highway dynamic dispatch).
+//
+// A translation unit may contain only one hwy/foreach_target.h, and
+// hwy/highway.h must not come before it, so every kernel family is pulled in
+// here through all-inl.h; kvq/kvq.hpp includes this header. Include kvq
+// before any Highway header; a TU that already uses foreach_target.h for its
+// own kernels cannot also include this header (put kvq in another TU).
+//
+// Configuration macros, to be defined identically in every TU of a program:
+//   KVQ_STATIC_DISPATCH_ONLY  compile only the target of the compiler flags
+//                             (HWY_COMPILE_ONLY_STATIC): much faster builds,
+//                             no run-time choice. Build with -march=... to
+//                             get more than SSE2.
+//   HWY_WANT_AVX3_DL          also compile Highway 1.0.3's AVX3_DL target
+//                             (Ice Lake / Zen 4+). Defined automatically when
+//                             the compiler flags already imply it
+//                             (-march=native on such a CPU), because 1.0.3
+//                             otherwise fails with "Logic error: best baseline
+//                             should be included in dynamic targets".
+// The wrappers live in an inline namespace named after this configuration, so
+// TUs built with different settings link without sharing (and mixing up)
+// dispatch tables.
+//
+// Consumers link hwy::hwy (hwy::SupportedTargets lives in libhwy).
+#pragma once
+
+#if defined(HWY_HIGHWAY_INCLUDED) || defined(HIGHWAY_HWY_FOREACH_TARGET_H_)
+#error "kvq: include <kvq/kvq.hpp> (or kvq/kernels/dispatch.hpp) before any Highway header"
+#endif
+
+#include <kvq/codec/uniform.hpp>
+#include <kvq/core/error.hpp>
+
+#include <cstddef>
+#include <string>
+
+#if defined(KVQ_STATIC_DISPATCH_ONLY) && !defined(HWY_COMPILE_ONLY_STATIC)
+#define HWY_COMPILE_ONLY_STATIC
+#endif
+
+// Mirrors the AVX3_DL baseline test of hwy/detect_targets.h (1.0.3).
+#if !defined(HWY_WANT_AVX3_DL) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && \
+    defined(__AVX512VL__) && defined(__AVXVNNI__) && defined(__VAES__) && defined(__VPCLMULQDQ__) &&       \
+    defined(__AVX512VBMI__) && defined(__AVX512VBMI2__) && defined(__AVX512VPOPCNTDQ__) &&                 \
+    defined(__AVX512BITALG__)
+#define HWY_WANT_AVX3_DL
+#endif
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kvq/kernels/all-inl.h"
+#include <hwy/foreach_target.h>  // must come before highway.h
+#include <hwy/highway.h>
+
+#include <kvq/kernels/all-inl.h>  // the static target's copy
+
+#if HWY_ONCE
+
+#if defined(HWY_COMPILE_ONLY_STATIC)
+#define KVQ_KERNELS_ABI abi_static
+#elif defined(HWY_WANT_AVX3_DL)
+#define KVQ_KERNELS_ABI abi_dynamic_dl
+#else
+#define KVQ_KERNELS_ABI abi_dynamic
+#endif
+
+namespace kvq::kernels {
+
+// Dispatch tables. Each TU owns its tables (anonymous namespace): a table
+// lists exactly the targets that TU compiled, so it can never be paired with
+// another TU's target list.
+namespace {
+HWY_EXPORT(KernelTargetName);
+HWY_EXPORT(ScoresQ8_0);
+HWY_EXPORT(ScoresQ4_0);
+HWY_EXPORT(ScoresQ4_1);
+HWY_EXPORT(ScoresQ3_1);
+HWY_EXPORT(ScoresQ2_1);
+HWY_EXPORT(AccumulateQ8_0);
+HWY_EXPORT(AccumulateQ4_0);
+HWY_EXPORT(AccumulateQ4_1);
+HWY_EXPORT(AccumulateQ3_1);
+HWY_EXPORT(AccumulateQ2_1);
+}  // namespace
+
+inline namespace KVQ_KERNELS_ABI {
+
+namespace detail {
+// Cheap checks done once per call (not per row): they catch transposed
+// arguments, which would otherwise read or write out of bounds.
+inline void check_run(const char* what, std::size_t head_dim, const void* vecs, std::size_t n_q,
+                      std::size_t vec_stride, const void* rows, std::size_t n_rows, const void* out,
+                      std::size_t out_stride, std::size_t out_min_stride) {
+  if (n_q == 0 || n_rows == 0) return;
+  if (!vecs || !rows || !out)
+    kvq::detail::fail(Errc::invalid_argument, std::string(what) + ": null pointer with a non-empty run");
+  if (n_q > 1 && vec_stride < head_dim)
+    kvq::detail::fail(Errc::shape_mismatch, std::string(what) + ": input stride " + std::to_string(vec_stride) +
+                                                " is below head_dim " + std::to_string(head_dim));
+  if (n_q > 1 && out_stride < out_min_stride)
+    kvq::detail::fail(Errc::shape_mismatch, std::string(what) + ": output stride " + std::to_string(out_stride) +
+                                                " is below " + std::to_string(out_min_stride));
+}
+}  // namespace detail
+
+// Name of the SIMD target the kernels run on ("AVX3", "AVX2", "SSE4", "EMU128", ...).
+inline const char* target_name() { return HWY_DYNAMIC_DISPATCH(KernelTargetName)(); }
+
+// scores: out[qi * out_stride + t] = q_qi . decode(row_t) for the n_q queries
+// q + qi * q_stride (a GQA group: all query heads sharing this KV head) and
+// the n_rows compressed rows starting at `rows` (codec.bytes_per_tile() each).
+// Each row is read once for the whole group. Pointers need no alignment.
+//
+// accumulate: acc_qi[j] += sum_t w[qi * w_stride + t] * decode(row_t)[j] for
+// the n_q accumulators acc + qi * acc_stride (head_dim floats each).
+#define KVQ_KERNELS_UNIFORM_WRAPPERS(CODEC, FMT)                                                          \
+  inline void scores(const CODEC& codec, const float* q, std::size_t n_q, std::size_t q_stride,             \
+                     const std::byte* rows, std::size_t n_rows, float* out, std::size_t out_stride) {      \
+    detail::check_run("kvq::kernels::scores", codec.head_dim(), q, n_q, q_stride, rows, n_rows, out,       \
+                      out_stride, n_rows);                                                                 \
+    if (n_q == 0 || n_rows == 0) return;                                                                   \
+    HWY_DYNAMIC_DISPATCH(Scores##FMT)(q, n_q, q_stride, rows, n_rows, codec.head_dim(), out, out_stride); \
+  }                                                                                                        \
+  inline void accumulate(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride,         \
+                         const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) {  \
+    detail::check_run("kvq::kernels::accumulate", n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride, \
+                      codec.head_dim());                                                                   \
+    if (n_q == 0 || n_rows == 0) return;                                                                   \
+    HWY_DYNAMIC_DISPATCH(Accumulate##FMT)(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc,          \
+                                          acc_stride);                                                     \
+  }
+KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q8_0, Q8_0)
+KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q4_0, Q4_0)
+KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q4_1, Q4_1)
+KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q3_1, Q3_1)
+KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q2_1, Q2_1)
+#undef KVQ_KERNELS_UNIFORM_WRAPPERS
+
+}  // namespace KVQ_KERNELS_ABI
+}  // namespace kvq::kernels
+
+#endif  // HWY_ONCE

@@ -1,0 +1,272 @@
+// The uniform-family SIMD kernels against the scalar reference, on every
+// SIMD target this machine can run (each one forced in turn), over the shapes
+// that exercise tails and register tiling: odd row counts, GQA groups of 1..8,
+// head_dim 32..256, and unaligned query/row/output pointers.
+//
+// This is the only test TU that compiles every target (it is slow to build);
+// tests/kernels/parallel.cpp builds with KVQ_STATIC_DISPATCH_ONLY.
+#include "kvq_test.hpp"
+
+#include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
+
+#include <kvq/codec/uniform.hpp>
+#include <kvq/core/half.hpp>
+#include <kvq/core/rng.hpp>
+#include <kvq/reference/uniform.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+using kvq::reference::kBlockValues;
+
+// A run of n rows encoded from random data, stored `offset` bytes past a
+// 64-byte boundary so the kernels see unaligned rows.
+template <class Codec>
+struct Run {
+  Run(const Codec& c, std::size_t n, std::size_t offset, kvq::Rng& rng)
+      : n(n), bytes(n * c.bytes_per_tile() + offset + 64), rows(bytes.data() + offset) {
+    std::vector<float> x(c.head_dim());
+    for (std::size_t t = 0; t < n; ++t) {
+      // Mixed scales and a per-row offset so the asymmetric formats' minimum matters.
+      const double scale = 0.1 + 3.0 * rng.uniform(), shift = rng.normal();
+      for (auto& v : x) v = static_cast<float>(shift + scale * rng.normal());
+      c.encode_tile(x.data(), rows + t * c.bytes_per_tile());
+    }
+  }
+  std::size_t n;
+  std::vector<std::byte> bytes;
+  std::byte* rows;
+};
+
+std::vector<float> random_vec(kvq::Rng& rng, std::size_t n) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(rng.normal());
+  return v;
+}
+
+// |q_j| (|d c_j| + |m|) per value of a row: the scale of the rounding errors
+// of any evaluation order of q . x (d c and m may nearly cancel in x).
+template <class Block>
+void value_magnitudes(const std::byte* row, std::size_t hd, float* mag) {
+  int c[kBlockValues];
+  float d, m;
+  for (std::size_t b = 0; b < hd / kBlockValues; ++b) {
+    Block::unpack(row + b * Block::bytes, c, d, m);
+    for (std::size_t j = 0; j < kBlockValues; ++j)
+      mag[b * kBlockValues + j] = std::fabs(d * static_cast<float>(c[j])) + std::fabs(m);
+  }
+}
+
+// Compares scores and accumulate of one shape with the reference; returns the
+// number of mismatches (0 expected) so callers can report the shape.
+template <class Codec>
+void check_shape(const Codec& c, std::size_t n_q, std::size_t n, std::size_t misalign, kvq::Rng& rng) {
+  using Block = typename Codec::block_type;
+  const std::size_t hd = c.head_dim(), tile = c.bytes_per_tile();
+  const Run<Codec> run(c, n, misalign, rng);
+  INFO(std::string(Codec::name) << " head_dim " << hd << " n_q " << n_q << " n " << n << " misalign " << misalign
+                                << " target " << kvq::kernels::target_name());
+
+  // Queries with a stride larger than head_dim, starting misaligned by
+  // `misalign` floats; outputs with gaps that must stay untouched.
+  const std::size_t q_stride = hd + 5, out_stride = n + 3;
+  std::vector<float> qbuf = random_vec(rng, misalign + n_q * q_stride);
+  const float* q = qbuf.data() + misalign;
+  const float sentinel = -12345.0f;
+  std::vector<float> outbuf(misalign + n_q * out_stride, sentinel);
+  float* out = outbuf.data() + misalign;
+  kvq::kernels::scores(c, q, n_q, q_stride, run.rows, n, out, out_stride);
+
+  std::vector<float> y(hd);
+  for (std::size_t t = 0; t < n; ++t) {
+    value_magnitudes<Block>(run.rows + t * tile, hd, y.data());
+    for (std::size_t qi = 0; qi < n_q; ++qi) {
+      const float* qv = q + qi * q_stride;
+      const float ref = kvq::reference::dot_row<Block>(qv, run.rows + t * tile, hd);
+      double mag = 0;
+      for (std::size_t j = 0; j < hd; ++j) mag += std::fabs(double(qv[j]) * y[j]);
+      const float got = out[qi * out_stride + t];
+      if (!(std::fabs(double(got) - ref) <= 2e-6 * mag + 1e-30)) {
+        INFO("scores row " << t << " query " << qi << ": kernel " << got << " reference " << ref << " sum|q x| " << mag);
+        REQUIRE(false);
+      }
+    }
+  }
+  for (std::size_t qi = 0; qi < n_q; ++qi)
+    for (std::size_t t = n; t < out_stride; ++t) REQUIRE(out[qi * out_stride + t] == sentinel);
+  for (std::size_t i = 0; i < misalign; ++i) REQUIRE(outbuf[i] == sentinel);
+
+  // accumulate onto non-zero accumulators, weights with a stride and misaligned.
+  const std::size_t w_stride = n + 2, acc_stride = hd + 7;
+  std::vector<float> wbuf = random_vec(rng, misalign + n_q * w_stride);
+  const float* w = wbuf.data() + misalign;
+  std::vector<float> accbuf(misalign + n_q * acc_stride, sentinel);
+  float* acc = accbuf.data() + misalign;
+  std::vector<float> ref(n_q * hd), mag(n_q * hd);
+  for (std::size_t qi = 0; qi < n_q; ++qi)
+    for (std::size_t j = 0; j < hd; ++j) {
+      acc[qi * acc_stride + j] = ref[qi * hd + j] = static_cast<float>(rng.normal());
+      mag[qi * hd + j] = std::fabs(ref[qi * hd + j]);
+    }
+  kvq::kernels::accumulate(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
+  for (std::size_t t = 0; t < n; ++t) {
+    value_magnitudes<Block>(run.rows + t * tile, hd, y.data());
+    for (std::size_t qi = 0; qi < n_q; ++qi) {
+      const float wt = w[qi * w_stride + t];
+      kvq::reference::accumulate_row<Block>(ref.data() + qi * hd, wt, run.rows + t * tile, hd);
+      for (std::size_t j = 0; j < hd; ++j) mag[qi * hd + j] += std::fabs(wt * y[j]);
+    }
+  }
+  for (std::size_t qi = 0; qi < n_q; ++qi) {
+    for (std::size_t j = 0; j < hd; ++j) {
+      const float got = acc[qi * acc_stride + j], want = ref[qi * hd + j];
+      if (!(std::fabs(double(got) - want) <= 2e-6 * mag[qi * hd + j] + 1e-30)) {
+        INFO("accumulate query " << qi << " lane " << j << ": kernel " << got << " reference " << want);
+        REQUIRE(false);
+      }
+    }
+    for (std::size_t j = hd; j < acc_stride; ++j) REQUIRE(acc[qi * acc_stride + j] == sentinel);
+  }
+}
+
+template <class Codec>
+void check_all_shapes() {
+  kvq::Rng rng(20240607);
+  for (std::size_t hd : {32u, 64u, 128u, 256u}) {
+    const Codec c(hd);
+    for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u})
+      for (std::size_t n : {1u, 3u, 7u, 8u, 12u, 33u, 100u})
+        check_shape(c, n_q, n, (n_q + n + hd / 32) % 4, rng);
+  }
+}
+
+// Runs fn once per target Highway compiled and this CPU supports, forcing
+// dispatch to that target; returns the names of the targets run.
+template <class Fn>
+std::set<std::string> for_each_target(Fn&& fn) {
+  // Undo the forced target even when a REQUIRE throws out of fn, or every
+  // later test would run on that one target only.
+  struct Reset {
+    Reset() { hwy::SetSupportedTargetsForTest(0); }
+    ~Reset() { hwy::SetSupportedTargetsForTest(0); }
+  } reset;
+  std::set<std::string> ran;
+  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    const std::string name = hwy::TargetName(target);
+    REQUIRE(std::string(kvq::kernels::target_name()) == name);  // dispatch really switched
+    fn();
+    ran.insert(name);
+  }
+  return ran;
+}
+
+// The targets this CPU must have exercised, from the CPU's own feature bits
+// (not from Highway), so a short target list fails instead of passing quietly.
+void require_targets_exercised(const std::set<std::string>& ran) {
+  INFO("targets run: " << [&] {
+    std::string s;
+    for (const auto& t : ran) s += t + " ";
+    return s;
+  }());
+  REQUIRE((ran.count("EMU128") + ran.count("SCALAR")) >= 1);
+#if HWY_ARCH_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("sse4.2")) REQUIRE(ran.count("SSE4") == 1);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) REQUIRE(ran.count("AVX2") == 1);
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    REQUIRE(ran.count("AVX3") == 1);
+#endif
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("kernels uniform: scores and accumulate equal the reference on every target",
+                   "[kernels][uniform]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1, kvq::Q3_1, kvq::Q2_1) {
+  const auto ran = for_each_target([] { check_all_shapes<TestType>(); });
+  require_targets_exercised(ran);
+}
+
+TEMPLATE_TEST_CASE("kernels uniform: every code value and extreme scales decode like the reference",
+                   "[kernels][uniform]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1, kvq::Q3_1, kvq::Q2_1) {
+  // Random bytes cover every code in every position (bit-plane mistakes show
+  // up here even where encoded data would rarely use a code), with finite fp16
+  // scales from tiny (subnormal) to large.
+  using Block = typename TestType::block_type;
+  const std::size_t hd = 128;
+  const TestType c(hd);
+  kvq::Rng rng(99);
+  const std::size_t n = 37;
+  std::vector<std::byte> rows(n * c.bytes_per_tile());
+  for (auto& b : rows) b = static_cast<std::byte>(rng.next_u64());
+  for (std::size_t i = 0; i < n * hd / kBlockValues; ++i) {
+    std::byte* blk = rows.data() + i * Block::bytes;
+    const std::uint16_t scales[] = {0x0001, 0x03FF, 0x0400, 0x3C00, 0x7BFF, 0xBC00, 0x1234};
+    kvq::bits::store_u16(blk, scales[i % 7]);
+    if (Block::bytes != 34 && Block::bytes != 18) kvq::bits::store_u16(blk + 2, scales[(i + 3) % 7]);
+  }
+  const std::vector<float> q = random_vec(rng, hd);
+  std::vector<float> y(hd);
+  const auto ran = for_each_target([&] {
+    std::vector<float> out(n);
+    kvq::kernels::scores(c, q.data(), 1, hd, rows.data(), n, out.data(), n);
+    std::vector<float> acc(hd, 0.0f), ref(hd, 0.0f), mag(hd, 0.0f);
+    std::vector<float> w(n, 1.0f);
+    kvq::kernels::accumulate(c, w.data(), 1, n, rows.data(), n, acc.data(), hd);
+    for (std::size_t t = 0; t < n; ++t) {
+      value_magnitudes<Block>(rows.data() + t * c.bytes_per_tile(), hd, y.data());
+      double m = 0;
+      for (std::size_t j = 0; j < hd; ++j) {
+        m += std::fabs(double(q[j]) * y[j]);
+        mag[j] += std::fabs(y[j]);
+      }
+      const float want = kvq::reference::dot_row<Block>(q.data(), rows.data() + t * c.bytes_per_tile(), hd);
+      INFO(TestType::name << " row " << t << " target " << kvq::kernels::target_name());
+      REQUIRE(std::fabs(double(out[t]) - want) <= 2e-6 * m + 1e-30);
+      kvq::reference::accumulate_row<Block>(ref.data(), 1.0f, rows.data() + t * c.bytes_per_tile(), hd);
+    }
+    for (std::size_t j = 0; j < hd; ++j) REQUIRE(std::fabs(double(acc[j]) - ref[j]) <= 2e-6 * mag[j] + 1e-30);
+  });
+  require_targets_exercised(ran);
+}
+
+TEST_CASE("kernels uniform: non-finite scales propagate, never crash", "[kernels][uniform]") {
+  // A hostile row may hold Inf/NaN scales: the kernels must read it safely
+  // and report a non-finite score where the reference does.
+  const kvq::Q4_1 c(64);
+  std::vector<std::byte> rows(3 * c.bytes_per_tile(), std::byte{0x11});
+  kvq::bits::store_u16(rows.data() + c.bytes_per_tile(), 0x7C00);          // row 1: +Inf scale
+  kvq::bits::store_u16(rows.data() + 2 * c.bytes_per_tile() + 2, 0x7E00);  // row 2: NaN minimum
+  std::vector<float> q(64, 0.5f), out(3);
+  for_each_target([&] {
+    kvq::kernels::scores(c, q.data(), 1, 64, rows.data(), 3, out.data(), 3);
+    CHECK(std::isfinite(out[0]));
+    CHECK(!std::isfinite(out[1]));
+    CHECK(std::isnan(out[2]));
+  });
+}
+
+TEST_CASE("kernels: dispatch reports a target and refuses inconsistent arguments", "[kernels]") {
+  const std::string name = kvq::kernels::target_name();
+  CHECK(!name.empty());
+  const kvq::Q8_0 c(64);
+  std::vector<std::byte> rows(4 * c.bytes_per_tile());
+  std::vector<float> q(2 * 64), out(8), w(8), acc(2 * 64);
+  // Empty runs and empty groups are no-ops, even with null pointers.
+  kvq::kernels::scores(c, nullptr, 0, 64, nullptr, 5, nullptr, 5);
+  kvq::kernels::accumulate(c, nullptr, 2, 0, nullptr, 0, nullptr, 64);
+  CHECK_THROWS_AS(kvq::kernels::scores(c, q.data(), 1, 64, nullptr, 4, out.data(), 4), kvq::Error);
+  // A query stride below head_dim, an output stride below the row count.
+  CHECK_THROWS_AS(kvq::kernels::scores(c, q.data(), 2, 32, rows.data(), 4, out.data(), 4), kvq::Error);
+  CHECK_THROWS_AS(kvq::kernels::scores(c, q.data(), 2, 64, rows.data(), 4, out.data(), 3), kvq::Error);
+  CHECK_THROWS_AS(kvq::kernels::accumulate(c, w.data(), 2, 3, rows.data(), 4, acc.data(), 64), kvq::Error);
+  CHECK_THROWS_AS(kvq::kernels::accumulate(c, w.data(), 2, 4, rows.data(), 4, acc.data(), 63), kvq::Error);
+  CHECK_NOTHROW(kvq::kernels::accumulate(c, w.data(), 2, 4, rows.data(), 4, acc.data(), 64));
+}
