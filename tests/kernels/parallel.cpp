@@ -3,7 +3,9 @@
 // sums added in chunk order). This TU is built with KVQ_STATIC_DISPATCH_ONLY,
 // which also checks that a static-only TU links beside the all-targets TU of
 // tests/kernels/uniform.cpp without their dispatch tables mixing.
+#ifndef KVQ_STATIC_DISPATCH_ONLY
 #define KVQ_STATIC_DISPATCH_ONLY
+#endif
 #include <kvq/kernels/parallel.hpp>
 
 #include "kvq_test.hpp"

@@ -2,25 +2,42 @@
 //
 // Each runs one codec over a contiguous run of tiles for a *group* of queries
 // (the query heads sharing a KV head, GQA), in the codec's working space. The
-// signature is group-shaped on purpose: the Highway kernel layer replaces
-// these bodies with dispatched kernels that read each tile once per group.
+// signature is group-shaped on purpose: codecs with Highway kernels (the
+// uniform family) run the dispatched kernel, which reads each tile once per
+// group; the others run their scalar reference tile by tile.
 #pragma once
 
 #include <kvq/codec/registry.hpp>
+#include <kvq/kernels/dispatch.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace kvq::detail {
+
+// Runs `run(typed_codec)` if `codec` is one of Cs; false if none matched.
+template <class... Cs, class Run>
+bool with_kernel_codec(const AnyCodec& codec, Run&& run) {
+  return ((codec.get_if<Cs>() ? (run(*codec.get_if<Cs>()), true) : false) || ...);
+}
+template <class Run>
+bool with_uniform_kernel(const AnyCodec& codec, Run&& run) {
+  return with_kernel_codec<Q8_0, Q4_0, Q4_1, Q3_1, Q2_1>(codec, std::forward<Run>(run));
+}
 
 // out[i * out_stride + t] = q_i . k_t for the n_tiles * tokens_per_tile keys;
 // q_i = q + i * q_stride is in model space (prepared here, once per query).
 inline void segment_scores(const AnyCodec& codec, const float* q, std::size_t n_q, std::size_t q_stride,
                            const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
   if (n_tiles == 0) return;
+  if (with_uniform_kernel(codec, [&](const auto& c) {
+        kernels::scores(c, q, n_q, q_stride, tiles, n_tiles, out, out_stride);
+      }))
+    return;
   const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile(), bt = codec.bytes_per_tile();
   std::vector<float> work(d);
   for (std::size_t i = 0; i < n_q; ++i) {
@@ -35,6 +52,11 @@ inline void segment_scores(const AnyCodec& codec, const float* q, std::size_t n_
 inline void segment_accumulate(const AnyCodec& codec, const float* w, std::size_t n_q, std::size_t w_stride,
                                const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
   if (n_tiles == 0) return;
+  // Uniform codecs work in model space, so the kernel adds straight into out.
+  if (with_uniform_kernel(codec, [&](const auto& c) {
+        kernels::accumulate(c, w, n_q, w_stride, tiles, n_tiles, out, out_stride);
+      }))
+    return;
   const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile(), bt = codec.bytes_per_tile();
   std::vector<float> acc(d), model(d);
   for (std::size_t i = 0; i < n_q; ++i) {
