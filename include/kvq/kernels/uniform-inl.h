@@ -15,9 +15,15 @@
 //
 //  - a block is decoded to x = d * c + m in registers once and then used by
 //    every query of the GQA group (one FMA per query per vector). Factoring
-//    out the scale (d * sum q c + m * sum q) would save the decode FMA but
-//    costs a per-(row, query, block) scale multiply, which loses as soon as a
-//    group has more than one query; it also needs no precomputed query sums.
+//    out the scale (d * sum q c + m * sum q) saves the decode FMA but costs a
+//    per-(row, query, block) scale FMA, which loses as soon as a group has
+//    more than one query. For a single query it was measured (q4_0/q8_0 on
+//    Zen 5, AVX3) and was no faster: these kernels are bound by the unpacking
+//    shuffles (fp16 scale broadcast + widen, byte -> dword widening), not by
+//    FMAs. The next step is a shuffle-free unpack: broadcast-load the code
+//    bytes, per-lane variable shifts, and a query permuted once per call to
+//    match the resulting lane order; plus fp16 scales of 8 rows converted by
+//    one instruction.
 //  - scores: 4 rows per iteration with one accumulator per (row, query), and
 //    the 4 rows' accumulators reduced together with a transpose (one
 //    interleave tree instead of 4 horizontal sums), stored as 4 adjacent
