@@ -88,15 +88,15 @@ inline namespace KVQ_KERNELS_ABI {
 namespace detail {
 // Cheap checks done once per call (not per row): they catch transposed
 // arguments, which would otherwise read or write out of bounds.
-inline void check_run(const char* what, std::size_t head_dim, const void* vecs, std::size_t n_q,
+inline void check_run(const char* what, std::size_t vec_min_stride, const void* vecs, std::size_t n_q,
                       std::size_t vec_stride, const void* rows, std::size_t n_rows, const void* out,
                       std::size_t out_stride, std::size_t out_min_stride) {
   if (n_q == 0 || n_rows == 0) return;
   if (!vecs || !rows || !out)
     kvq::detail::fail(Errc::invalid_argument, std::string(what) + ": null pointer with a non-empty run");
-  if (n_q > 1 && vec_stride < head_dim)
+  if (n_q > 1 && vec_stride < vec_min_stride)
     kvq::detail::fail(Errc::shape_mismatch, std::string(what) + ": input stride " + std::to_string(vec_stride) +
-                                                " is below head_dim " + std::to_string(head_dim));
+                                                " is below " + std::to_string(vec_min_stride));
   if (n_q > 1 && out_stride < out_min_stride)
     kvq::detail::fail(Errc::shape_mismatch, std::string(what) + ": output stride " + std::to_string(out_stride) +
                                                 " is below " + std::to_string(out_min_stride));

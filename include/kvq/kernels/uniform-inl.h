@@ -15,13 +15,19 @@
 //
 //  - a block is decoded to x = d * c + m in registers once and then used by
 //    every query of the GQA group (one FMA per query per vector). Factoring
-//    out the scale (d * sum q c + m * sum q) would save the decode FMA but
-//    costs a per-(row, query, block) scale multiply, which loses as soon as a
-//    group has more than one query; it also needs no precomputed query sums.
-//  - scores: 4 rows per iteration with one accumulator per (row, query), and
-//    the 4 rows' accumulators reduced together with a transpose (one
-//    interleave tree instead of 4 horizontal sums), stored as 4 adjacent
-//    outputs.
+//    out the scale (d * sum q c + m * sum q) saves the decode FMA but costs a
+//    per-(row, query, block) scale FMA, which loses as soon as a group has
+//    more than one query. For a single query it was measured (q4_0/q8_0 on
+//    Zen 5, AVX3) and was no faster; neither was a prototype unpacking the
+//    nibbles without byte->dword shuffles (broadcast load + per-lane shifts
+//    against a permuted query). Rows/s is nearly the same for every format,
+//    so the cost is per decoded value and per block (fp16 scale widening,
+//    conversions, FMAs), not per byte: the low-bit formats reach a smaller
+//    fraction of memory bandwidth. See bench/README.md for the figures.
+//  - scores: tiles of 8 rows (one query) or 4 rows (query pairs/quads) with
+//    independent accumulators per (row, query), each 4 rows' accumulators
+//    reduced together with a transpose (one interleave tree instead of 4
+//    horizontal sums) and stored as 4 adjacent outputs.
 //  - accumulate: a tile of rows is swept block by block so the accumulators
 //    of that block for a group of queries stay in registers across the tile;
 //    the tile's bytes are still in L1 when the next block is swept, so memory
