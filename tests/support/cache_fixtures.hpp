@@ -4,15 +4,18 @@
 #pragma once
 
 #include "kvq_test.hpp"
-#include "support/npy_fp16.hpp"
+#include "npy.hpp"  // tools/common
 
 #include <kvq/cache/snapshot.hpp>
 #include <kvq/core/rng.hpp>
 
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace kvq::test {
@@ -43,26 +46,36 @@ inline std::optional<RealDump> load_real_dump(std::size_t layers, std::size_t to
   if (dir.empty()) return std::nullopt;
   const auto base = dir / "data" / "kv-dumps" / "wt2-byte-a";
   if (!std::filesystem::exists(base / "k.npy")) return std::nullopt;
-  auto relayout = [&](const Fp16Array4& a, std::vector<float>& out) {
-    out.resize(a.data.size());
-    for (std::size_t l = 0; l < a.layers; ++l)
-      for (std::size_t t = 0; t < a.tokens; ++t)
-        for (std::size_t h = 0; h < a.heads; ++h)
-          for (std::size_t d = 0; d < a.dim; ++d)
-            out[((l * a.tokens + t) * a.heads + h) * a.dim + d] = a.at(l, h, t, d);
+  // The [0, layers) x all heads x [0, tokens) x dim box of a [layers, heads, T, dim] dump,
+  // re-laid out [layer][t][head][dim].
+  struct Box {
+    std::size_t layers = 0, heads = 0, tokens = 0, dim = 0;
+    std::vector<float> data;
   };
-  const auto q = load_npy_fp16((base / "q.npy").string(), layers, tokens);
-  const auto k = load_npy_fp16((base / "k.npy").string(), layers, tokens);
-  const auto v = load_npy_fp16((base / "v.npy").string(), layers, tokens);
+  auto box = [&](const char* file) {
+    const std::filesystem::path path = base / file;
+    const tools::NpyArray a = tools::read_npy(path);
+    kvq::detail::require(a.ndim() == 4, Errc::shape_mismatch, path.string() + ": expected [layers, heads, T, dim]");
+    const std::size_t L = a.shape[0], H = a.shape[1], T = a.shape[2], D = a.shape[3];
+    Box b{std::min(layers, L), H, std::min(tokens, T), D, {}};
+    b.data.resize(b.layers * b.tokens * H * D);
+    for (std::size_t l = 0; l < b.layers; ++l)
+      for (std::size_t t = 0; t < b.tokens; ++t)
+        for (std::size_t h = 0; h < H; ++h)
+          for (std::size_t d = 0; d < D; ++d)
+            b.data[((l * b.tokens + t) * H + h) * D + d] = a.data[((l * H + h) * T + t) * D + d];
+    return b;
+  };
+  Box q = box("q.npy"), k = box("k.npy"), v = box("v.npy");
   RealDump d;
   d.layers = k.layers;
   d.tokens = k.tokens;
   d.q_heads = q.heads;
   d.kv_heads = k.heads;
   d.dim = k.dim;
-  relayout(q, d.q);
-  relayout(k, d.k);
-  relayout(v, d.v);
+  d.q = std::move(q.data);
+  d.k = std::move(k.data);
+  d.v = std::move(v.data);
   return d;
 }
 

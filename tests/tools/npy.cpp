@@ -4,6 +4,8 @@
 
 #include "npy.hpp"
 
+#include <kvq/core/half.hpp>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -53,28 +55,38 @@ kvq::Errc error_of(const Bytes& b) {
 
 }  // namespace
 
-TEST_CASE("half_to_float is exact on special and subnormal values", "[tools][npy]") {
-  using kvq::tools::detail::half_to_float;
-  CHECK(half_to_float(0x3C00) == 1.0f);
-  CHECK(half_to_float(0xC000) == -2.0f);
-  CHECK(half_to_float(0x7BFF) == 65504.0f);
-  CHECK(half_to_float(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
-  CHECK(half_to_float(0x03FF) == std::ldexp(1023.0f, -24));  // largest subnormal
-  CHECK(half_to_float(0x0400) == std::ldexp(1.0f, -14));  // smallest normal
-  CHECK(half_to_float(0x3555) == 0x1.554p-2f);
-  CHECK(std::signbit(half_to_float(0x8000)));
-  CHECK(half_to_float(0x8000) == 0.0f);
-  CHECK(half_to_float(0x7C00) == std::numeric_limits<float>::infinity());
-  CHECK(half_to_float(0xFC00) == -std::numeric_limits<float>::infinity());
-  CHECK(std::isnan(half_to_float(0x7E00)));
+TEST_CASE("npy float16 data converts exactly, special and subnormal values included", "[tools][npy]") {
+  // Every half bit pattern through the reader: it converts with the library's
+  // kvq::half_bits_to_float (tests/core/half.cpp checks that against F16C).
+  std::vector<std::uint16_t> all(65536);
+  for (std::uint32_t h = 0; h < all.size(); ++h) all[h] = static_cast<std::uint16_t>(h);
+  const auto a = parse_npy(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (65536,), }\n", halves(all)));
+  REQUIRE(a.data.size() == all.size());
+  auto f = [&](std::uint16_t h) { return a.data[h]; };
+  for (std::uint32_t h = 0; h < all.size(); ++h) {
+    const float ref = kvq::half_bits_to_float(static_cast<std::uint16_t>(h));
+    REQUIRE(std::memcmp(&a.data[h], &ref, sizeof ref) == 0);
+  }
+  CHECK(f(0x3C00) == 1.0f);
+  CHECK(f(0xC000) == -2.0f);
+  CHECK(f(0x7BFF) == 65504.0f);
+  CHECK(f(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
+  CHECK(f(0x03FF) == std::ldexp(1023.0f, -24));  // largest subnormal
+  CHECK(f(0x0400) == std::ldexp(1.0f, -14));  // smallest normal
+  CHECK(f(0x3555) == 0x1.554p-2f);
+  CHECK(std::signbit(f(0x8000)));
+  CHECK(f(0x8000) == 0.0f);
+  CHECK(f(0x7C00) == std::numeric_limits<float>::infinity());
+  CHECK(f(0xFC00) == -std::numeric_limits<float>::infinity());
+  CHECK(std::isnan(f(0x7E00)));
   // Every finite half converts to a float that is a multiple of 2^-24 and below 65520.
   for (std::uint32_t h = 0; h < 0x7C00; ++h) {
-    const float f = half_to_float(static_cast<std::uint16_t>(h));
-    REQUIRE(f >= 0.0f);
-    REQUIRE(f < 65520.0f);
-    const float scaled = f * 16777216.0f;  // 2^24
+    const float x = f(static_cast<std::uint16_t>(h));
+    REQUIRE(x >= 0.0f);
+    REQUIRE(x < 65520.0f);
+    const float scaled = x * 16777216.0f;  // 2^24
     REQUIRE(scaled == std::floor(scaled));
-    if (h > 0) REQUIRE(f > half_to_float(static_cast<std::uint16_t>(h - 1)));  // strictly increasing
+    if (h > 0) REQUIRE(x > f(static_cast<std::uint16_t>(h - 1)));  // strictly increasing
   }
 }
 

@@ -9,9 +9,11 @@
 // allocation larger than the file.
 #pragma once
 
-#include "npy.hpp"  // half/bf16 conversion, little-endian loads, read_file_bytes
+#include "npy.hpp"  // read_file_bytes, byte_ptr, load_f64le
 
+#include <kvq/core/bits.hpp>
 #include <kvq/core/error.hpp>
+#include <kvq/core/half.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -71,19 +73,21 @@ inline std::uint64_t gguf_scalar_size(GgufType t) noexcept {
 }
 // Decodes one scalar of type t (not string/array) from p.
 inline GgufValue gguf_decode_scalar(GgufType t, const unsigned char* p) {
+  using namespace kvq::bits;
+  const std::byte* b = byte_ptr(p);
   GgufValue v;
   v.type = t;
   switch (t) {
     case GgufType::uint8: v.value = std::uint64_t{p[0]}; break;
     case GgufType::int8: v.value = std::int64_t{static_cast<std::int8_t>(p[0])}; break;
-    case GgufType::uint16: v.value = std::uint64_t{load_u16le(p)}; break;
-    case GgufType::int16: v.value = std::int64_t{static_cast<std::int16_t>(load_u16le(p))}; break;
-    case GgufType::uint32: v.value = std::uint64_t{load_u32le(p)}; break;
-    case GgufType::int32: v.value = std::int64_t{static_cast<std::int32_t>(load_u32le(p))}; break;
-    case GgufType::uint64: v.value = load_u64le(p); break;
-    case GgufType::int64: v.value = static_cast<std::int64_t>(load_u64le(p)); break;
-    case GgufType::float32: v.value = static_cast<double>(load_f32le(p)); break;
-    case GgufType::float64: v.value = load_f64le(p); break;
+    case GgufType::uint16: v.value = std::uint64_t{load_u16(b)}; break;
+    case GgufType::int16: v.value = std::int64_t{static_cast<std::int16_t>(load_u16(b))}; break;
+    case GgufType::uint32: v.value = std::uint64_t{load_u32(b)}; break;
+    case GgufType::int32: v.value = std::int64_t{static_cast<std::int32_t>(load_u32(b))}; break;
+    case GgufType::uint64: v.value = load_u64(b); break;
+    case GgufType::int64: v.value = static_cast<std::int64_t>(load_u64(b)); break;
+    case GgufType::float32: v.value = static_cast<double>(load_f32(b)); break;
+    case GgufType::float64: v.value = load_f64le(b); break;
     case GgufType::boolean: v.value = p[0] != 0; break;
     default: kvq::detail::fail(Errc::invalid_argument, "gguf_decode_scalar: not a scalar type");
   }
@@ -200,21 +204,21 @@ class GgufFile {
     check_data();
     check_owned(t);
     std::vector<float> out(static_cast<std::size_t>(t.n_elements()));
-    const unsigned char* p = bytes_.data() + data_offset_ + t.offset;
+    const std::byte* p = detail::byte_ptr(bytes_.data() + data_offset_ + t.offset);
     switch (t.type) {
       case GgmlType::f32:
-        for (std::size_t i = 0; i < out.size(); ++i) out[i] = detail::load_f32le(p + 4 * i);
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = kvq::bits::load_f32(p + 4 * i);
         break;
       case GgmlType::f16:
-        for (std::size_t i = 0; i < out.size(); ++i) out[i] = detail::half_to_float(detail::load_u16le(p + 2 * i));
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = kvq::half_bits_to_float(kvq::bits::load_u16(p + 2 * i));
         break;
       case GgmlType::bf16:
-        for (std::size_t i = 0; i < out.size(); ++i) out[i] = detail::bf16_to_float(detail::load_u16le(p + 2 * i));
+        for (std::size_t i = 0; i < out.size(); ++i) out[i] = kvq::bfloat16_bits_to_float(kvq::bits::load_u16(p + 2 * i));
         break;
       case GgmlType::q8_0:
         for (std::size_t b = 0; b < out.size() / 32; ++b) {
-          const unsigned char* blk = p + 34 * b;
-          const float d = detail::half_to_float(detail::load_u16le(blk));
+          const std::byte* blk = p + 34 * b;
+          const float d = kvq::half_bits_to_float(kvq::bits::load_u16(blk));
           for (int j = 0; j < 32; ++j)
             out[32 * b + j] = d * static_cast<float>(static_cast<std::int8_t>(blk[2 + j]));
         }
@@ -273,19 +277,19 @@ class GgufFile {
   }
   std::uint16_t u16(const char* what) {
     need(2, what);
-    auto v = detail::load_u16le(&bytes_[pos_]);
+    auto v = kvq::bits::load_u16(detail::byte_ptr(&bytes_[pos_]));
     pos_ += 2;
     return v;
   }
   std::uint32_t u32(const char* what) {
     need(4, what);
-    auto v = detail::load_u32le(&bytes_[pos_]);
+    auto v = kvq::bits::load_u32(detail::byte_ptr(&bytes_[pos_]));
     pos_ += 4;
     return v;
   }
   std::uint64_t u64(const char* what) {
     need(8, what);
-    auto v = detail::load_u64le(&bytes_[pos_]);
+    auto v = kvq::bits::load_u64(detail::byte_ptr(&bytes_[pos_]));
     pos_ += 8;
     return v;
   }

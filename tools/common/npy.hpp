@@ -9,8 +9,11 @@
 // Fortran order, integer dtypes) produce Errc::unsupported.
 #pragma once
 
+#include <kvq/core/bits.hpp>
 #include <kvq/core/error.hpp>
+#include <kvq/core/half.hpp>
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -27,62 +30,15 @@ namespace kvq::tools {
 
 namespace detail {
 
-// IEEE 754 binary16 -> binary32, exact for every input (subnormals, infinities, NaN payloads).
-inline float half_to_float(std::uint16_t h) noexcept {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  std::uint32_t exp = (h >> 10) & 0x1Fu;
-  std::uint32_t mant = h & 0x3FFu;
-  std::uint32_t bits;
-  if (exp == 0x1Fu) {  // Inf / NaN
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else if (exp != 0) {  // normal
-    bits = sign | ((exp + (127 - 15)) << 23) | (mant << 13);
-  } else if (mant == 0) {  // signed zero
-    bits = sign;
-  } else {  // subnormal: renormalize
-    int e = -1;
-    do {
-      ++e;
-      mant <<= 1;
-    } while ((mant & 0x400u) == 0);
-    mant &= 0x3FFu;
-    bits = sign | (static_cast<std::uint32_t>(127 - 15 - e) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
+// Half/bfloat16 conversion and little-endian loads come from the library
+// (kvq/core/half.hpp, kvq/core/bits.hpp); these readers keep their file images as
+// unsigned char, so byte_ptr() adapts a position in one to the library's std::byte API.
+inline const std::byte* byte_ptr(const unsigned char* p) noexcept {
+  return reinterpret_cast<const std::byte*>(p);
 }
-
-// bfloat16 -> float32: the upper half of the float's bits.
-inline float bf16_to_float(std::uint16_t b) noexcept {
-  const std::uint32_t bits = static_cast<std::uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-inline std::uint16_t load_u16le(const unsigned char* p) noexcept {
-  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
-}
-inline std::uint32_t load_u32le(const unsigned char* p) noexcept {
-  return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8) |
-         (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
-}
-inline std::uint64_t load_u64le(const unsigned char* p) noexcept {
-  return static_cast<std::uint64_t>(load_u32le(p)) |
-         (static_cast<std::uint64_t>(load_u32le(p + 4)) << 32);
-}
-inline float load_f32le(const unsigned char* p) noexcept {
-  const std::uint32_t bits = load_u32le(p);
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-inline double load_f64le(const unsigned char* p) noexcept {
-  const std::uint64_t bits = load_u64le(p);
-  double d;
-  std::memcpy(&d, &bits, sizeof d);
-  return d;
+// The library has no float64 load; .npy '<f8' and GGUF float64 need one.
+inline double load_f64le(const std::byte* p) noexcept {
+  return std::bit_cast<double>(kvq::bits::load_u64(p));
 }
 
 // Whole file into memory; the allocation is bounded by the file's actual size.
@@ -248,11 +204,11 @@ inline NpyArray parse_npy(std::span<const unsigned char> bytes, std::string_view
   const unsigned major = bytes[6], minor = bytes[7];
   std::size_t header_len = 0, preamble = 0;
   if (major == 1) {
-    header_len = detail::load_u16le(bytes.data() + 8);
+    header_len = kvq::bits::load_u16(detail::byte_ptr(bytes.data() + 8));
     preamble = 10;
   } else if (major == 2 || major == 3) {
     if (bytes.size() < 12) fail(Errc::corrupt_data, name + ": truncated .npy preamble");
-    header_len = detail::load_u32le(bytes.data() + 8);
+    header_len = kvq::bits::load_u32(detail::byte_ptr(bytes.data() + 8));
     preamble = 12;
   } else {
     fail(Errc::corrupt_data, name + ": unknown .npy format version " + std::to_string(major) +
@@ -286,11 +242,11 @@ inline NpyArray parse_npy(std::span<const unsigned char> bytes, std::string_view
   NpyArray out;
   out.shape.assign(hdr.shape.begin(), hdr.shape.end());
   out.data.resize(static_cast<std::size_t>(count));
-  const unsigned char* p = bytes.data() + offset;
+  const std::byte* p = detail::byte_ptr(bytes.data() + offset);
   for (std::size_t i = 0; i < out.data.size(); ++i) {
     switch (itemsize) {
-      case 2: out.data[i] = detail::half_to_float(detail::load_u16le(p + 2 * i)); break;
-      case 4: out.data[i] = detail::load_f32le(p + 4 * i); break;
+      case 2: out.data[i] = kvq::half_bits_to_float(kvq::bits::load_u16(p + 2 * i)); break;
+      case 4: out.data[i] = kvq::bits::load_f32(p + 4 * i); break;
       default: out.data[i] = static_cast<float>(detail::load_f64le(p + 8 * i)); break;
     }
   }
@@ -328,11 +284,8 @@ inline void write_npy(const std::filesystem::path& path, std::span<const std::si
   out.write(reinterpret_cast<const char*>(pre), sizeof pre);
   out.write(dict.data(), static_cast<std::streamsize>(dict.size()));
   for (float f : data) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &f, sizeof bits);
-    const unsigned char b[4] = {static_cast<unsigned char>(bits), static_cast<unsigned char>(bits >> 8),
-                                static_cast<unsigned char>(bits >> 16),
-                                static_cast<unsigned char>(bits >> 24)};
+    std::byte b[4];
+    kvq::bits::store_f32(b, f);
     out.write(reinterpret_cast<const char*>(b), 4);
   }
   if (!out) kvq::detail::fail(Errc::io_error, "cannot write '" + path.string() + "'");

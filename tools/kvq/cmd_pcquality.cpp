@@ -9,71 +9,18 @@
 // under a minute. Every key is compressed, including the newest partial tile a
 // streaming cache would still hold exactly: the conservative comparison.
 #include "cli.hpp"
+#include "npy.hpp"
 
 #include <kvq/codec/registry.hpp>
-#include <kvq/core/half.hpp>
 #include <kvq/core/rng.hpp>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
 
 namespace {
-
-// A minimal float16 .npy reader (C order, little-endian '<f2' only). Private to
-// this tool until the shared tools/common/npy.hpp lands.
-struct Array {
-  std::vector<std::size_t> shape;
-  std::vector<float> data;
-};
-
-Array load_f16_npy(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  kvq::detail::require(static_cast<bool>(f), kvq::Errc::io_error, "cannot open " + path);
-  char magic[8];
-  f.read(magic, 8);
-  kvq::detail::require(f && std::string(magic, 6) == "\x93NUMPY", kvq::Errc::corrupt_data, path + ": not a .npy file");
-  std::size_t hlen = 0;
-  unsigned char b[4] = {};
-  if (magic[6] == 1) {
-    f.read(reinterpret_cast<char*>(b), 2);
-    hlen = b[0] | (b[1] << 8);
-  } else {
-    f.read(reinterpret_cast<char*>(b), 4);
-    hlen = b[0] | (b[1] << 8) | (b[2] << 16) | (std::size_t{b[3]} << 24);
-  }
-  std::string header(hlen, '\0');
-  f.read(header.data(), static_cast<std::streamsize>(hlen));
-  kvq::detail::require(f && header.find("'<f2'") != std::string::npos &&
-                           header.find("'fortran_order': False") != std::string::npos,
-                       kvq::Errc::unsupported, path + ": expected a C-order little-endian float16 array");
-  Array a;
-  std::size_t pos = header.find('(', header.find("'shape'"));
-  const std::size_t end = header.find(')', pos);
-  kvq::detail::require(pos != std::string::npos && end != std::string::npos, kvq::Errc::corrupt_data, path + ": no shape");
-  for (++pos; pos < end;) {
-    while (pos < end && (header[pos] == ' ' || header[pos] == ',')) ++pos;
-    if (pos >= end) break;
-    std::size_t n = 0;
-    while (pos < end && header[pos] >= '0' && header[pos] <= '9') n = n * 10 + static_cast<std::size_t>(header[pos++] - '0');
-    a.shape.push_back(n);
-  }
-  std::size_t count = 1;
-  for (auto n : a.shape) count *= n;
-  std::vector<std::uint16_t> raw(count);
-  f.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(2 * count));
-  kvq::detail::require(static_cast<bool>(f), kvq::Errc::corrupt_data, path + ": truncated data");
-  a.data.resize(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    const auto* p = reinterpret_cast<const unsigned char*>(&raw[i]);
-    a.data[i] = kvq::half_bits_to_float(static_cast<std::uint16_t>(p[0] | (p[1] << 8)));
-  }
-  return a;
-}
 
 // Encode and decode a [T, D] matrix with `codec`, tile by tile (T a multiple of G).
 std::vector<float> roundtrip(const kvq::AnyCodec& codec, const float* x, std::size_t T, std::size_t D) {
@@ -146,7 +93,8 @@ int run(const kvq::cli::Args& args) {
   const std::string dir = args.get("data", std::string(KVQ_SHARED_DIR) + "/data/kv-dumps/wt2-byte-a");
   const auto nq = static_cast<std::size_t>(args.get_int("queries", 64));
   kvq::detail::require(nq >= 1 && nq <= 4096, kvq::Errc::invalid_argument, "--queries must be in 1..4096");
-  const Array Q = load_f16_npy(dir + "/q.npy"), K = load_f16_npy(dir + "/k.npy"), V = load_f16_npy(dir + "/v.npy");
+  using kvq::tools::read_npy;
+  const kvq::tools::NpyArray Q = read_npy(dir + "/q.npy"), K = read_npy(dir + "/k.npy"), V = read_npy(dir + "/v.npy");
   kvq::detail::require(Q.shape.size() == 4 && K.shape.size() == 4 && K.shape == V.shape && Q.shape[0] == K.shape[0] &&
                            Q.shape[2] == K.shape[2] && Q.shape[3] == K.shape[3] && Q.shape[1] % K.shape[1] == 0,
                        kvq::Errc::shape_mismatch, "q/k/v.npy must be [layers, heads, T, head_dim] with GQA heads");

@@ -15,6 +15,7 @@
 // scores q.k / sqrt(d), causal, at every --stride-th query position (the last
 // position of each stride window, so t = T-1 is included).
 #include "cli.hpp"
+#include "npy.hpp"
 
 #include <kvq/codec/lloyd_max.hpp>
 #include <kvq/codec/registry.hpp>
@@ -28,59 +29,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
 
 namespace {
-
-// --- minimal float16 .npy reader (format 1.0, C order, '<f2') --------------
-// Private to this tool; a shared tools/common/npy.hpp reader is planned.
-struct Array {
-  std::vector<std::size_t> shape;
-  std::vector<float> data;
-};
-
-Array load_npy_f16(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  kvq::detail::require(static_cast<bool>(f), kvq::Errc::io_error, "cannot open " + path);
-  char magic[8];
-  f.read(magic, 8);
-  kvq::detail::require(f && std::memcmp(magic, "\x93NUMPY", 6) == 0 && magic[6] == 1, kvq::Errc::corrupt_data,
-                       path + ": not a .npy file of format 1.x");
-  unsigned char len[2];
-  f.read(reinterpret_cast<char*>(len), 2);
-  std::string header(len[0] | (len[1] << 8), '\0');
-  f.read(header.data(), static_cast<std::streamsize>(header.size()));
-  kvq::detail::require(static_cast<bool>(f), kvq::Errc::corrupt_data, path + ": truncated header");
-  kvq::detail::require(header.find("'<f2'") != std::string::npos && header.find("'fortran_order': False") != std::string::npos,
-                       kvq::Errc::unsupported, path + ": expected little-endian float16 in C order");
-  Array a;
-  const auto open = header.find('(', header.find("'shape'"));
-  const auto close = header.find(')', open);
-  kvq::detail::require(open != std::string::npos && close != std::string::npos, kvq::Errc::corrupt_data,
-                       path + ": no shape in header");
-  std::size_t count = 1;
-  for (std::size_t p = open + 1; p < close;) {
-    while (p < close && (header[p] == ' ' || header[p] == ',')) ++p;
-    if (p >= close) break;
-    std::size_t n = 0;
-    while (p < close && header[p] >= '0' && header[p] <= '9') n = n * 10 + static_cast<std::size_t>(header[p++] - '0');
-    a.shape.push_back(n);
-    count *= n;
-  }
-  std::vector<std::uint16_t> raw(count);
-  f.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(count * 2));
-  kvq::detail::require(static_cast<bool>(f), kvq::Errc::corrupt_data, path + ": truncated data");
-  a.data.resize(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    const auto* b = reinterpret_cast<const unsigned char*>(&raw[i]);
-    a.data[i] = kvq::half_bits_to_float(static_cast<std::uint16_t>(b[0] | (b[1] << 8)));
-  }
-  return a;
-}
 
 // --- a row reconstruction under test: x -> x^ ------------------------------
 using Reconstruct = std::function<void(const float* x, float* y)>;
@@ -198,7 +151,7 @@ Reconstruct turbo_prod(unsigned bits, std::size_t dim) {
 
 // --- the real dumps ----------------------------------------------------------
 struct Dumps {
-  Array q, k, v;
+  kvq::tools::NpyArray q, k, v;
   std::size_t layers = 0, hq = 0, hkv = 0, T = 0, d = 0;
   const float* q_at(std::size_t l, std::size_t h) const { return q.data.data() + ((l * hq + h) * T) * d; }
   const float* k_at(std::size_t l, std::size_t h) const { return k.data.data() + ((l * hkv + h) * T) * d; }
@@ -302,6 +255,16 @@ std::vector<float> reconstruct_layer(const Reconstruct& f, const float* x, std::
 }
 
 // --- section 1: unit vectors -------------------------------------------------
+// x <- a uniformly random unit vector: normal draws, normalized.
+void random_unit_vector(kvq::Rng& rng, std::vector<float>& x) {
+  double n2 = 0;
+  for (auto& v : x) {
+    v = static_cast<float>(rng.normal());
+    n2 += double(v) * v;
+  }
+  for (auto& v : x) v = static_cast<float>(v / std::sqrt(n2));
+}
+
 template <unsigned Bits>
 double unit_mse(std::size_t dim, int trials) {
   const kvq::Turbo<Bits> codec(dim);
@@ -310,12 +273,7 @@ double unit_mse(std::size_t dim, int trials) {
   std::vector<std::byte> tile(codec.bytes_per_tile());
   double total = 0;
   for (int t = 0; t < trials; ++t) {
-    double n2 = 0;
-    for (auto& v : x) {
-      v = static_cast<float>(rng.normal());
-      n2 += double(v) * v;
-    }
-    for (auto& v : x) v = static_cast<float>(v / std::sqrt(n2));
+    random_unit_vector(rng, x);
     codec.encode_tile(x.data(), tile.data());
     codec.decode_tile(tile.data(), y.data());
     for (std::size_t i = 0; i < dim; ++i) total += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
@@ -334,12 +292,7 @@ UnitStats unit_variant(const Reconstruct& f, std::size_t dim, int trials) {
   std::vector<float> x(dim), y(dim), q(dim);
   UnitStats s;
   for (int t = 0; t < trials; ++t) {
-    double n2 = 0;
-    for (auto& v : x) {
-      v = static_cast<float>(rng.normal());
-      n2 += double(v) * v;
-    }
-    for (auto& v : x) v = static_cast<float>(v / std::sqrt(n2));
+    random_unit_vector(rng, x);
     for (auto& v : q) v = static_cast<float>(rng.normal());
     f(x.data(), y.data());
     double e = 0, y2 = 0, qx = 0, qy = 0;
@@ -389,9 +342,9 @@ int run(const kvq::cli::Args& args) {
   // 2./3. Real dumps.
   Dumps D;
   try {
-    D.q = load_npy_f16(dir + "/q.npy");
-    D.k = load_npy_f16(dir + "/k.npy");
-    D.v = load_npy_f16(dir + "/v.npy");
+    D.q = kvq::tools::read_npy(dir + "/q.npy");
+    D.k = kvq::tools::read_npy(dir + "/k.npy");
+    D.v = kvq::tools::read_npy(dir + "/v.npy");
   } catch (const kvq::Error& e) {
     std::printf("\n(real-dump sections skipped: %s)\n", e.what());
     return 0;
