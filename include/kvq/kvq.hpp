@@ -10,6 +10,7 @@
 #include <kvq/core/rng.hpp>
 
 #include <kvq/codec/codec.hpp>
+#include <kvq/codec/per_channel.hpp>
 #include <kvq/codec/registry.hpp>
 #include <kvq/codec/uniform.hpp>
 #include <kvq/cache/snapshot.hpp>

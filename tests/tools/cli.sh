@@ -71,8 +71,10 @@ expect_error "unknown command" "$tmp/empty" frobnicate
 printf '\x00\x7c%016d' 0 | head -c 18 >"$tmp/infscale"
 expect_error "decode of an Inf scale" "$tmp/infscale" decode --codec q4_0 --dim 32
 # Empty input is zero rows: empty output, success.
-"$kvq" encode --codec q4_0 --dim 64 <"$tmp/empty" >"$tmp/out" 2>/dev/null
-check "empty input gives empty output" test $? -eq 0 -a ! -s "$tmp/out"
+"$kvq" encode --codec q4_0 --dim 64 <"$tmp/empty" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+check "empty input gives empty output (status $rc, $(stat -c %s "$tmp/out") bytes, stderr: $(head -c 200 "$tmp/err"))" \
+  test "$rc" -eq 0 -a ! -s "$tmp/out"
 
 echo "$pass passed, $fails failed"
 [ "$fails" -eq 0 ]

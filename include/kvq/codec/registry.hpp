@@ -7,6 +7,7 @@
 #pragma once
 
 #include <kvq/codec/codec.hpp>
+#include <kvq/codec/per_channel.hpp>
 #include <kvq/codec/uniform.hpp>
 
 #include <cstddef>
@@ -94,6 +95,12 @@ inline const std::vector<CodecInfo>& codec_table() {
       {"q4_1", "uniform", "ggml q4_1: 32 x 4-bit + fp16 scale and min", [](std::size_t d) { return AnyCodec(Q4_1(d)); }},
       {"q3_1", "uniform", "32 x 3-bit + fp16 scale and min", [](std::size_t d) { return AnyCodec(Q3_1(d)); }},
       {"q2_1", "uniform", "32 x 2-bit + fp16 scale and min", [](std::size_t d) { return AnyCodec(Q2_1(d)); }},
+      {"pc4", "per-channel", "K tile of 128 tokens: 4-bit per-channel codes, 8-bit scales/offsets (name/gN: G = N)",
+       [](std::size_t d) { return AnyCodec(PC4(d)); }},
+      {"pc3", "per-channel", "K tile of 128 tokens: 3-bit per-channel codes, 8-bit scales/offsets (name/gN: G = N)",
+       [](std::size_t d) { return AnyCodec(PC3(d)); }},
+      {"pc2", "per-channel", "K tile of 128 tokens: 2-bit per-channel codes, 8-bit scales/offsets (name/gN: G = N)",
+       [](std::size_t d) { return AnyCodec(PC2(d)); }},
   };
   return table;
 }
@@ -104,9 +111,31 @@ inline std::string codec_names() {
   return names;
 }
 
+namespace detail {
+// "pc4/g64": a tile codec with a tile length other than its default. Only the
+// per-channel family has a tile length; anything else after '/' is refused.
+inline AnyCodec make_tiled_codec(std::string_view base, std::string_view option, std::size_t head_dim) {
+  const std::string full = std::string(base) + "/" + std::string(option);
+  std::size_t g = 0;
+  bool ok = option.size() >= 2 && option.size() <= 6 && option[0] == 'g';
+  for (std::size_t i = 1; ok && i < option.size(); ++i) {
+    ok = option[i] >= '0' && option[i] <= '9';
+    g = g * 10 + static_cast<std::size_t>(option[i] - '0');
+  }
+  if (!ok) fail(Errc::invalid_argument, "codec '" + full + "': expected NAME/gN with N the tile length in tokens");
+  if (base == "pc4") return AnyCodec(PC4(head_dim, g));
+  if (base == "pc3") return AnyCodec(PC3(head_dim, g));
+  if (base == "pc2") return AnyCodec(PC2(head_dim, g));
+  fail(Errc::invalid_argument, "codec '" + full + "': only tile codecs (pc4, pc3, pc2) take a /gN tile length");
+}
+}  // namespace detail
+
 // The codec called `name` for head_dim; Errc::invalid_argument for an unknown
-// name, Errc::shape_mismatch for a head_dim the codec cannot encode.
+// name, Errc::shape_mismatch for a head_dim the codec cannot encode. Tile
+// codecs accept a tile length suffix: "pc4/g64" is pc4 with G = 64 tokens.
 inline AnyCodec make_codec(std::string_view name, std::size_t head_dim) {
+  if (const auto slash = name.find('/'); slash != std::string_view::npos)
+    return detail::make_tiled_codec(name.substr(0, slash), name.substr(slash + 1), head_dim);
   for (const auto& info : codec_table())
     if (info.name == name) return info.make(head_dim);
   detail::fail(Errc::invalid_argument,

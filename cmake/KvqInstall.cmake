@@ -1,0 +1,71 @@
+# Install and export rules of kvq::kvq: headers, CMake package (kvqConfig.cmake,
+# kvqConfigVersion.cmake, kvqTargets.cmake, KvqDependencies.cmake) and pkg-config file (kvq.pc).
+# The same package also works from the build tree (export(EXPORT)), so
+#   find_package(kvq CONFIG) with kvq_DIR=<build dir>,
+#   find_package(kvq CONFIG) with CMAKE_PREFIX_PATH=<install prefix>, and
+#   add_subdirectory(<kvq source>)
+# all give the same kvq::kvq. tests/package checks the three.
+include(CMakePackageConfigHelpers)
+
+# kvq is header-only: its package files are architecture-independent, hence DATADIR
+# (<prefix>/share/cmake/kvq, <prefix>/share/pkgconfig), as Eigen and nlohmann_json do.
+set(KVQ_INSTALL_CMAKEDIR "${CMAKE_INSTALL_DATADIR}/cmake/kvq" CACHE STRING
+    "Where kvq's CMake package files are installed (relative to the prefix)")
+set(KVQ_INSTALL_PKGCONFIGDIR "${CMAKE_INSTALL_DATADIR}/pkgconfig" CACHE STRING
+    "Where kvq.pc is installed (relative to the prefix)")
+mark_as_advanced(KVQ_INSTALL_CMAKEDIR KVQ_INSTALL_PKGCONFIGDIR)
+
+# While the major version is 0, a minor release may break the API (semver item 4): a request for
+# 0.1 must not be satisfied by 0.2. From 1.0 on, any release of the same major version is.
+if(PROJECT_VERSION_MAJOR EQUAL 0)
+  set(_kvq_compatibility SameMinorVersion)
+else()
+  set(_kvq_compatibility SameMajorVersion)
+endif()
+
+install(TARGETS kvq EXPORT kvqTargets)
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/kvq" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+
+# --- Build tree: <build>/kvqConfig.cmake and friends, for kvq_DIR=<build dir> -----------------
+export(EXPORT kvqTargets NAMESPACE kvq:: FILE "${PROJECT_BINARY_DIR}/kvqTargets.cmake")
+configure_package_config_file("${PROJECT_SOURCE_DIR}/cmake/kvqConfig.cmake.in"
+  "${PROJECT_BINARY_DIR}/kvqConfig.cmake"
+  INSTALL_DESTINATION "${PROJECT_BINARY_DIR}"
+  INSTALL_PREFIX "${PROJECT_BINARY_DIR}")
+write_basic_package_version_file("${PROJECT_BINARY_DIR}/kvqConfigVersion.cmake"
+  VERSION "${PROJECT_VERSION}"
+  COMPATIBILITY ${_kvq_compatibility}
+  ARCH_INDEPENDENT)
+configure_file("${PROJECT_SOURCE_DIR}/cmake/KvqDependencies.cmake"
+  "${PROJECT_BINARY_DIR}/KvqDependencies.cmake" COPYONLY)
+
+# --- Install tree ---------------------------------------------------------------------------
+configure_package_config_file("${PROJECT_SOURCE_DIR}/cmake/kvqConfig.cmake.in"
+  "${PROJECT_BINARY_DIR}/kvq-install/kvqConfig.cmake"
+  INSTALL_DESTINATION "${KVQ_INSTALL_CMAKEDIR}")
+install(EXPORT kvqTargets NAMESPACE kvq:: FILE kvqTargets.cmake DESTINATION "${KVQ_INSTALL_CMAKEDIR}")
+install(FILES
+  "${PROJECT_BINARY_DIR}/kvq-install/kvqConfig.cmake"
+  "${PROJECT_BINARY_DIR}/kvqConfigVersion.cmake"
+  "${PROJECT_SOURCE_DIR}/cmake/KvqDependencies.cmake"
+  DESTINATION "${KVQ_INSTALL_CMAKEDIR}")
+
+# pkg-config: relocatable (prefix found from the .pc file's own directory), so that
+# `cmake --install --prefix <elsewhere>` and package managers that move the tree keep it valid.
+if(IS_ABSOLUTE "${KVQ_INSTALL_PKGCONFIGDIR}")
+  set(KVQ_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  file(RELATIVE_PATH _kvq_pc_up "/kvq-root/${KVQ_INSTALL_PKGCONFIGDIR}" "/kvq-root")
+  string(REGEX REPLACE "/$" "" _kvq_pc_up "${_kvq_pc_up}")
+  set(KVQ_PC_PREFIX "\${pcfiledir}/${_kvq_pc_up}")
+endif()
+if(IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
+  set(KVQ_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
+else()
+  set(KVQ_PC_INCLUDEDIR "\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}")
+endif()
+configure_file("${PROJECT_SOURCE_DIR}/cmake/kvq.pc.in" "${PROJECT_BINARY_DIR}/kvq-install/kvq.pc" @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/kvq-install/kvq.pc" DESTINATION "${KVQ_INSTALL_PKGCONFIGDIR}")
+
+unset(_kvq_compatibility)
+unset(_kvq_pc_up)

@@ -1,0 +1,238 @@
+// kvq-ppl: perplexity of a GGUF llama model over non-overlapping windows of a text (byte
+// tokens, id = byte + 3, BOS = 1) or of a token-id file, with exact float32 attention.
+//
+// This is the baseline of kvq's quality evaluation: the same windows run through a compressed
+// K/V cache (another AttentionBackend) show what compression costs. Each window of `ctx`
+// tokens is fed as [BOS] + window[:-1] and every token of the window is predicted once.
+// With --dumps DIR the first window's post-RoPE Q/K and V are also compared against the
+// q.npy/k.npy/v.npy activation dumps in DIR.
+#include "llama_model.hpp"
+#include "npy.hpp"
+
+#include <kvq/core/error.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#ifndef KVQ_SHARED_DIR
+#define KVQ_SHARED_DIR "../shared"
+#endif
+
+namespace {
+
+using kvq::Errc;
+using kvq::detail::fail;
+
+const char* kUsage =
+    "usage: kvq-ppl [--model PATH] [--text FILE | --tokens FILE] [--ctx 4096] [--windows N]\n"
+    "               [--chunk 64] [--offset BYTES] [--bos ID] [--rope normal|neox] [--dumps DIR]\n"
+    "  --model    GGUF llama model (default " KVQ_SHARED_DIR "/models/wt2-byte-a.gguf)\n"
+    "  --text     UTF-8 text, byte tokens id = byte + 3 (default " KVQ_SHARED_DIR "/data/wikitext-2/test.txt)\n"
+    "  --tokens   whitespace-separated token ids instead of text\n"
+    "  --ctx      window length in tokens; windows do not overlap (default 4096)\n"
+    "  --windows  evaluate at most N windows (default: all, the last one may be short)\n"
+    "  --chunk    tokens per forward step (default 64)\n"
+    "  --offset   skip this many leading bytes/tokens of the input (default 0)\n"
+    "  --bos      BOS id prepended to each window; -1: none, the window's first token is\n"
+    "             context only (default 1)\n"
+    "  --rope     RoPE pairing: normal (GGML default, interleaved) or neox (default normal)\n"
+    "  --dumps    directory with q.npy/k.npy/v.npy [layers, heads, T, head_dim] to check the\n"
+    "             first window's activations against\n";
+
+std::map<std::string, std::string> parse_args(int argc, char** argv) {
+  std::map<std::string, std::string> opt;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (a.rfind("--", 0) != 0 || i + 1 >= argc)
+      fail(Errc::invalid_argument, "bad argument '" + a + "' (options take a value; see --help)");
+    opt[a.substr(2)] = argv[++i];
+  }
+  static const char* known[] = {"model", "text", "tokens", "ctx", "windows", "chunk",
+                                "offset", "bos", "rope", "dumps"};
+  for (const auto& [k, v] : opt) {
+    bool ok = false;
+    for (const char* n : known) ok = ok || k == n;
+    if (!ok) fail(Errc::invalid_argument, "unknown option --" + k);
+  }
+  return opt;
+}
+
+long long to_int(const std::map<std::string, std::string>& opt, const std::string& key, long long fallback) {
+  auto it = opt.find(key);
+  if (it == opt.end()) return fallback;
+  std::size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(it->second, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != it->second.size())
+    fail(Errc::invalid_argument, "--" + key + " expects an integer, got '" + it->second + "'");
+  return v;
+}
+
+std::vector<int> read_token_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(Errc::io_error, "cannot open '" + path + "'");
+  std::vector<int> ids;
+  std::string word;
+  while (in >> word) {
+    std::size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || v < 0 || v > 0x7FFFFFFF)
+      fail(Errc::corrupt_data, path + ": '" + word + "' is not a token id");
+    ids.push_back(static_cast<int>(v));
+  }
+  return ids;
+}
+
+// Max |a - b| and max |a - b| / max|b| over one layer of a dump.
+void check_dumps(const std::string& dir, const kvq::llama::RecordingAttention& rec,
+                 const kvq::llama::Config& c, int T) {
+  const char* names[] = {"q", "k", "v"};
+  for (const char* name : names) {
+    const auto arr = kvq::tools::read_npy(dir + "/" + name + ".npy");
+    const int heads = name[0] == 'q' ? c.n_heads : c.n_kv_heads;
+    if (arr.ndim() != 4 || arr.shape[0] != static_cast<std::size_t>(c.n_layers) ||
+        arr.shape[1] != static_cast<std::size_t>(heads) || arr.shape[3] != static_cast<std::size_t>(c.head_dim))
+      fail(Errc::shape_mismatch, dir + "/" + name + ".npy does not match the model's shape");
+    const int n = std::min<int>(T, static_cast<int>(arr.shape[2]));
+    std::printf("dump check %s.npy over %d tokens:", name, n);
+    double worst = 0.0;
+    for (int l = 0; l < c.n_layers; ++l) {
+      double max_err = 0.0, max_ref = 0.0;
+      for (int h = 0; h < heads; ++h)
+        for (int t = 0; t < n; ++t)
+          for (int d = 0; d < c.head_dim; ++d) {
+            const float ref = arr.data[((static_cast<std::size_t>(l) * heads + h) * arr.shape[2] + t) * c.head_dim + d];
+            const float got = name[0] == 'q' ? rec.q_at(l, h, t, d) : name[0] == 'k' ? rec.k_at(l, h, t, d)
+                                                                                     : rec.v_at(l, h, t, d);
+            max_err = std::max(max_err, static_cast<double>(std::fabs(got - ref)));
+            max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref)));
+          }
+      std::printf(" L%d %.2e", l, max_err);
+      worst = std::max(worst, max_err / std::max(max_ref, 1e-30));
+    }
+    std::printf("  (max abs error per layer; worst relative to max|ref| %.2e)\n", worst);
+  }
+}
+
+int run(int argc, char** argv) {
+  const auto opt = parse_args(argc, argv);
+  auto get = [&](const std::string& k, const std::string& d) {
+    auto it = opt.find(k);
+    return it == opt.end() ? d : it->second;
+  };
+  const std::string model_path = get("model", std::string(KVQ_SHARED_DIR) + "/models/wt2-byte-a.gguf");
+  const bool use_tokens = opt.count("tokens") != 0;
+  if (use_tokens && opt.count("text")) fail(Errc::invalid_argument, "give --text or --tokens, not both");
+  const std::string input = use_tokens ? get("tokens", "") : get("text", std::string(KVQ_SHARED_DIR) + "/data/wikitext-2/test.txt");
+  const long long ctx = to_int(opt, "ctx", 4096), max_windows = to_int(opt, "windows", -1),
+                  chunk = to_int(opt, "chunk", 64), offset = to_int(opt, "offset", 0),
+                  bos = to_int(opt, "bos", 1);
+  const std::string rope = get("rope", "normal");
+  if (ctx < 2 || ctx > (1 << 24)) fail(Errc::invalid_argument, "--ctx must be in [2, 2^24]");
+  if (chunk < 1) fail(Errc::invalid_argument, "--chunk must be positive");
+  if (offset < 0) fail(Errc::invalid_argument, "--offset must be non-negative");
+  if (rope != "normal" && rope != "neox") fail(Errc::invalid_argument, "--rope must be normal or neox");
+
+  std::fprintf(stderr, "loading %s\n", model_path.c_str());
+  const auto model = kvq::llama::LlamaModel::load(
+      model_path, rope == "neox" ? kvq::llama::RopeMode::neox : kvq::llama::RopeMode::normal);
+  const auto& c = model.config();
+  std::printf("model %s: dim %d, layers %d, heads %d/%d, head_dim %d, ffn %d, vocab %d, ctx %d, rope %s %d dims base %g\n",
+              model_path.c_str(), c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim,
+              c.n_vocab, c.n_ctx, rope.c_str(), c.rope_dims, c.rope_base);
+  if (ctx > c.n_ctx) std::fprintf(stderr, "warning: --ctx %lld exceeds the model's context %d\n", ctx, c.n_ctx);
+
+  std::vector<int> ids;
+  if (use_tokens) {
+    ids = read_token_file(input);
+  } else {
+    const auto bytes = kvq::tools::detail::read_file_bytes(input);
+    ids.reserve(bytes.size());
+    for (unsigned char b : bytes) ids.push_back(kvq::llama::byte_token(b));
+  }
+  if (static_cast<std::size_t>(offset) >= ids.size()) fail(Errc::invalid_argument, "--offset is past the end of the input");
+  ids.erase(ids.begin(), ids.begin() + offset);
+  const char* unit = use_tokens ? "token" : "byte";
+
+  kvq::llama::ExactAttention exact(c.attention_shape(), static_cast<int>(ctx));
+  std::unique_ptr<kvq::llama::RecordingAttention> rec;
+  if (opt.count("dumps")) rec = std::make_unique<kvq::llama::RecordingAttention>(exact, c.attention_shape(), static_cast<int>(ctx));
+
+  double total_nll = 0.0, total_sec = 0.0, total_cpu = 0.0;
+  std::size_t total_n = 0;
+  int w = 0;
+  for (std::size_t start = 0; start < ids.size() && (max_windows < 0 || w < max_windows); ++w) {
+    const std::size_t len = std::min<std::size_t>(static_cast<std::size_t>(ctx), ids.size() - start);
+    std::vector<int> in, tgt;
+    if (bos >= 0) {
+      in.push_back(static_cast<int>(bos));
+      in.insert(in.end(), ids.begin() + static_cast<std::ptrdiff_t>(start), ids.begin() + static_cast<std::ptrdiff_t>(start + len - 1));
+      tgt.assign(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.begin() + static_cast<std::ptrdiff_t>(start + len));
+    } else {
+      if (len < 2) break;
+      in.assign(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.begin() + static_cast<std::ptrdiff_t>(start + len - 1));
+      tgt.assign(ids.begin() + static_cast<std::ptrdiff_t>(start + 1), ids.begin() + static_cast<std::ptrdiff_t>(start + len));
+    }
+    start += len;
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::clock_t c0 = std::clock();
+    kvq::llama::AttentionBackend& backend = (rec && w == 0) ? static_cast<kvq::llama::AttentionBackend&>(*rec) : exact;
+    const auto nll = model.nll(in, tgt, backend, static_cast<int>(chunk));
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double cpu = static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
+    total_cpu += cpu;
+    double sum = 0.0;
+    for (double x : nll) sum += x;
+    total_nll += sum;
+    total_n += nll.size();
+    total_sec += sec;
+    const double mean = sum / static_cast<double>(nll.size());
+    std::printf("window %d: %zu %ss, nll %.6f nats/%s, %.4f bits/%s, ppl %.4f, %.2f s (cpu %.2f s)\n", w,
+                nll.size(), unit, mean, unit, mean / std::log(2.0), unit, std::exp(mean), sec, cpu);
+    std::fflush(stdout);
+    std::fprintf(stderr, "[%d windows, %zu %ss, running nll %.6f, %.1f s]\n", w + 1, total_n, unit,
+                 total_nll / static_cast<double>(total_n), total_sec);
+    if (rec && w == 0) check_dumps(opt.at("dumps"), *rec, c, static_cast<int>(in.size()));
+  }
+  if (total_n == 0) fail(Errc::invalid_argument, "no tokens to evaluate");
+  const double mean = total_nll / static_cast<double>(total_n);
+  std::printf("total: %d windows, %zu %ss, nll %.6f nats/%s, %.6f bits/%s, ppl %.6f, %.1f s (%.2f s/window, cpu %.2f s/window)\n",
+              w, total_n, unit, mean, unit, mean / std::log(2.0), unit, std::exp(mean), total_sec,
+              total_sec / w, total_cpu / w);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const kvq::Error& e) {
+    std::fprintf(stderr, "kvq-ppl: %s: %s\n", std::string(kvq::to_string(e.code())).c_str(), e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvq-ppl: %s\n", e.what());
+  }
+  return 1;
+}
