@@ -12,5 +12,6 @@
 #include <kvq/codec/codec.hpp>
 #include <kvq/codec/per_channel.hpp>
 #include <kvq/codec/registry.hpp>
+#include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
 #include <kvq/cache/snapshot.hpp>

@@ -32,6 +32,8 @@ open(f"{d}/nan.f32", "wb").write(struct.pack("<64f", *bad))
 bad[10] = float("inf")
 open(f"{d}/inf.f32", "wb").write(struct.pack("<64f", *bad))
 open(f"{d}/short.f32", "wb").write(b"\0" * (64 * 4 + 3))
+huge = [0.0] * 64; huge[3] = 1.0e6  # a turbo row's fp16 scale |x|/|c| overflows
+open(f"{d}/huge.f32", "wb").write(struct.pack("<64f", *huge))
 PY
 : >"$tmp/empty"
 
@@ -52,7 +54,8 @@ import struct, sys
 a = struct.unpack(f"<{320}f", open(sys.argv[1], "rb").read())
 b = struct.unpack(f"<{320}f", open(sys.argv[2], "rb").read())
 err = max(abs(x - y) for x, y in zip(a, b))
-bound = {"q8_0": 0.03, "q4_0": 0.6, "q4_1": 0.3, "q3_1": 0.6, "q2_1": 1.2}.get(sys.argv[3], 1.5)
+bound = {"q8_0": 0.03, "q4_0": 0.6, "q4_1": 0.3, "q3_1": 0.6, "q2_1": 1.2,
+         "turbo4": 0.5, "turbo3": 0.9, "turbo2": 1.3}.get(sys.argv[3], 1.5)
 sys.exit(0 if err <= bound else 1)
 PY
   fi
@@ -61,6 +64,9 @@ PY
   expect_error "$codec: partial row" "$tmp/short.f32" encode --codec "$codec" --dim 64
   expect_error "$codec: unsupported dim" "$tmp/rows.f32" encode --codec "$codec" --dim 7
   expect_error "$codec: truncated encoded input" "$tmp/short.f32" decode --codec "$codec" --dim 64
+done
+for codec in turbo2 turbo3 turbo4; do
+  expect_error "$codec: norm overflowing the fp16 scale" "$tmp/huge.f32" encode --codec "$codec" --dim 64
 done
 expect_error "unknown codec" "$tmp/rows.f32" encode --codec q5_k --dim 64
 expect_error "missing --dim" "$tmp/rows.f32" encode --codec q4_0

@@ -8,6 +8,7 @@
 
 #include <kvq/codec/codec.hpp>
 #include <kvq/codec/per_channel.hpp>
+#include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
 
 #include <cstddef>
@@ -101,6 +102,9 @@ inline const std::vector<CodecInfo>& codec_table() {
        [](std::size_t d) { return AnyCodec(PC3(d)); }},
       {"pc2", "per-channel", "K tile of 128 tokens: 2-bit per-channel codes, 8-bit scales/offsets (name/gN: G = N)",
        [](std::size_t d) { return AnyCodec(PC2(d)); }},
+      {"turbo4", "turbo", "rotation + 4-bit Lloyd-Max codebook + fp16 scale", [](std::size_t d) { return AnyCodec(Turbo4(d)); }},
+      {"turbo3", "turbo", "rotation + 3-bit Lloyd-Max codebook + fp16 scale", [](std::size_t d) { return AnyCodec(Turbo3(d)); }},
+      {"turbo2", "turbo", "rotation + 2-bit Lloyd-Max codebook + fp16 scale", [](std::size_t d) { return AnyCodec(Turbo2(d)); }},
   };
   return table;
 }
