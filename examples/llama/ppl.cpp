@@ -39,7 +39,7 @@ const char* kUsage =
     "usage: kvq-ppl [--model PATH] [--text FILE | --tokens FILE] [--ctx 4096] [--windows N]\n"
     "               [--chunk 64] [--offset BYTES] [--bos ID] [--rope normal|neox] [--dumps DIR]\n"
     "               [--spec SPEC] [--k NAME] [--v NAME] [--window N] [--sinks N]\n"
-    "               [--prefill decode|batch] [--baseline run|skip]\n"
+    "               [--prefill decode|batch] [--readout kernel|decoded] [--baseline run|skip]\n"
     "  --model    GGUF llama model (default " KVQ_SHARED_DIR "/models/wt2-byte-a.gguf)\n"
     "  --text     UTF-8 text, byte tokens id = byte + 3 (default " KVQ_SHARED_DIR "/data/wikitext-2/test.txt)\n"
     "  --tokens   whitespace-separated token ids instead of text\n"
@@ -58,6 +58,9 @@ const char* kUsage =
     "             shorthands appended to the spec (k=, v=, window=, sinks=); later items win\n"
     "  --prefill  decode: each query sees the cache as token-by-token generation would (default);\n"
     "             batch: a chunk is appended whole, then its queries attend (chunked prefill)\n"
+    "  --readout  kernel: attention through Cache::attend (default); decoded: over a float mirror\n"
+    "             of the cache's current representation, updated tile by tile (same quality up to\n"
+    "             rounding, ~10x faster until the SIMD kernels land)\n"
     "  --baseline run: also run exact attention over the same windows and report the change\n"
     "             (default); skip: cache only\n";
 
@@ -75,7 +78,7 @@ std::map<std::string, std::string> parse_args(int argc, char** argv) {
   }
   static const char* known[] = {"model", "text",   "tokens", "ctx", "windows", "chunk",   "offset", "bos",
                                 "rope",  "dumps",  "spec",   "k",   "v",       "window", "sinks",  "prefill",
-                                "baseline"};
+                                "baseline", "readout"};
   for (const auto& [k, v] : opt) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -198,14 +201,18 @@ int run(int argc, char** argv) {
   const std::string prefill = get("prefill", "decode"), baseline = get("baseline", "run");
   if (prefill != "decode" && prefill != "batch") fail(Errc::invalid_argument, "--prefill must be decode or batch");
   if (baseline != "run" && baseline != "skip") fail(Errc::invalid_argument, "--baseline must be run or skip");
+  const std::string readout = get("readout", "kernel");
+  if (readout != "kernel" && readout != "decoded") fail(Errc::invalid_argument, "--readout must be kernel or decoded");
   const bool run_exact = !use_cache || baseline == "run";
   std::unique_ptr<kvq::llama::CacheAttention> cached;
   if (use_cache) {
     const auto spec = kvq::CacheSpec::parse(spec_text);
     cached = std::make_unique<kvq::llama::CacheAttention>(
         c.attention_shape(), static_cast<int>(ctx), spec,
-        prefill == "batch" ? kvq::llama::Prefill::batch : kvq::llama::Prefill::decode);
-    std::printf("cache: %s, prefill %s, chunk %lld\n", spec.to_string().c_str(), prefill.c_str(), chunk);
+        prefill == "batch" ? kvq::llama::Prefill::batch : kvq::llama::Prefill::decode,
+        readout == "decoded" ? kvq::llama::Readout::decoded : kvq::llama::Readout::kernel);
+    std::printf("cache: %s, prefill %s, readout %s, chunk %lld\n", spec.to_string().c_str(), prefill.c_str(),
+                readout.c_str(), chunk);
   }
 
   kvq::llama::ExactAttention exact(c.attention_shape(), static_cast<int>(ctx));
@@ -314,9 +321,9 @@ int run(int argc, char** argv) {
                   100.0 * std::expm1(dm));
     }
     // One machine-readable line (scripts/pareto.sh).
-    std::printf("result spec=%s prefill=%s chunk=%lld windows=%d tokens=%zu nll=%.6f ppl=%.6f base_nll=%s "
+    std::printf("result spec=%s prefill=%s readout=%s chunk=%lld windows=%d tokens=%zu nll=%.6f ppl=%.6f base_nll=%s "
                 "delta=%s delta_se=%s k_bits=%.4f v_bits=%.4f bytes=%zu window_tokens=%zu cpu_s=%.1f\n",
-                kvq::CacheSpec::parse(spec_text).to_string().c_str(), prefill.c_str(), chunk, w, total_n, mean,
+                kvq::CacheSpec::parse(spec_text).to_string().c_str(), prefill.c_str(), readout.c_str(), chunk, w, total_n, mean,
                 std::exp(mean), run_exact ? std::to_string(total_nll / n).c_str() : "na",
                 run_exact ? std::to_string(dm).c_str() : "na", run_exact ? std::to_string(se).c_str() : "na",
                 full_window_bytes.k_bits(), full_window_bytes.v_bits(), full_window_total, full_window_len,

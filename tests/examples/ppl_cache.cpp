@@ -98,6 +98,22 @@ TEST_CASE("CacheAttention prefill: decode mode is chunk-independent, batch mode 
   CHECK(d16.cache().bytes_used() == b16.cache().bytes_used());
 }
 
+TEST_CASE("CacheAttention decoded readout agrees with the cache's attention kernel", "[examples][ppl_cache]") {
+  const AttentionShape s{2, 4, 2, 64};
+  const int T = 300;
+  for (const char* spec : {"k=q4_0,v=q4_0,window=16", "k=turbo3,v=turbo2,sinks=4",
+                           "k=pc4,v=q4_1,window=8",  // tile codec: 128-token tiles and a staging tile
+                           "k=q8_0,v=q8_0,window=8,tier=40:q2_1/q2_1,tier=100:turbo2/turbo2",  // demotions
+                           "k=q2_1,v=q2_1,boundary=1+0:q8_0/f16"})
+    for (Prefill mode : {Prefill::decode, Prefill::batch}) {
+      CacheAttention kernel(s, T, spec, mode, Readout::kernel), decoded(s, T, spec, mode, Readout::decoded);
+      const auto a = run_backend(kernel, s, T, 23), b = run_backend(decoded, s, T, 23);
+      INFO(spec << (mode == Prefill::decode ? " decode" : " batch"));
+      CHECK(max_abs_diff(a, b) < 5e-5);
+      CHECK(decoded.cache().bytes_used() == kernel.cache().bytes_used());
+    }
+}
+
 TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[examples][ppl_cache][model]") {
   const auto shared = kvq::test::shared_dir();
   if (shared.empty() || !std::filesystem::exists(shared / "models/wt2-byte-a.gguf")) {
