@@ -139,7 +139,7 @@ inline void stream_error(const kvq::Cache& cache, std::size_t layer, kvq::Stream
 inline EvalResult evaluate_cache(const KvDumps& dumps, const CacheSpec& spec, const EvalOptions& opt = {}) {
   const std::size_t L = dumps.layers, HQ = dumps.q_heads, HK = dumps.kv_heads, T = dumps.tokens, D = dumps.head_dim;
   const std::size_t group = HQ / HK;
-  kvq::detail::require(opt.stride > 0, Errc::invalid_argument, "eval: stride must be positive");
+  kvq::detail::require(opt.stride > 0, Errc::invalid_argument, "query stride must be positive");
   const double scale = opt.scale > 0 ? opt.scale : 1.0 / std::sqrt(double(D));
   EvalResult res;
   res.spec = spec;
@@ -148,7 +148,7 @@ inline EvalResult evaluate_cache(const KvDumps& dumps, const CacheSpec& spec, co
     for (std::size_t l = 0; l < L; ++l) res.layer_ids.push_back(l);
   for (std::size_t l : res.layer_ids)
     kvq::detail::require(l < L, Errc::out_of_range,
-                         "eval: layer " + std::to_string(l) + " >= " + std::to_string(L) + " layers in the dump");
+                         "layer " + std::to_string(l) + " is out of range (the dump has " + std::to_string(L) + " layers)");
 
   kvq::Cache cache(kvq::ModelShape::dense(L, HQ, HK, D, T), spec);
   std::vector<float> krow(HK * D), vrow(HK * D), qrow(HQ * D), out(HQ * D), s_hat(T);

@@ -64,6 +64,14 @@ int run(const kvq::cli::Args& args) {
   if (args.has("layers")) opt.layers = parse_list(args.require("layers"), "layers");
 
   const auto dumps = kvq::tools::load_kv_dumps(dir, static_cast<std::size_t>(tokens));
+  // Everything that can be refused is checked before the first line of output.
+  for (const auto& spec : parsed)
+    (void)kvq::Cache(kvq::ModelShape::dense(dumps.layers, dumps.q_heads, dumps.kv_heads, dumps.head_dim, dumps.tokens),
+                     spec);
+  for (std::size_t l : opt.layers)
+    kvq::detail::require(l < dumps.layers, kvq::Errc::out_of_range,
+                         "--layers: layer " + std::to_string(l) + " is out of range (the dump has " +
+                             std::to_string(dumps.layers) + " layers)");
   std::printf("dumps %s: %zu layers, %zu q heads, %zu KV heads (group %zu), %zu tokens, head_dim %zu; "
               "queries every %zu positions (and the last), scale %s\n\n",
               dir.c_str(), dumps.layers, dumps.q_heads, dumps.kv_heads, dumps.q_heads / dumps.kv_heads, dumps.tokens,
