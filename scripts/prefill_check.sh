@@ -22,7 +22,7 @@ echo "Prefill semantics, \`$SPEC\`, first 4096-byte window of WikiText-2 test:"
 echo
 echo "| prefill | chunk | readout | nats/byte | change vs FP32 | CPU s |"
 echo "|---|---|---|---|---|---|"
-for cfg in "batch 64 decoded" "decode 64 decoded" "decode 1 decoded" "batch 64 kernel" "decode 64 kernel"; do
+for cfg in "batch 64 decoded" "decode 64 decoded" "decode 1 decoded" "batch 1 decoded"; do
   read -r prefill chunk readout <<< "$cfg"
   r=$(run --spec "$SPEC" --ctx 4096 --windows 1 --chunk "$chunk" --prefill "$prefill" --readout "$readout" --baseline run)
   printf '| %s | %s | %s | %s | %+.6f | %s |\n' "$prefill" "$chunk" "$readout" "$(field nll "$r")" "$(field delta "$r")" \
