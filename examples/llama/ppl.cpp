@@ -40,6 +40,7 @@ const char* kUsage =
     "               [--chunk 64] [--offset BYTES] [--bos ID] [--rope normal|neox] [--dumps DIR]\n"
     "               [--spec SPEC] [--k NAME] [--v NAME] [--window N] [--sinks N]\n"
     "               [--prefill decode|batch] [--readout kernel|decoded] [--baseline run|skip]\n"
+    "               [--nll-out FILE]\n"
     "  --model    GGUF llama model (default " KVQ_SHARED_DIR "/models/wt2-byte-a.gguf)\n"
     "  --text     UTF-8 text, byte tokens id = byte + 3 (default " KVQ_SHARED_DIR "/data/wikitext-2/test.txt)\n"
     "  --tokens   whitespace-separated token ids instead of text\n"
@@ -62,7 +63,9 @@ const char* kUsage =
     "             of the cache's current representation, updated tile by tile (same quality up to\n"
     "             rounding, ~10x faster until the SIMD kernels land)\n"
     "  --baseline run: also run exact attention over the same windows and report the change\n"
-    "             (default); skip: cache only\n";
+    "             (default); skip: cache only\n"
+    "  --nll-out  write every predicted token's NLL (nats) to FILE, one line per token:\n"
+    "             window, position, exact NLL, cache NLL ('na' where not run)\n";
 
 std::map<std::string, std::string> parse_args(int argc, char** argv) {
   std::map<std::string, std::string> opt;
@@ -78,7 +81,7 @@ std::map<std::string, std::string> parse_args(int argc, char** argv) {
   }
   static const char* known[] = {"model", "text",   "tokens", "ctx", "windows", "chunk",   "offset", "bos",
                                 "rope",  "dumps",  "spec",   "k",   "v",       "window", "sinks",  "prefill",
-                                "baseline", "readout"};
+                                "baseline", "readout", "nll-out"};
   for (const auto& [k, v] : opt) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -172,6 +175,19 @@ int run(int argc, char** argv) {
   if (offset < 0) fail(Errc::invalid_argument, "--offset must be non-negative");
   if (rope != "normal" && rope != "neox") fail(Errc::invalid_argument, "--rope must be normal or neox");
 
+  // The cache configuration: --spec plus the shorthands, later items overriding earlier ones.
+  std::string spec_text = get("spec", "");
+  for (const char* key : {"k", "v", "window", "sinks"})
+    if (opt.count(key)) spec_text += (spec_text.empty() ? "" : ",") + std::string(key) + "=" + opt.at(key);
+  const bool use_cache = !spec_text.empty();
+  const std::string prefill = get("prefill", "decode"), baseline = get("baseline", "run");
+  if (prefill != "decode" && prefill != "batch") fail(Errc::invalid_argument, "--prefill must be decode or batch");
+  if (baseline != "run" && baseline != "skip") fail(Errc::invalid_argument, "--baseline must be run or skip");
+  const std::string readout = get("readout", "kernel");
+  if (readout != "kernel" && readout != "decoded") fail(Errc::invalid_argument, "--readout must be kernel or decoded");
+  const bool run_exact = !use_cache || baseline == "run";
+  const kvq::CacheSpec parsed_spec = use_cache ? kvq::CacheSpec::parse(spec_text) : kvq::CacheSpec{};
+
   std::fprintf(stderr, "loading %s\n", model_path.c_str());
   const auto model = kvq::llama::LlamaModel::load(
       model_path, rope == "neox" ? kvq::llama::RopeMode::neox : kvq::llama::RopeMode::normal);
@@ -193,20 +209,9 @@ int run(int argc, char** argv) {
   ids.erase(ids.begin(), ids.begin() + offset);
   const char* unit = use_tokens ? "token" : "byte";
 
-  // The cache configuration: --spec plus the shorthands, later items overriding earlier ones.
-  std::string spec_text = get("spec", "");
-  for (const char* key : {"k", "v", "window", "sinks"})
-    if (opt.count(key)) spec_text += (spec_text.empty() ? "" : ",") + std::string(key) + "=" + opt.at(key);
-  const bool use_cache = !spec_text.empty();
-  const std::string prefill = get("prefill", "decode"), baseline = get("baseline", "run");
-  if (prefill != "decode" && prefill != "batch") fail(Errc::invalid_argument, "--prefill must be decode or batch");
-  if (baseline != "run" && baseline != "skip") fail(Errc::invalid_argument, "--baseline must be run or skip");
-  const std::string readout = get("readout", "kernel");
-  if (readout != "kernel" && readout != "decoded") fail(Errc::invalid_argument, "--readout must be kernel or decoded");
-  const bool run_exact = !use_cache || baseline == "run";
   std::unique_ptr<kvq::llama::CacheAttention> cached;
   if (use_cache) {
-    const auto spec = kvq::CacheSpec::parse(spec_text);
+    const auto& spec = parsed_spec;
     cached = std::make_unique<kvq::llama::CacheAttention>(
         c.attention_shape(), static_cast<int>(ctx), spec,
         prefill == "batch" ? kvq::llama::Prefill::batch : kvq::llama::Prefill::decode,
@@ -214,6 +219,19 @@ int run(int argc, char** argv) {
     std::printf("cache: %s, prefill %s, readout %s, chunk %lld\n", spec.to_string().c_str(), prefill.c_str(),
                 readout.c_str(), chunk);
   }
+
+  std::FILE* nll_out = nullptr;
+  if (opt.count("nll-out")) {
+    nll_out = std::fopen(opt.at("nll-out").c_str(), "w");
+    if (!nll_out) fail(Errc::io_error, "cannot write '" + opt.at("nll-out") + "'");
+    std::fprintf(nll_out, "window position exact_nll cache_nll\n");
+  }
+  struct Closer {
+    std::FILE* f;
+    ~Closer() {
+      if (f) std::fclose(f);
+    }
+  } closer{nll_out};
 
   kvq::llama::ExactAttention exact(c.attention_shape(), static_cast<int>(ctx));
   std::unique_ptr<kvq::llama::RecordingAttention> rec;
@@ -293,6 +311,14 @@ int run(int argc, char** argv) {
       }
     }
     total_n += run_exact ? nll.size() : nll_cache.size();
+    if (nll_out) {
+      const std::size_t n_tok = run_exact ? nll.size() : nll_cache.size();
+      for (std::size_t i = 0; i < n_tok; ++i) {
+        std::fprintf(nll_out, "%d %zu ", w, i);
+        if (run_exact) std::fprintf(nll_out, "%.6f ", nll[i]); else std::fprintf(nll_out, "na ");
+        if (cached) std::fprintf(nll_out, "%.6f\n", nll_cache[i]); else std::fprintf(nll_out, "na\n");
+      }
+    }
     std::fflush(stdout);
     std::fprintf(stderr, "[%d windows, %zu %ss, %.1f s]\n", w + 1, total_n, unit, total_sec + cache_sec);
     if (rec && w == 0 && run_exact) check_dumps(opt.at("dumps"), *rec, c, static_cast<int>(in.size()));
