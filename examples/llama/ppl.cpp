@@ -1,11 +1,14 @@
 // kvq-ppl: perplexity of a GGUF llama model over non-overlapping windows of a text (byte
-// tokens, id = byte + 3, BOS = 1) or of a token-id file, with exact float32 attention.
+// tokens, id = byte + 3, BOS = 1) or of a token-id file, with exact float32 attention and,
+// with --spec, through a kvq::Cache of that configuration.
 //
-// This is the baseline of kvq's quality evaluation: the same windows run through a compressed
-// K/V cache (another AttentionBackend) show what compression costs. Each window of `ctx`
-// tokens is fed as [BOS] + window[:-1] and every token of the window is predicted once.
+// This is kvq's quality evaluation: the same windows run through exact attention (the FP32
+// baseline) and through a compressed K/V cache (CacheAttention) show what compression costs,
+// per token, paired over the same tokens. Each window of `ctx` tokens is fed as
+// [BOS] + window[:-1] and every token of the window is predicted once.
 // With --dumps DIR the first window's post-RoPE Q/K and V are also compared against the
 // q.npy/k.npy/v.npy activation dumps in DIR.
+#include "cache_attention.hpp"
 #include "llama_model.hpp"
 #include "npy.hpp"
 
@@ -35,6 +38,9 @@ using kvq::detail::fail;
 const char* kUsage =
     "usage: kvq-ppl [--model PATH] [--text FILE | --tokens FILE] [--ctx 4096] [--windows N]\n"
     "               [--chunk 64] [--offset BYTES] [--bos ID] [--rope normal|neox] [--dumps DIR]\n"
+    "               [--spec SPEC] [--k NAME] [--v NAME] [--window N] [--sinks N]\n"
+    "               [--prefill decode|batch] [--readout kernel|decoded] [--baseline run|skip]\n"
+    "               [--nll-out FILE]\n"
     "  --model    GGUF llama model (default " KVQ_SHARED_DIR "/models/wt2-byte-a.gguf)\n"
     "  --text     UTF-8 text, byte tokens id = byte + 3 (default " KVQ_SHARED_DIR "/data/wikitext-2/test.txt)\n"
     "  --tokens   whitespace-separated token ids instead of text\n"
@@ -46,7 +52,20 @@ const char* kUsage =
     "             context only (default 1)\n"
     "  --rope     RoPE pairing: normal (GGML default, interleaved) or neox (default normal)\n"
     "  --dumps    directory with q.npy/k.npy/v.npy [layers, heads, T, head_dim] to check the\n"
-    "             first window's activations against\n";
+    "             first window's activations against\n"
+    "  --spec     evaluate through a kvq::Cache of this configuration, e.g.\n"
+    "             \"k=turbo4,v=q4_1,window=128,sinks=4,boundary=2+2:q8_0/q8_0\" (grammar: docs/CACHE.md)\n"
+    "  --k, --v, --window, --sinks\n"
+    "             shorthands appended to the spec (k=, v=, window=, sinks=); later items win\n"
+    "  --prefill  decode: each query sees the cache as token-by-token generation would (default);\n"
+    "             batch: a chunk is appended whole, then its queries attend (chunked prefill)\n"
+    "  --readout  kernel: attention through Cache::attend (default); decoded: over a float mirror\n"
+    "             of the cache's current representation, updated tile by tile (same quality up to\n"
+    "             rounding, ~10x faster until the SIMD kernels land)\n"
+    "  --baseline run: also run exact attention over the same windows and report the change\n"
+    "             (default); skip: cache only\n"
+    "  --nll-out  write every predicted token's NLL (nats) to FILE, one line per token:\n"
+    "             window, position, exact NLL, cache NLL ('na' where not run)\n";
 
 std::map<std::string, std::string> parse_args(int argc, char** argv) {
   std::map<std::string, std::string> opt;
@@ -60,8 +79,9 @@ std::map<std::string, std::string> parse_args(int argc, char** argv) {
       fail(Errc::invalid_argument, "bad argument '" + a + "' (options take a value; see --help)");
     opt[a.substr(2)] = argv[++i];
   }
-  static const char* known[] = {"model", "text", "tokens", "ctx", "windows", "chunk",
-                                "offset", "bos", "rope", "dumps"};
+  static const char* known[] = {"model", "text",   "tokens", "ctx", "windows", "chunk",   "offset", "bos",
+                                "rope",  "dumps",  "spec",   "k",   "v",       "window", "sinks",  "prefill",
+                                "baseline", "readout", "nll-out"};
   for (const auto& [k, v] : opt) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -155,6 +175,19 @@ int run(int argc, char** argv) {
   if (offset < 0) fail(Errc::invalid_argument, "--offset must be non-negative");
   if (rope != "normal" && rope != "neox") fail(Errc::invalid_argument, "--rope must be normal or neox");
 
+  // The cache configuration: --spec plus the shorthands, later items overriding earlier ones.
+  std::string spec_text = get("spec", "");
+  for (const char* key : {"k", "v", "window", "sinks"})
+    if (opt.count(key)) spec_text += (spec_text.empty() ? "" : ",") + std::string(key) + "=" + opt.at(key);
+  const bool use_cache = !spec_text.empty();
+  const std::string prefill = get("prefill", "decode"), baseline = get("baseline", "run");
+  if (prefill != "decode" && prefill != "batch") fail(Errc::invalid_argument, "--prefill must be decode or batch");
+  if (baseline != "run" && baseline != "skip") fail(Errc::invalid_argument, "--baseline must be run or skip");
+  const std::string readout = get("readout", "kernel");
+  if (readout != "kernel" && readout != "decoded") fail(Errc::invalid_argument, "--readout must be kernel or decoded");
+  const bool run_exact = !use_cache || baseline == "run";
+  const kvq::CacheSpec parsed_spec = use_cache ? kvq::CacheSpec::parse(spec_text) : kvq::CacheSpec{};
+
   std::fprintf(stderr, "loading %s\n", model_path.c_str());
   const auto model = kvq::llama::LlamaModel::load(
       model_path, rope == "neox" ? kvq::llama::RopeMode::neox : kvq::llama::RopeMode::normal);
@@ -176,13 +209,54 @@ int run(int argc, char** argv) {
   ids.erase(ids.begin(), ids.begin() + offset);
   const char* unit = use_tokens ? "token" : "byte";
 
+  std::unique_ptr<kvq::llama::CacheAttention> cached;
+  if (use_cache) {
+    const auto& spec = parsed_spec;
+    cached = std::make_unique<kvq::llama::CacheAttention>(
+        c.attention_shape(), static_cast<int>(ctx), spec,
+        prefill == "batch" ? kvq::llama::Prefill::batch : kvq::llama::Prefill::decode,
+        readout == "decoded" ? kvq::llama::Readout::decoded : kvq::llama::Readout::kernel);
+    std::printf("cache: %s, prefill %s, readout %s, chunk %lld\n", spec.to_string().c_str(), prefill.c_str(),
+                readout.c_str(), chunk);
+  }
+
+  std::FILE* nll_out = nullptr;
+  if (opt.count("nll-out")) {
+    nll_out = std::fopen(opt.at("nll-out").c_str(), "w");
+    if (!nll_out) fail(Errc::io_error, "cannot write '" + opt.at("nll-out") + "'");
+    std::fprintf(nll_out, "window position exact_nll cache_nll\n");
+  }
+  struct Closer {
+    std::FILE* f;
+    ~Closer() {
+      if (f) std::fclose(f);
+    }
+  } closer{nll_out};
+
   kvq::llama::ExactAttention exact(c.attention_shape(), static_cast<int>(ctx));
   std::unique_ptr<kvq::llama::RecordingAttention> rec;
   if (opt.count("dumps")) rec = std::make_unique<kvq::llama::RecordingAttention>(exact, c.attention_shape(), static_cast<int>(ctx));
 
-  double total_nll = 0.0, total_sec = 0.0, total_cpu = 0.0;
+  // Sums over every token: exact NLL, cache NLL, and the paired difference (for its spread).
+  double total_nll = 0.0, total_cache = 0.0, sum_d = 0.0, sum_d2 = 0.0, total_sec = 0.0, total_cpu = 0.0,
+         cache_sec = 0.0, cache_cpu = 0.0;
   std::size_t total_n = 0;
+  kvq::llama::StreamBytes full_window_bytes;  // the cache after the last full-length window
+  std::size_t full_window_total = 0, full_window_len = 0;
   int w = 0;
+  auto timed = [](auto&& f, double& sec, double& cpu) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::clock_t c0 = std::clock();
+    auto r = f();
+    sec += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    cpu += static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
+    return r;
+  };
+  auto mean_of = [](const std::vector<double>& v) {
+    double s = 0.0;
+    for (double x : v) s += x;
+    return s / static_cast<double>(v.size());
+  };
   for (std::size_t start = 0; start < ids.size() && (max_windows < 0 || w < max_windows); ++w) {
     const std::size_t len = std::min<std::size_t>(static_cast<std::size_t>(ctx), ids.size() - start);
     std::vector<int> in, tgt;
@@ -196,31 +270,91 @@ int run(int argc, char** argv) {
       tgt.assign(ids.begin() + static_cast<std::ptrdiff_t>(start + 1), ids.begin() + static_cast<std::ptrdiff_t>(start + len));
     }
     start += len;
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::clock_t c0 = std::clock();
-    kvq::llama::AttentionBackend& backend = (rec && w == 0) ? static_cast<kvq::llama::AttentionBackend&>(*rec) : exact;
-    const auto nll = model.nll(in, tgt, backend, static_cast<int>(chunk));
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double cpu = static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
-    total_cpu += cpu;
-    double sum = 0.0;
-    for (double x : nll) sum += x;
-    total_nll += sum;
-    total_n += nll.size();
-    total_sec += sec;
-    const double mean = sum / static_cast<double>(nll.size());
-    std::printf("window %d: %zu %ss, nll %.6f nats/%s, %.4f bits/%s, ppl %.4f, %.2f s (cpu %.2f s)\n", w,
-                nll.size(), unit, mean, unit, mean / std::log(2.0), unit, std::exp(mean), sec, cpu);
+    std::vector<double> nll, nll_cache;
+    double sec = 0.0, cpu = 0.0;
+    if (run_exact) {
+      kvq::llama::AttentionBackend& backend = (rec && w == 0) ? static_cast<kvq::llama::AttentionBackend&>(*rec) : exact;
+      nll = timed([&] { return model.nll(in, tgt, backend, static_cast<int>(chunk)); }, sec, cpu);
+      total_sec += sec;
+      total_cpu += cpu;
+      double sum = 0.0;
+      for (double x : nll) sum += x;
+      total_nll += sum;
+      const double mean = sum / static_cast<double>(nll.size());
+      std::printf("window %d: %zu %ss, nll %.6f nats/%s, %.4f bits/%s, ppl %.4f, %.2f s (cpu %.2f s)\n", w,
+                  nll.size(), unit, mean, unit, mean / std::log(2.0), unit, std::exp(mean), sec, cpu);
+    }
+    if (cached) {
+      double csec = 0.0, ccpu = 0.0;
+      nll_cache = timed([&] { return model.nll(in, tgt, *cached, static_cast<int>(chunk)); }, csec, ccpu);
+      cache_sec += csec;
+      cache_cpu += ccpu;
+      const double mean = mean_of(nll_cache);
+      for (double x : nll_cache) total_cache += x;
+      std::printf("window %d cache: nll %.6f nats/%s, ppl %.4f", w, mean, unit, std::exp(mean));
+      if (run_exact) {
+        double wd = 0.0;
+        for (std::size_t i = 0; i < nll.size(); ++i) {
+          const double d = nll_cache[i] - nll[i];
+          wd += d;
+          sum_d += d;
+          sum_d2 += d * d;
+        }
+        wd /= static_cast<double>(nll.size());
+        std::printf(", change %+.6f nats/%s (ppl %+.3f%%)", wd, unit, 100.0 * std::expm1(wd));
+      }
+      std::printf(", %.2f s (cpu %.2f s)\n", csec, ccpu);
+      if (len == static_cast<std::size_t>(ctx) || full_window_len == 0) {
+        full_window_bytes = kvq::llama::stream_bytes(cached->cache());
+        full_window_total = cached->cache().bytes_used();
+        full_window_len = in.size();
+      }
+    }
+    total_n += run_exact ? nll.size() : nll_cache.size();
+    if (nll_out) {
+      const std::size_t n_tok = run_exact ? nll.size() : nll_cache.size();
+      for (std::size_t i = 0; i < n_tok; ++i) {
+        std::fprintf(nll_out, "%d %zu ", w, i);
+        if (run_exact) std::fprintf(nll_out, "%.6f ", nll[i]); else std::fprintf(nll_out, "na ");
+        if (cached) std::fprintf(nll_out, "%.6f\n", nll_cache[i]); else std::fprintf(nll_out, "na\n");
+      }
+    }
     std::fflush(stdout);
-    std::fprintf(stderr, "[%d windows, %zu %ss, running nll %.6f, %.1f s]\n", w + 1, total_n, unit,
-                 total_nll / static_cast<double>(total_n), total_sec);
-    if (rec && w == 0) check_dumps(opt.at("dumps"), *rec, c, static_cast<int>(in.size()));
+    std::fprintf(stderr, "[%d windows, %zu %ss, %.1f s]\n", w + 1, total_n, unit, total_sec + cache_sec);
+    if (rec && w == 0 && run_exact) check_dumps(opt.at("dumps"), *rec, c, static_cast<int>(in.size()));
   }
   if (total_n == 0) fail(Errc::invalid_argument, "no tokens to evaluate");
-  const double mean = total_nll / static_cast<double>(total_n);
-  std::printf("total: %d windows, %zu %ss, nll %.6f nats/%s, %.6f bits/%s, ppl %.6f, %.1f s (%.2f s/window, cpu %.2f s/window)\n",
-              w, total_n, unit, mean, unit, mean / std::log(2.0), unit, std::exp(mean), total_sec,
-              total_sec / w, total_cpu / w);
+  const double n = static_cast<double>(total_n);
+  if (run_exact) {
+    const double mean = total_nll / n;
+    std::printf("total: %d windows, %zu %ss, nll %.6f nats/%s, %.6f bits/%s, ppl %.6f, %.1f s (%.2f s/window, cpu %.2f s/window)\n",
+                w, total_n, unit, mean, unit, mean / std::log(2.0), unit, std::exp(mean), total_sec,
+                total_sec / w, total_cpu / w);
+  }
+  if (cached) {
+    const double mean = total_cache / n;
+    std::printf("cache total: %d windows, %zu %ss, nll %.6f nats/%s, %.6f bits/%s, ppl %.6f, %.1f s (%.2f s/window, cpu %.2f s/window)\n",
+                w, total_n, unit, mean, unit, mean / std::log(2.0), unit, std::exp(mean), cache_sec, cache_sec / w,
+                cache_cpu / w);
+    std::printf("cache memory after a %zu-token window: %zu bytes, K %.4f bits/value (%zu bytes), V %.4f bits/value (%zu bytes)\n",
+                full_window_len, full_window_total, full_window_bytes.k_bits(), full_window_bytes.k_bytes,
+                full_window_bytes.v_bits(), full_window_bytes.v_bytes);
+    double dm = 0.0, se = 0.0;
+    if (run_exact) {
+      dm = sum_d / n;
+      se = std::sqrt(std::max(0.0, sum_d2 / n - dm * dm) / n);
+      std::printf("change vs exact: %+.6f nats/%s (per-token standard error %.6f), ppl %+.4f%%\n", dm, unit, se,
+                  100.0 * std::expm1(dm));
+    }
+    // One machine-readable line (scripts/pareto.sh).
+    std::printf("result spec=%s prefill=%s readout=%s chunk=%lld windows=%d tokens=%zu nll=%.6f ppl=%.6f base_nll=%s "
+                "delta=%s delta_se=%s k_bits=%.4f v_bits=%.4f bytes=%zu window_tokens=%zu cpu_s=%.1f\n",
+                kvq::CacheSpec::parse(spec_text).to_string().c_str(), prefill.c_str(), readout.c_str(), chunk, w, total_n, mean,
+                std::exp(mean), run_exact ? std::to_string(total_nll / n).c_str() : "na",
+                run_exact ? std::to_string(dm).c_str() : "na", run_exact ? std::to_string(se).c_str() : "na",
+                full_window_bytes.k_bits(), full_window_bytes.v_bits(), full_window_total, full_window_len,
+                cache_cpu);
+  }
   return 0;
 }
 
