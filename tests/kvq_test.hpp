@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #endif
 
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -15,5 +16,12 @@ inline std::filesystem::path shared_dir() {
   if (const char* env = std::getenv("KVQ_SHARED_DIR")) return env;
   std::filesystem::path p = KVQ_SHARED_DIR;
   return std::filesystem::exists(p) ? p : std::filesystem::path{};
+}
+
+// shared_dir()/relative if it exists, else "" (callers WARN and skip).
+inline std::filesystem::path shared_file(const std::filesystem::path& relative) {
+  const auto dir = shared_dir();
+  if (dir.empty() || !std::filesystem::exists(dir / relative)) return {};
+  return dir / relative;
 }
 }  // namespace kvq::test

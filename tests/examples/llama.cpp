@@ -128,12 +128,13 @@ TEST_CASE("ExactAttention equals naive causal GQA attention", "[examples][llama]
 }
 
 TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples][llama][model]") {
-  const auto shared = kvq::test::shared_dir();
-  if (shared.empty() || !std::filesystem::exists(shared / "models/wt2-byte-a.gguf")) {
+  const auto model_file = kvq::test::shared_file("models/wt2-byte-a.gguf");
+  if (model_file.empty()) {
     WARN("skipped: ../shared/models/wt2-byte-a.gguf not found (set KVQ_SHARED_DIR)");
     return;
   }
-  const auto model = LlamaModel::load(shared / "models/wt2-byte-a.gguf");
+  const auto shared = kvq::test::shared_dir();
+  const auto model = LlamaModel::load(model_file);
   const auto& c = model.config();
   CHECK(c.dim == 512);
   CHECK(c.n_layers == 8);

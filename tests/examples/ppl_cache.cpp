@@ -115,12 +115,13 @@ TEST_CASE("CacheAttention decoded readout agrees with the cache's attention kern
 }
 
 TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[examples][ppl_cache][model]") {
-  const auto shared = kvq::test::shared_dir();
-  if (shared.empty() || !std::filesystem::exists(shared / "models/wt2-byte-a.gguf")) {
+  const auto model_file = kvq::test::shared_file("models/wt2-byte-a.gguf");
+  if (model_file.empty()) {
     WARN("skipped: ../shared/models/wt2-byte-a.gguf not found (set KVQ_SHARED_DIR)");
     return;
   }
-  const auto model = LlamaModel::load(shared / "models/wt2-byte-a.gguf");
+  const auto shared = kvq::test::shared_dir();
+  const auto model = LlamaModel::load(model_file);
   const auto& c = model.config();
   const auto text = kvq::tools::detail::read_file_bytes(shared / "data/wikitext-2/test.txt");
   REQUIRE(text.size() >= 1024);

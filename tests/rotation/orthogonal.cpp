@@ -1,4 +1,5 @@
 #include "kvq_test.hpp"
+#include "support/random_vector.hpp"
 
 #include <kvq/rotation/orthogonal.hpp>
 
@@ -9,18 +10,8 @@
 
 namespace {
 
-std::vector<float> random_vector(std::size_t d, std::uint64_t seed) {
-  kvq::Rng rng(seed);
-  std::vector<float> v(d);
-  for (auto& x : v) x = static_cast<float>(rng.normal());
-  return v;
-}
-
-double norm(const std::vector<float>& v) {
-  double s = 0.0;
-  for (float x : v) s += double(x) * x;
-  return std::sqrt(s);
-}
+using kvq::test::norm;
+using kvq::test::random_vector;
 
 }  // namespace
 
