@@ -11,7 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake pkg-config git python3 python3-numpy \
-  libhwy-dev libeigen3-dev catch2 libbenchmark-dev clang >/dev/null
+  libhwy-dev libeigen3-dev catch2 libbenchmark-dev clang libclang-rt-14-dev >/dev/null
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc)"
