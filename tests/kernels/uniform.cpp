@@ -3,8 +3,10 @@
 // that exercise tails and register tiling: odd row counts, GQA groups of 1..8,
 // head_dim 32..256, and unaligned query/row/output pointers.
 //
-// This is the only test TU that compiles every target (it is slow to build);
-// tests/kernels/parallel.cpp builds with KVQ_STATIC_DISPATCH_ONLY.
+// The kernel tests are the only test TUs that compile every target (slow to
+// build); the rest of kvq_tests, and every binary of an instrumented build,
+// is compiled with KVQ_STATIC_DISPATCH_ONLY (tests/CMakeLists.txt).
+#undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
 
 #include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
