@@ -2,9 +2,10 @@
 //
 // Each runs one codec over a contiguous run of tiles for a *group* of queries
 // (the query heads sharing a KV head, GQA), in the codec's working space. The
-// signature is group-shaped on purpose: codecs with Highway kernels (the
-// uniform and turbo families) run the dispatched kernel, which reads each tile
-// once per group; the others run their scalar reference tile by tile.
+// signature is group-shaped on purpose: codecs with Highway kernels (uniform,
+// turbo, per-channel) run the dispatched kernel, which reads each tile once
+// per group; any other codec (the exact window codec, a user's) runs its
+// scalar codec calls tile by tile.
 #pragma once
 
 #include <kvq/codec/registry.hpp>
@@ -26,8 +27,9 @@ bool with_kernel_codec(const AnyCodec& codec, Run&& run) {
   return ((codec.get_if<Cs>() ? (run(*codec.get_if<Cs>()), true) : false) || ...);
 }
 template <class Run>
-bool with_row_kernel(const AnyCodec& codec, Run&& run) {
-  return with_kernel_codec<Q8_0, Q4_0, Q4_1, Q3_1, Q2_1, Turbo2, Turbo3, Turbo4>(codec, std::forward<Run>(run));
+bool with_simd_kernel(const AnyCodec& codec, Run&& run) {
+  return with_kernel_codec<Q8_0, Q4_0, Q4_1, Q3_1, Q2_1, Turbo2, Turbo3, Turbo4, PerChannel<2>, PerChannel<3>,
+                           PerChannel<4>>(codec, std::forward<Run>(run));
 }
 // Codecs whose working space is model space (prepare_query and finish_output
 // are copies): the kernels read the caller's queries and add into its output.
@@ -40,7 +42,7 @@ inline constexpr bool kWorksInModelSpace = !(std::is_same_v<C, Turbo2> || std::i
 inline void segment_scores(const AnyCodec& codec, const float* q, std::size_t n_q, std::size_t q_stride,
                            const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
   if (n_tiles == 0) return;
-  if (with_row_kernel(codec, [&](const auto& c) {
+  if (with_simd_kernel(codec, [&](const auto& c) {
         if constexpr (kWorksInModelSpace<std::decay_t<decltype(c)>>) {
           kernels::scores(c, q, n_q, q_stride, tiles, n_tiles, out, out_stride);
         } else {
@@ -65,7 +67,7 @@ inline void segment_scores(const AnyCodec& codec, const float* q, std::size_t n_
 inline void segment_accumulate(const AnyCodec& codec, const float* w, std::size_t n_q, std::size_t w_stride,
                                const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
   if (n_tiles == 0) return;
-  if (with_row_kernel(codec, [&](const auto& c) {
+  if (with_simd_kernel(codec, [&](const auto& c) {
         if constexpr (kWorksInModelSpace<std::decay_t<decltype(c)>>) {
           kernels::accumulate(c, w, n_q, w_stride, tiles, n_tiles, out, out_stride);  // straight into out
         } else {

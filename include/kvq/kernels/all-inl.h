@@ -7,3 +7,4 @@
 #include <kvq/kernels/rows-inl.h>
 #include <kvq/kernels/uniform-inl.h>
 #include <kvq/kernels/turbo-inl.h>
+#include <kvq/kernels/per_channel-inl.h>
