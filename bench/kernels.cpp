@@ -1,6 +1,6 @@
-// Kernel microbenchmarks: scores and accumulate of every uniform codec at
-// head_dim 128, 4K and 32K tokens, GQA groups of 1 and 4, single thread, plus
-// 1 vs 2 threads for a long run. Decode attention is memory bound, so every
+// Kernel microbenchmarks: scores and accumulate of every codec with SIMD
+// kernels (uniform, turbo, per-channel) at head_dim 128, 4K and 32K tokens,
+// GQA groups of 1 and 4, single thread, plus 1 vs 2 threads for a long run. Decode attention is memory bound, so every
 // benchmark reports the bytes of compressed cache it reads per second and
 // that as a fraction of the machine's measured single-core read bandwidth
 // (bench/bandwidth.cpp).
@@ -14,6 +14,8 @@
 
 #include "bandwidth.hpp"
 
+#include <kvq/codec/per_channel.hpp>
+#include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
 #include <kvq/core/aligned_buffer.hpp>
 #include <kvq/core/rng.hpp>
@@ -33,7 +35,8 @@ constexpr std::size_t kColdBytes = std::size_t{256} << 20;
 
 enum class Op { scores, accumulate };
 
-// A run of n encoded rows, replicated to fill kColdBytes when cold.
+// A run of n tokens (n / G tiles of G tokens; G = 1 for row codecs), encoded
+// from Gaussian data, replicated to fill kColdBytes when cold.
 template <class Codec>
 struct Cache {
   // Google Benchmark calls a benchmark function several times (iteration
@@ -47,19 +50,20 @@ struct Cache {
     }
     return *last;
   }
-  Cache(const Codec& c, std::size_t n, bool cold) : n(n), run_bytes(n * c.bytes_per_tile()), cold(cold) {
+  Cache(const Codec& c, std::size_t n, bool cold)
+      : n(n), tiles(n / c.tokens_per_tile()), run_bytes(tiles * c.bytes_per_tile()), cold(cold) {
     copies = cold ? (kColdBytes + run_bytes - 1) / run_bytes : 1;
     bytes.resize(copies * run_bytes);
     kvq::Rng rng(7);
-    std::vector<float> x(c.head_dim());
-    for (std::size_t t = 0; t < n; ++t) {
+    std::vector<float> x(c.tokens_per_tile() * c.head_dim());
+    for (std::size_t t = 0; t < tiles; ++t) {
       for (auto& v : x) v = static_cast<float>(rng.normal());
       c.encode_tile(x.data(), bytes.data() + t * c.bytes_per_tile());
     }
     for (std::size_t i = 1; i < copies; ++i) std::memcpy(bytes.data() + i * run_bytes, bytes.data(), run_bytes);
   }
   const std::byte* run(std::size_t i) const { return bytes.data() + (i % copies) * run_bytes; }
-  std::size_t n, run_bytes, copies;
+  std::size_t n, tiles, run_bytes, copies;
   bool cold;
   kvq::AlignedBuffer<std::byte> bytes;
 };
@@ -87,9 +91,9 @@ void BM_Kernel(benchmark::State& state, Op op, bool cold) {
   for (auto _ : state) {
     const std::byte* rows = cache.run(i++);
     if (op == Op::scores)
-      kvq::kernels::scores(c, q.data(), n_q, kHeadDim, rows, n, out.data(), n);
+      kvq::kernels::scores(c, q.data(), n_q, kHeadDim, rows, cache.tiles, out.data(), n);
     else
-      kvq::kernels::accumulate(c, w.data(), n_q, n, rows, n, acc.data(), kHeadDim);
+      kvq::kernels::accumulate(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
     benchmark::DoNotOptimize(out.data());
     benchmark::DoNotOptimize(acc.data());
     benchmark::ClobberMemory();
@@ -116,9 +120,10 @@ void BM_Threads(benchmark::State& state, Op op) {
   for (auto _ : state) {
     const std::byte* rows = cache.run(i++);
     if (op == Op::scores)
-      kvq::kernels::scores_parallel(c, q.data(), n_q, kHeadDim, rows, n, out.data(), n, threads, pool);
+      kvq::kernels::scores_parallel(c, q.data(), n_q, kHeadDim, rows, cache.tiles, out.data(), n, threads, pool);
     else
-      kvq::kernels::accumulate_parallel(c, w.data(), n_q, n, rows, n, acc.data(), kHeadDim, threads, pool);
+      kvq::kernels::accumulate_parallel(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim, threads,
+                                        pool);
     benchmark::DoNotOptimize(out.data());
     benchmark::DoNotOptimize(acc.data());
     benchmark::ClobberMemory();
@@ -176,7 +181,16 @@ int main(int argc, char** argv) {
   register_codec<kvq::Q4_1>();
   register_codec<kvq::Q3_1>();
   register_codec<kvq::Q2_1>();
+  register_codec<kvq::Turbo4>();
+  register_codec<kvq::Turbo3>();
+  register_codec<kvq::Turbo2>();
+  register_codec<kvq::PerChannel<4>>();
+  register_codec<kvq::PerChannel<3>>();
+  register_codec<kvq::PerChannel<2>>();
+  register_threads<kvq::Q8_0>();
   register_threads<kvq::Q4_0>();
+  register_threads<kvq::Turbo4>();
+  register_threads<kvq::PerChannel<4>>();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("kvq_target", kvq::kernels::target_name());

@@ -8,6 +8,7 @@
 // is compiled with KVQ_STATIC_DISPATCH_ONLY (tests/CMakeLists.txt).
 #undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
+#include "support/targets.hpp"
 
 #include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
 
@@ -148,52 +149,12 @@ void check_all_shapes() {
   }
 }
 
-// Runs fn once per target Highway compiled and this CPU supports, forcing
-// dispatch to that target; returns the names of the targets run.
-template <class Fn>
-std::set<std::string> for_each_target(Fn&& fn) {
-  // Undo the forced target even when a REQUIRE throws out of fn, or every
-  // later test would run on that one target only.
-  struct Reset {
-    Reset() { hwy::SetSupportedTargetsForTest(0); }
-    ~Reset() { hwy::SetSupportedTargetsForTest(0); }
-  } reset;
-  std::set<std::string> ran;
-  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    const std::string name = hwy::TargetName(target);
-    REQUIRE(std::string(kvq::kernels::target_name()) == name);  // dispatch really switched
-    fn();
-    ran.insert(name);
-  }
-  return ran;
-}
-
-// The targets this CPU must have exercised, from the CPU's own feature bits
-// (not from Highway), so a short target list fails instead of passing quietly.
-void require_targets_exercised(const std::set<std::string>& ran) {
-  INFO("targets run: " << [&] {
-    std::string s;
-    for (const auto& t : ran) s += t + " ";
-    return s;
-  }());
-  REQUIRE((ran.count("EMU128") + ran.count("SCALAR")) >= 1);
-#if HWY_ARCH_X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("sse4.2")) REQUIRE(ran.count("SSE4") == 1);
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) REQUIRE(ran.count("AVX2") == 1);
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-    REQUIRE(ran.count("AVX3") == 1);
-#endif
-}
-
 }  // namespace
 
 TEMPLATE_TEST_CASE("kernels uniform: scores and accumulate equal the reference on every target",
                    "[kernels][uniform]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1, kvq::Q3_1, kvq::Q2_1) {
-  const auto ran = for_each_target([] { check_all_shapes<TestType>(); });
-  require_targets_exercised(ran);
+  const auto ran = kvq::test::for_each_target([] { check_all_shapes<TestType>(); });
+  kvq::test::require_targets_exercised(ran);
 }
 
 TEMPLATE_TEST_CASE("kernels uniform: every code value and extreme scales decode like the reference",
@@ -216,7 +177,7 @@ TEMPLATE_TEST_CASE("kernels uniform: every code value and extreme scales decode 
   }
   const std::vector<float> q = random_vec(rng, hd);
   std::vector<float> y(hd);
-  const auto ran = for_each_target([&] {
+  const auto ran = kvq::test::for_each_target([&] {
     std::vector<float> out(n);
     kvq::kernels::scores(c, q.data(), 1, hd, rows.data(), n, out.data(), n);
     std::vector<float> acc(hd, 0.0f), ref(hd, 0.0f), mag(hd, 0.0f);
@@ -236,7 +197,7 @@ TEMPLATE_TEST_CASE("kernels uniform: every code value and extreme scales decode 
     }
     for (std::size_t j = 0; j < hd; ++j) REQUIRE(std::fabs(double(acc[j]) - ref[j]) <= 2e-6 * mag[j] + 1e-30);
   });
-  require_targets_exercised(ran);
+  kvq::test::require_targets_exercised(ran);
 }
 
 TEST_CASE("kernels uniform: non-finite scales propagate, never crash", "[kernels][uniform]") {
@@ -247,7 +208,7 @@ TEST_CASE("kernels uniform: non-finite scales propagate, never crash", "[kernels
   kvq::bits::store_u16(rows.data() + c.bytes_per_tile(), 0x7C00);          // row 1: +Inf scale
   kvq::bits::store_u16(rows.data() + 2 * c.bytes_per_tile() + 2, 0x7E00);  // row 2: NaN minimum
   std::vector<float> q(64, 0.5f), out(3);
-  for_each_target([&] {
+  kvq::test::for_each_target([&] {
     kvq::kernels::scores(c, q.data(), 1, 64, rows.data(), 3, out.data(), 3);
     CHECK(std::isfinite(out[0]));
     CHECK(!std::isfinite(out[1]));

@@ -2,9 +2,10 @@
 //
 // Each runs one codec over a contiguous run of tiles for a *group* of queries
 // (the query heads sharing a KV head, GQA), in the codec's working space. The
-// signature is group-shaped on purpose: codecs with Highway kernels (the
-// uniform family) run the dispatched kernel, which reads each tile once per
-// group; the others run their scalar reference tile by tile.
+// signature is group-shaped on purpose: codecs with Highway kernels (uniform,
+// turbo, per-channel) run the dispatched kernel, which reads each tile once
+// per group; any other codec (the exact window codec, a user's) runs its
+// scalar codec calls tile by tile.
 #pragma once
 
 #include <kvq/codec/registry.hpp>
@@ -14,6 +15,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -25,17 +27,30 @@ bool with_kernel_codec(const AnyCodec& codec, Run&& run) {
   return ((codec.get_if<Cs>() ? (run(*codec.get_if<Cs>()), true) : false) || ...);
 }
 template <class Run>
-bool with_uniform_kernel(const AnyCodec& codec, Run&& run) {
-  return with_kernel_codec<Q8_0, Q4_0, Q4_1, Q3_1, Q2_1>(codec, std::forward<Run>(run));
+bool with_simd_kernel(const AnyCodec& codec, Run&& run) {
+  return with_kernel_codec<Q8_0, Q4_0, Q4_1, Q3_1, Q2_1, Turbo2, Turbo3, Turbo4, PerChannel<2>, PerChannel<3>,
+                           PerChannel<4>>(codec, std::forward<Run>(run));
 }
+// Codecs whose working space is model space (prepare_query and finish_output
+// are copies): the kernels read the caller's queries and add into its output.
+template <class C>
+inline constexpr bool kWorksInModelSpace = !(std::is_same_v<C, Turbo2> || std::is_same_v<C, Turbo3> ||
+                                             std::is_same_v<C, Turbo4>);
 
 // out[i * out_stride + t] = q_i . k_t for the n_tiles * tokens_per_tile keys;
 // q_i = q + i * q_stride is in model space (prepared here, once per query).
 inline void segment_scores(const AnyCodec& codec, const float* q, std::size_t n_q, std::size_t q_stride,
                            const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
   if (n_tiles == 0) return;
-  if (with_uniform_kernel(codec, [&](const auto& c) {
-        kernels::scores(c, q, n_q, q_stride, tiles, n_tiles, out, out_stride);
+  if (with_simd_kernel(codec, [&](const auto& c) {
+        if constexpr (kWorksInModelSpace<std::decay_t<decltype(c)>>) {
+          kernels::scores(c, q, n_q, q_stride, tiles, n_tiles, out, out_stride);
+        } else {
+          const std::size_t d = c.head_dim();
+          std::vector<float> work(n_q * d);
+          for (std::size_t i = 0; i < n_q; ++i) c.prepare_query(q + i * q_stride, work.data() + i * d);
+          kernels::scores(c, work.data(), n_q, d, tiles, n_tiles, out, out_stride);
+        }
       }))
     return;
   const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile(), bt = codec.bytes_per_tile();
@@ -52,9 +67,19 @@ inline void segment_scores(const AnyCodec& codec, const float* q, std::size_t n_
 inline void segment_accumulate(const AnyCodec& codec, const float* w, std::size_t n_q, std::size_t w_stride,
                                const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
   if (n_tiles == 0) return;
-  // Uniform codecs work in model space, so the kernel adds straight into out.
-  if (with_uniform_kernel(codec, [&](const auto& c) {
-        kernels::accumulate(c, w, n_q, w_stride, tiles, n_tiles, out, out_stride);
+  if (with_simd_kernel(codec, [&](const auto& c) {
+        if constexpr (kWorksInModelSpace<std::decay_t<decltype(c)>>) {
+          kernels::accumulate(c, w, n_q, w_stride, tiles, n_tiles, out, out_stride);  // straight into out
+        } else {
+          const std::size_t d = c.head_dim();
+          std::vector<float> acc(n_q * d, 0.0f), model(d);
+          kernels::accumulate(c, w, n_q, w_stride, tiles, n_tiles, acc.data(), d);
+          for (std::size_t i = 0; i < n_q; ++i) {
+            c.finish_output(acc.data() + i * d, model.data());
+            float* o = out + i * out_stride;
+            for (std::size_t j = 0; j < d; ++j) o[j] += model[j];
+          }
+        }
       }))
     return;
   const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile(), bt = codec.bytes_per_tile();

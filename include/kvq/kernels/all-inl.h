@@ -4,4 +4,7 @@
 // (No include guard: foreach_target.h re-includes this file per target and
 // each *-inl.h carries Highway's toggle guard.)
 #include <kvq/kernels/target-inl.h>
+#include <kvq/kernels/rows-inl.h>
 #include <kvq/kernels/uniform-inl.h>
+#include <kvq/kernels/turbo-inl.h>
+#include <kvq/kernels/per_channel-inl.h>

@@ -29,11 +29,15 @@
 #error "kvq: include <kvq/kvq.hpp> (or kvq/kernels/dispatch.hpp) before any Highway header"
 #endif
 
+#include <kvq/codec/per_channel.hpp>
+#include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
 #include <kvq/core/error.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #if defined(KVQ_STATIC_DISPATCH_ONLY) && !defined(HWY_COMPILE_ONLY_STATIC)
 #define HWY_COMPILE_ONLY_STATIC
@@ -81,6 +85,18 @@ HWY_EXPORT(AccumulateQ4_0);
 HWY_EXPORT(AccumulateQ4_1);
 HWY_EXPORT(AccumulateQ3_1);
 HWY_EXPORT(AccumulateQ2_1);
+HWY_EXPORT(ScoresTurbo2);
+HWY_EXPORT(ScoresTurbo3);
+HWY_EXPORT(ScoresTurbo4);
+HWY_EXPORT(AccumulateTurbo2);
+HWY_EXPORT(AccumulateTurbo3);
+HWY_EXPORT(AccumulateTurbo4);
+HWY_EXPORT(ScoresPc2);
+HWY_EXPORT(ScoresPc3);
+HWY_EXPORT(ScoresPc4);
+HWY_EXPORT(AccumulatePc2);
+HWY_EXPORT(AccumulatePc3);
+HWY_EXPORT(AccumulatePc4);
 }  // namespace
 
 inline namespace KVQ_KERNELS_ABI {
@@ -106,6 +122,12 @@ inline void check_run(const char* what, std::size_t vec_min_stride, const void* 
 // Name of the SIMD target the kernels run on ("AVX3", "AVX2", "SSE4", "EMU128", ...).
 inline const char* target_name() { return HWY_DYNAMIC_DISPATCH(KernelTargetName)(); }
 
+// Every kernel works in the codec's *working space* (codec.hpp): queries are
+// codec.prepare_query(q) and accumulators are mapped back with
+// codec.finish_output. For the uniform family both are the identity (model
+// space); for turbo they are the rotation and its inverse, so the kernels
+// never rotate a key or value.
+//
 // scores: out[qi * out_stride + t] = q_qi . decode(row_t) for the n_q queries
 // q + qi * q_stride (a GQA group: all query heads sharing this KV head) and
 // the n_rows compressed rows starting at `rows` (codec.bytes_per_tile() each).
@@ -135,6 +157,110 @@ KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q4_1, Q4_1)
 KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q3_1, Q3_1)
 KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q2_1, Q2_1)
 #undef KVQ_KERNELS_UNIFORM_WRAPPERS
+
+namespace detail {
+// The codebook as the kernels read it: 2^B levels, zero-padded to 16 floats
+// (one AVX-512 register).
+template <unsigned B>
+struct PaddedCodebook {
+  alignas(64) float levels[16] = {};
+  explicit PaddedCodebook(const Turbo<B>& codec) {
+    std::copy(codec.levels().begin(), codec.levels().end(), levels);
+  }
+};
+using TurboKernel = void (*)(const float*, const float*, std::size_t, std::size_t, const std::byte*,
+                             std::size_t, std::size_t, float*, std::size_t);
+template <unsigned B>
+TurboKernel turbo_scores_kernel() {
+  if constexpr (B == 2) return HWY_DYNAMIC_DISPATCH(ScoresTurbo2);
+  if constexpr (B == 3) return HWY_DYNAMIC_DISPATCH(ScoresTurbo3);
+  if constexpr (B == 4) return HWY_DYNAMIC_DISPATCH(ScoresTurbo4);
+}
+template <unsigned B>
+TurboKernel turbo_accumulate_kernel() {
+  if constexpr (B == 2) return HWY_DYNAMIC_DISPATCH(AccumulateTurbo2);
+  if constexpr (B == 3) return HWY_DYNAMIC_DISPATCH(AccumulateTurbo3);
+  if constexpr (B == 4) return HWY_DYNAMIC_DISPATCH(AccumulateTurbo4);
+}
+}  // namespace detail
+
+// Turbo rows (turbo2/3/4): q and acc in the rotated space of `codec`.
+template <unsigned B>
+  requires(B >= 2 && B <= 4)
+void scores(const Turbo<B>& codec, const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* rows,
+            std::size_t n_rows, float* out, std::size_t out_stride) {
+  detail::check_run("kvq::kernels::scores", codec.head_dim(), q, n_q, q_stride, rows, n_rows, out, out_stride,
+                    n_rows);
+  if (n_q == 0 || n_rows == 0) return;
+  const detail::PaddedCodebook<B> table(codec);
+  detail::turbo_scores_kernel<B>()(table.levels, q, n_q, q_stride, rows, n_rows, codec.head_dim(), out,
+                                   out_stride);
+}
+template <unsigned B>
+  requires(B >= 2 && B <= 4)
+void accumulate(const Turbo<B>& codec, const float* w, std::size_t n_q, std::size_t w_stride,
+                const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) {
+  detail::check_run("kvq::kernels::accumulate", n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride,
+                    codec.head_dim());
+  if (n_q == 0 || n_rows == 0) return;
+  const detail::PaddedCodebook<B> table(codec);
+  detail::turbo_accumulate_kernel<B>()(table.levels, w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc,
+                                       acc_stride);
+}
+
+namespace detail {
+using PerChannelKernel = void (*)(const float*, std::size_t, std::size_t, const std::byte*, std::size_t,
+                                  std::size_t, std::size_t, float*, float*, std::size_t);
+template <unsigned B>
+PerChannelKernel per_channel_scores_kernel() {
+  if constexpr (B == 2) return HWY_DYNAMIC_DISPATCH(ScoresPc2);
+  if constexpr (B == 3) return HWY_DYNAMIC_DISPATCH(ScoresPc3);
+  if constexpr (B == 4) return HWY_DYNAMIC_DISPATCH(ScoresPc4);
+}
+template <unsigned B>
+PerChannelKernel per_channel_accumulate_kernel() {
+  if constexpr (B == 2) return HWY_DYNAMIC_DISPATCH(AccumulatePc2);
+  if constexpr (B == 3) return HWY_DYNAMIC_DISPATCH(AccumulatePc3);
+  if constexpr (B == 4) return HWY_DYNAMIC_DISPATCH(AccumulatePc4);
+}
+// Per-call working floats of the per-channel kernels (decoded metadata and
+// folded queries): on the stack for the usual shapes.
+class KernelScratch {
+ public:
+  explicit KernelScratch(std::size_t n) {
+    if (n > kStack) heap_.resize(n);
+  }
+  float* data() noexcept { return heap_.empty() ? stack_ : heap_.data(); }
+
+ private:
+  static constexpr std::size_t kStack = 4096;
+  float stack_[kStack];  // not initialized: the kernels write before reading
+  std::vector<float> heap_;
+};
+}  // namespace detail
+
+// Per-channel tiles (pc2/3/4, model space): n_tiles tiles of G tokens each.
+// scores writes out[qi * out_stride + i * G + t] for the n_tiles * G keys;
+// accumulate reads weights w[qi * w_stride + i * G + t].
+template <unsigned B>
+void scores(const PerChannel<B>& codec, const float* q, std::size_t n_q, std::size_t q_stride,
+            const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
+  const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile();
+  detail::check_run("kvq::kernels::scores", d, q, n_q, q_stride, tiles, n_tiles, out, out_stride, n_tiles * g);
+  if (n_q == 0 || n_tiles == 0) return;
+  detail::KernelScratch scratch(2 * d + n_q * (d + 1));
+  detail::per_channel_scores_kernel<B>()(q, n_q, q_stride, tiles, n_tiles, d, g, scratch.data(), out, out_stride);
+}
+template <unsigned B>
+void accumulate(const PerChannel<B>& codec, const float* w, std::size_t n_q, std::size_t w_stride,
+                const std::byte* tiles, std::size_t n_tiles, float* acc, std::size_t acc_stride) {
+  const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile();
+  detail::check_run("kvq::kernels::accumulate", n_tiles * g, w, n_q, w_stride, tiles, n_tiles, acc, acc_stride, d);
+  if (n_q == 0 || n_tiles == 0) return;
+  detail::KernelScratch scratch(2 * d);
+  detail::per_channel_accumulate_kernel<B>()(w, n_q, w_stride, tiles, n_tiles, d, g, scratch.data(), acc,
+                                             acc_stride);
+}
 
 }  // namespace KVQ_KERNELS_ABI
 }  // namespace kvq::kernels

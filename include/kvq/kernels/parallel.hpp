@@ -1,4 +1,4 @@
-// Splitting one long run of compressed rows across threads.
+// Splitting one long run of compressed rows (or tiles) across threads.
 //
 // Long contexts make a single KV head's run large (32K tokens of q4_0 at
 // head_dim 128 are 2.3 MB), and one core rarely saturates a socket's memory
@@ -31,8 +31,8 @@ namespace kvq::kernels {
 // Same configuration-named namespace as the wrappers these templates call.
 inline namespace KVQ_KERNELS_ABI {
 
-// Rows per chunk: whole 8-row kernel tiles, at least `min_rows` so chunks are
-// worth a thread hand-off.
+// Rows (tiles) per chunk: whole multiples of 8, at least `min_rows` so chunks
+// are worth a thread hand-off.
 inline std::size_t rows_per_chunk(std::size_t n_rows, std::size_t n_chunks, std::size_t min_rows = 256) {
   if (n_chunks <= 1) return n_rows;
   std::size_t per = (n_rows + n_chunks - 1) / n_chunks;
@@ -44,15 +44,16 @@ template <class Codec, class ParallelFor>
 void scores_parallel(const Codec& codec, const float* q, std::size_t n_q, std::size_t q_stride,
                      const std::byte* rows, std::size_t n_rows, float* out, std::size_t out_stride,
                      std::size_t n_chunks, ParallelFor&& parallel_for) {
+  const std::size_t g = codec.tokens_per_tile();  // keys per tile (1 for row codecs)
   detail::check_run("kvq::kernels::scores_parallel", codec.head_dim(), q, n_q, q_stride, rows, n_rows, out,
-                    out_stride, n_rows);
+                    out_stride, n_rows * g);
   if (n_q == 0 || n_rows == 0) return;
-  const std::size_t per = rows_per_chunk(n_rows, n_chunks);
+  const std::size_t per = rows_per_chunk(n_rows, n_chunks, std::max<std::size_t>(1, 256 / g));
   const std::size_t chunks = (n_rows + per - 1) / per;
   const std::size_t tile = codec.bytes_per_tile();
   parallel_for(chunks, [&](std::size_t i) {
     const std::size_t t0 = i * per, n = std::min(per, n_rows - t0);
-    scores(codec, q, n_q, q_stride, rows + t0 * tile, n, out + t0, out_stride);
+    scores(codec, q, n_q, q_stride, rows + t0 * tile, n, out + t0 * g, out_stride);
   });
 }
 
@@ -60,17 +61,18 @@ template <class Codec, class ParallelFor>
 void accumulate_parallel(const Codec& codec, const float* w, std::size_t n_q, std::size_t w_stride,
                          const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride,
                          std::size_t n_chunks, ParallelFor&& parallel_for) {
-  detail::check_run("kvq::kernels::accumulate_parallel", n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride,
-                    codec.head_dim());
+  const std::size_t g = codec.tokens_per_tile();
+  detail::check_run("kvq::kernels::accumulate_parallel", n_rows * g, w, n_q, w_stride, rows, n_rows, acc,
+                    acc_stride, codec.head_dim());
   if (n_q == 0 || n_rows == 0) return;
-  const std::size_t per = rows_per_chunk(n_rows, n_chunks);
+  const std::size_t per = rows_per_chunk(n_rows, n_chunks, std::max<std::size_t>(1, 256 / g));
   const std::size_t chunks = (n_rows + per - 1) / per;
   if (chunks == 1) return accumulate(codec, w, n_q, w_stride, rows, n_rows, acc, acc_stride);
   const std::size_t hd = codec.head_dim(), tile = codec.bytes_per_tile();
   std::vector<float> partial(chunks * n_q * hd, 0.0f);
   parallel_for(chunks, [&](std::size_t i) {
     const std::size_t t0 = i * per, n = std::min(per, n_rows - t0);
-    accumulate(codec, w + t0, n_q, w_stride, rows + t0 * tile, n, partial.data() + i * n_q * hd, hd);
+    accumulate(codec, w + t0 * g, n_q, w_stride, rows + t0 * tile, n, partial.data() + i * n_q * hd, hd);
   });
   for (std::size_t i = 0; i < chunks; ++i)
     for (std::size_t qi = 0; qi < n_q; ++qi) {

@@ -1,0 +1,245 @@
+// Highway kernels of the per-channel K tile formats (pc4 / pc3 / pc2).
+//
+// Compiled once per SIMD target by kvq/kernels/dispatch.hpp (through
+// all-inl.h); do not include it directly. The scalar oracle, and the algebra
+// these kernels implement, is kvq/reference/per_channel.hpp: a tile holds G
+// tokens x D channels, codes channel-major, value = s_c * k[t][c] + m_c.
+//
+// scores: the scale is folded into the query once per tile and query
+// (q'_c = q_c s_c, bias b = sum_c q_c m_c); then for a chunk of 32 tokens the
+// kernel walks the channels, broadcasting q'_c and adding q'_c * k[.][c] into
+// 32 per-token lanes: vertical FMAs on small integer codes, no horizontal sum
+// per token. The chunk's accumulators for up to kMaxGroup queries of a GQA
+// group stay in registers, so the codes are decoded once per group.
+//
+// accumulate: acc_c += s_c * sum_t w_t k[t][c] + m_c * sum_t w_t. Each
+// channel's sum over tokens is a dot product of the weights with that
+// channel's code run; four channels are reduced together (one transpose tree)
+// and finished with their scale and offset. Queries of a group are swept one
+// after another over the tile, which is in L1 after the first.
+//
+// Tiles are a few KiB to tens of KiB (G = 128, D = 128, 4 bits: 8.4 KiB), so
+// a tile is read from memory once per call however many queries there are.
+
+#include <kvq/core/half.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(KVQ_KERNELS_PER_CHANNEL_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef KVQ_KERNELS_PER_CHANNEL_INL_H_
+#undef KVQ_KERNELS_PER_CHANNEL_INL_H_
+#else
+#define KVQ_KERNELS_PER_CHANNEL_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq::kernels {
+namespace HWY_NAMESPACE {
+namespace per_channel {
+
+using namespace row_kernels;  // DF, VF, DU, VU, kLanes, Sum4, ...
+
+inline constexpr std::size_t kChunk = 32;  // tokens per register chunk; G is a multiple of 32
+inline constexpr std::size_t kVecsPerChunk = kChunk / kLanes;
+
+// Codes of tokens [t, t + kLanes) of one channel's run (G codes).
+template <unsigned Bits>
+HWY_INLINE VU Codes(const std::uint8_t* run, std::size_t g, std::size_t t) {
+  const DU du;
+  if constexpr (Bits == 4) {
+    // Byte j holds token j (low nibble) and token j + G/2 (high nibble); G/2
+    // is a multiple of 16, so a vector never straddles the two halves.
+    const hn::Rebind<std::uint8_t, DF> du8;
+    const std::size_t half = g / 2;
+    if (t < half) return hn::And(hn::PromoteTo(du, hn::LoadU(du8, run + t)), hn::Set(du, 0xFu));
+    return hn::ShiftRight<4>(hn::PromoteTo(du, hn::LoadU(du8, run + t - half)));
+  } else {
+    // 2-bit plane: byte j holds tokens j, j + q, j + 2q, j + 3q (q = G/4, a
+    // multiple of 8) in bit pairs 0..3. 8 consecutive tokens share one bit
+    // pair; 16 lanes are built from two such halves.
+    const std::size_t q = g / 4;
+    auto crumbs = [&](auto d, std::size_t first) {
+      const hn::Rebind<std::uint8_t, decltype(d)> d8;
+      const auto v = hn::PromoteTo(d, hn::LoadU(d8, run + first % q));
+      return hn::And(hn::ShiftRightSame(v, static_cast<int>(2 * (first / q))), hn::Set(d, 3u));
+    };
+    VU c;
+#if HWY_TARGET != HWY_SCALAR
+    if constexpr (kLanes == 16) {
+      const hn::Half<DU> dh;
+      c = hn::Combine(du, crumbs(dh, t + 8), crumbs(dh, t));
+    } else
+#endif
+    {
+      c = crumbs(du, t);
+    }
+    if constexpr (Bits == 3) {
+      // High plane after the 2-bit plane: bit t of the plane is bit 2 of token t.
+      const std::uint8_t* high = run + q + t / 8;
+      std::uint32_t word = high[0];
+      if constexpr (kLanes > 8) word |= static_cast<std::uint32_t>(high[1]) << 8;
+      const auto bit2 = hn::TestBit(hn::Set(du, word), hn::LoadU(du, kBitOfValue + t % 8));
+      c = hn::Or(c, hn::IfThenElseZero(bit2, hn::Set(du, 4u)));
+    }
+    return c;
+  }
+}
+
+// Decoded metadata of a tile: per-channel scale and offset, exactly as the
+// reference computes them (fp16 x 8-bit products are exact in float).
+HWY_INLINE void ReadMeta(const std::uint8_t* meta, std::size_t d, float* scale, float* offset) {
+  const std::uint8_t* u = meta;
+  const std::uint8_t* v = meta + d;
+  const float sd = LoadHalfScalar(v + d), smin = LoadHalfScalar(v + d + 2);
+  const float md = LoadHalfScalar(v + d + 4), mmin = LoadHalfScalar(v + d + 6);
+  for (std::size_t c = 0; c < d; ++c) {
+    scale[c] = sd * static_cast<float>(u[c]) + smin;
+    offset[c] = md * static_cast<float>(v[c]) + mmin;
+  }
+}
+
+// out[g * out_stride + t] for one chunk of 32 tokens and G queries, from the
+// folded queries qs[g * d + c] and biases.
+template <unsigned Bits, std::size_t G>
+HWY_INLINE void ScoresChunk(const std::uint8_t* HWY_RESTRICT codes, std::size_t run_bytes, std::size_t g_tokens,
+                            std::size_t d, std::size_t t0, const float* HWY_RESTRICT qs, const float* bias,
+                            float* HWY_RESTRICT out, std::size_t out_stride) {
+  const DF df;
+  VF acc[G][kVecsPerChunk];
+  KVQ_UNROLL
+  for (std::size_t g = 0; g < G; ++g)
+    KVQ_UNROLL
+    for (std::size_t v = 0; v < kVecsPerChunk; ++v) acc[g][v] = hn::Set(df, bias[g]);
+  for (std::size_t c = 0; c < d; ++c) {
+    const std::uint8_t* run = codes + c * run_bytes;
+    VF x[kVecsPerChunk];
+    KVQ_UNROLL
+    for (std::size_t v = 0; v < kVecsPerChunk; ++v) x[v] = CodesToFloat(Codes<Bits>(run, g_tokens, t0 + v * kLanes));
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g) {
+      const VF qc = hn::Set(df, qs[g * d + c]);
+      KVQ_UNROLL
+      for (std::size_t v = 0; v < kVecsPerChunk; ++v) acc[g][v] = hn::MulAdd(qc, x[v], acc[g][v]);
+    }
+  }
+  KVQ_UNROLL
+  for (std::size_t g = 0; g < G; ++g)
+    KVQ_UNROLL
+    for (std::size_t v = 0; v < kVecsPerChunk; ++v) hn::StoreU(acc[g][v], df, out + g * out_stride + t0 + v * kLanes);
+}
+
+// scores over n_tiles tiles: out[qi * out_stride + i * G + t]. `scratch`
+// holds 2 * d + n_q * (d + 1) floats.
+template <unsigned Bits>
+HWY_INLINE void Scores(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles_in,
+                       std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch, float* out,
+                       std::size_t out_stride) {
+  const auto* tiles = reinterpret_cast<const std::uint8_t*>(tiles_in);
+  const std::size_t run_bytes = g_tokens * Bits / 8, tile_bytes = d * run_bytes + 2 * d + 8;
+  float* scale = scratch;
+  float* offset = scale + d;
+  float* qs = offset + d;
+  float* bias = qs + n_q * d;
+  for (std::size_t i = 0; i < n_tiles; ++i) {
+    const std::uint8_t* tile = tiles + i * tile_bytes;
+    ReadMeta(tile + d * run_bytes, d, scale, offset);
+    for (std::size_t g = 0; g < n_q; ++g) {
+      const float* qg = q + g * q_stride;
+      float b = 0.0f;
+      for (std::size_t c = 0; c < d; ++c) {
+        qs[g * d + c] = qg[c] * scale[c];
+        b += qg[c] * offset[c];
+      }
+      bias[g] = b;
+    }
+    float* o = out + i * g_tokens;
+    for (std::size_t t0 = 0; t0 < g_tokens; t0 += kChunk) {
+      std::size_t g = 0;
+      if constexpr (kMaxGroup >= 4)
+        for (; g + 4 <= n_q; g += 4)
+          ScoresChunk<Bits, 4>(tile, run_bytes, g_tokens, d, t0, qs + g * d, bias + g, o + g * out_stride, out_stride);
+      for (; g + 2 <= n_q; g += 2)
+        ScoresChunk<Bits, 2>(tile, run_bytes, g_tokens, d, t0, qs + g * d, bias + g, o + g * out_stride, out_stride);
+      for (; g < n_q; ++g)
+        ScoresChunk<Bits, 1>(tile, run_bytes, g_tokens, d, t0, qs + g * d, bias + g, o + g * out_stride, out_stride);
+    }
+  }
+}
+
+// sum_t w[t] * k[t][c] for one channel's run, two partial sums.
+template <unsigned Bits>
+HWY_INLINE VF WeightedCodes(const std::uint8_t* run, std::size_t g_tokens, const float* HWY_RESTRICT w) {
+  const DF df;
+  VF a = hn::Zero(df), b = hn::Zero(df);
+  for (std::size_t t = 0; t < g_tokens; t += 2 * kLanes) {
+    a = hn::MulAdd(hn::LoadU(df, w + t), CodesToFloat(Codes<Bits>(run, g_tokens, t)), a);
+    b = hn::MulAdd(hn::LoadU(df, w + t + kLanes), CodesToFloat(Codes<Bits>(run, g_tokens, t + kLanes)), b);
+  }
+  return hn::Add(a, b);
+}
+
+// acc_qi[c] += sum_t w_qi[i * G + t] * decode(tile i)[t][c]. `scratch` holds
+// 2 * d floats.
+template <unsigned Bits>
+HWY_INLINE void Accumulate(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* tiles_in,
+                           std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch, float* acc,
+                           std::size_t acc_stride) {
+  const auto* tiles = reinterpret_cast<const std::uint8_t*>(tiles_in);
+  const std::size_t run_bytes = g_tokens * Bits / 8, tile_bytes = d * run_bytes + 2 * d + 8;
+  float* scale = scratch;
+  float* offset = scale + d;
+  for (std::size_t i = 0; i < n_tiles; ++i) {
+    const std::uint8_t* tile = tiles + i * tile_bytes;
+    ReadMeta(tile + d * run_bytes, d, scale, offset);
+    for (std::size_t g = 0; g < n_q; ++g) {
+      const float* wg = w + g * w_stride + i * g_tokens;
+      float* ag = acc + g * acc_stride;
+      float wsum = 0.0f;
+      for (std::size_t t = 0; t < g_tokens; ++t) wsum += wg[t];
+      for (std::size_t c = 0; c < d; c += 4) {
+        float dot[4];
+#if HWY_TARGET != HWY_SCALAR
+        const auto s4 = Sum4(WeightedCodes<Bits>(tile + c * run_bytes, g_tokens, wg),
+                           WeightedCodes<Bits>(tile + (c + 1) * run_bytes, g_tokens, wg),
+                           WeightedCodes<Bits>(tile + (c + 2) * run_bytes, g_tokens, wg),
+                           WeightedCodes<Bits>(tile + (c + 3) * run_bytes, g_tokens, wg));
+        hn::StoreU(s4, hn::CappedTag<float, 4>(), dot);
+#else
+        for (std::size_t j = 0; j < 4; ++j)
+          dot[j] = hn::GetLane(WeightedCodes<Bits>(tile + (c + j) * run_bytes, g_tokens, wg));
+#endif
+        for (std::size_t j = 0; j < 4; ++j) ag[c + j] += scale[c + j] * dot[j] + offset[c + j] * wsum;
+      }
+    }
+  }
+}
+
+}  // namespace per_channel
+
+// Entry points (HWY_EXPORT needs plain functions); shapes are checked by the
+// dispatch wrappers.
+#define KVQ_PER_CHANNEL_KERNELS(BITS)                                                                       \
+  inline void ScoresPc##BITS(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles,    \
+                             std::size_t n_tiles, std::size_t d, std::size_t g, float* scratch, float* out,     \
+                             std::size_t out_stride) {                                                      \
+    per_channel::Scores<BITS>(q, n_q, q_stride, tiles, n_tiles, d, g, scratch, out, out_stride);            \
+  }                                                                                                         \
+  inline void AccumulatePc##BITS(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* tiles, \
+                                 std::size_t n_tiles, std::size_t d, std::size_t g, float* scratch, float* acc, \
+                                 std::size_t acc_stride) {                                                  \
+    per_channel::Accumulate<BITS>(w, n_q, w_stride, tiles, n_tiles, d, g, scratch, acc, acc_stride);        \
+  }
+KVQ_PER_CHANNEL_KERNELS(2)
+KVQ_PER_CHANNEL_KERNELS(3)
+KVQ_PER_CHANNEL_KERNELS(4)
+#undef KVQ_PER_CHANNEL_KERNELS
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq::kernels
+HWY_AFTER_NAMESPACE();
+
+#endif  // KVQ_KERNELS_PER_CHANNEL_INL_H_

@@ -1,0 +1,364 @@
+// The row-kernel drivers shared by every row codec family (uniform blocks,
+// turbo codebooks): attention scores and weighted accumulation over a run of
+// compressed rows, written once, generic over a *block decoder*.
+//
+// Compiled once per SIMD target by kvq/kernels/dispatch.hpp (through
+// all-inl.h and hwy/foreach_target.h); do not include it directly. Every
+// function is `inline` because this is a header: each target's copy lives in
+// its own namespace (N_AVX2, N_AVX3, ...).
+//
+// A row is `kHeader` bytes followed by head_dim / kBlock blocks of `kBytes`
+// bytes. A decoder turns one block into kBlock / kLanes float vectors; if the
+// format has a per-row scale (kRowScale, turbo's alpha), Decode returns the
+// unscaled values and RowScale(row) multiplies each row's score or weight
+// once, instead of every decoded value. The contract:
+//
+//   struct Fmt {
+//     static constexpr std::size_t kBlock;   // values per block (16 or 32)
+//     static constexpr std::size_t kBytes;   // bytes per block
+//     static constexpr std::size_t kHeader;  // bytes before a row's first block
+//     static constexpr bool kRowScale;
+//     float RowScale(const std::uint8_t* row) const;        // if kRowScale
+//     void Decode(const std::uint8_t* block, VF* x) const;  // kBlock/kLanes vectors
+//   };
+//
+// Decode attention is memory bound, so the design goal is to spend as few
+// instructions as possible per compressed byte:
+//  - a block is decoded in registers once and then used by every query of
+//    the GQA group (one FMA per query per vector);
+//  - scores: tiles of 8 rows (one query) or 4 rows (query pairs/quads) with
+//    independent accumulators per (row, query), each 4 rows' accumulators
+//    reduced together with a transpose (one interleave tree instead of 4
+//    horizontal sums) and stored as 4 adjacent outputs;
+//  - accumulate: a tile of rows is swept block by block so the accumulators
+//    of that block for a group of queries stay in registers across the tile;
+//    the tile's bytes are still in L1 when the next block is swept, so memory
+//    sees every compressed byte once. Rows alternate between partial
+//    accumulators so FMA latency does not serialize the sweep;
+//  - vectors are capped at 16 floats (one AVX-512 register), so a block is a
+//    whole number of vectors on every target, and all loads are unaligned.
+// Query groups larger than the register budget are processed in sub-groups
+// inside each row tile: the tile is re-decoded from L1, never re-read from
+// memory. bench/README.md has the measurements behind these choices.
+
+#include <kvq/core/half.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(KVQ_KERNELS_ROWS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef KVQ_KERNELS_ROWS_INL_H_
+#undef KVQ_KERNELS_ROWS_INL_H_
+#else
+#define KVQ_KERNELS_ROWS_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq::kernels {
+namespace HWY_NAMESPACE {
+namespace row_kernels {
+
+namespace hn = hwy::HWY_NAMESPACE;
+
+// At most 16 floats: one AVX-512 register.
+using DF = hn::CappedTag<float, 16>;
+using VF = hn::Vec<DF>;
+using DU = hn::RebindToUnsigned<DF>;
+using VU = hn::Vec<DU>;
+inline constexpr std::size_t kLanes = hn::MaxLanes(DF());
+
+// Loops over registers (rows, queries, vectors of a block) have compile-time
+// bounds and must be fully unrolled, or the accumulators live on the stack.
+#ifndef KVQ_UNROLL
+#define KVQ_UNROLL HWY_UNROLL(32)
+#endif
+
+// Register budget: accumulators (rows x queries) per iteration. AVX-512 has 32
+// vector registers, the other x86 targets 16.
+#if HWY_TARGET <= HWY_AVX3
+inline constexpr std::size_t kMaxGroup = 4;
+inline constexpr std::size_t kAccBudget = 16;
+#else
+inline constexpr std::size_t kMaxGroup = 2;
+inline constexpr std::size_t kAccBudget = 8;
+#endif
+
+// An fp16 field, widened bit-exactly like kvq::half_bits_to_float (the
+// reference) and broadcast. With F16C (AVX2 and up), broadcasting the 16 bits
+// first and widening the whole vector is one instruction fewer than widening
+// one lane and broadcasting it. Highway 1.0.3's emulated conversion (SSE4 and
+// below) turns Inf/NaN into finite values, so those targets use kvq's scalar
+// conversion.
+HWY_INLINE VF LoadHalf(const std::uint8_t* p) {
+  std::uint16_t bits;
+  std::memcpy(&bits, p, 2);
+#if HWY_ARCH_X86 && HWY_TARGET < HWY_SSE4 && !defined(HWY_DISABLE_F16C)
+  const hn::Rebind<hwy::float16_t, DF> d16;
+  const hn::Rebind<std::uint16_t, DF> du16;
+  return hn::PromoteTo(DF(), hn::BitCast(d16, hn::Set(du16, bits)));
+#else
+  return hn::Set(DF(), kvq::half_bits_to_float(bits));
+#endif
+}
+
+HWY_INLINE float LoadHalfScalar(const std::uint8_t* p) {
+  std::uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return kvq::half_bits_to_float(bits);
+}
+
+HWY_INLINE VF CodesToFloat(VU c) { return hn::ConvertTo(DF(), hn::BitCast(hn::RebindToSigned<DF>(), c)); }
+
+// Bit j set in lane j: selects one bit of a packed bit plane per lane.
+alignas(64) inline constexpr std::uint32_t kBitOfValue[32] = {
+    1u << 0,  1u << 1,  1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,
+    1u << 8,  1u << 9,  1u << 10, 1u << 11, 1u << 12, 1u << 13, 1u << 14, 1u << 15,
+    1u << 16, 1u << 17, 1u << 18, 1u << 19, 1u << 20, 1u << 21, 1u << 22, 1u << 23,
+    1u << 24, 1u << 25, 1u << 26, 1u << 27, 1u << 28, 1u << 29, 1u << 30, 1u << 31};
+
+// ---------------------------------------------------------------------------
+// Horizontal sums (SCALAR, one lane, has no shuffles and needs none).
+#if HWY_TARGET != HWY_SCALAR
+
+// Halves a vector until it is one 128-bit block (or narrower).
+template <class D>
+HWY_INLINE auto FoldTo128(D d, hn::Vec<D> v) {
+  if constexpr (hn::MaxLanes(D()) > 4) {
+    const hn::Half<D> dh;
+    return FoldTo128(dh, hn::Add(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)));
+  } else {
+    (void)d;
+    return v;
+  }
+}
+
+// {sum(a), sum(b), sum(c), sum(e)} as a 4-lane vector: a transpose within
+// each 128-bit block, then the blocks are added.
+HWY_INLINE auto Sum4(VF a, VF b, VF c, VF e) {
+  const DF df;
+  const hn::Repartition<std::uint64_t, DF> d64;
+  const VF ab = hn::Add(hn::InterleaveLower(df, a, b), hn::InterleaveUpper(df, a, b));  // a02 b02 a13 b13
+  const VF ce = hn::Add(hn::InterleaveLower(df, c, e), hn::InterleaveUpper(df, c, e));
+  const VF lo = hn::BitCast(df, hn::InterleaveLower(d64, hn::BitCast(d64, ab), hn::BitCast(d64, ce)));
+  const VF hi = hn::BitCast(df, hn::InterleaveUpper(d64, hn::BitCast(d64, ab), hn::BitCast(d64, ce)));
+  return FoldTo128(df, hn::Add(lo, hi));
+}
+#endif  // HWY_TARGET != HWY_SCALAR
+
+template <class Fmt>
+inline constexpr std::size_t kVecsPerBlock = Fmt::kBlock / kLanes;
+
+template <class Fmt>
+HWY_INLINE float RowScaleOf(const Fmt& fmt, const std::uint8_t* row) {
+  if constexpr (Fmt::kRowScale) return fmt.RowScale(row);
+  (void)fmt;
+  (void)row;
+  return 1.0f;
+}
+
+// ---------------------------------------------------------------------------
+// Scores: out[g * out_stride + r] = q_g . decode(row r), R rows x G queries.
+// S independent accumulators per (row, query) (vectors of a block alternate)
+// keep the FMA dependency chains short when R x G alone is small.
+
+template <class Fmt, std::size_t R, std::size_t G>
+HWY_INLINE void ScoresTile(const Fmt& fmt, const float* HWY_RESTRICT q, std::size_t q_stride,
+                           const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes, std::size_t n_blocks,
+                           float* HWY_RESTRICT out, std::size_t out_stride) {
+  constexpr std::size_t V = kVecsPerBlock<Fmt>;
+  constexpr std::size_t S = (2 * R * G <= kAccBudget && V >= 2) ? 2 : 1;
+  const DF df;
+  VF acc[R][G][S];
+  KVQ_UNROLL
+  for (std::size_t r = 0; r < R; ++r)
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g)
+      KVQ_UNROLL
+      for (std::size_t s = 0; s < S; ++s) acc[r][g][s] = hn::Zero(df);
+
+  const std::uint8_t* blocks = rows + Fmt::kHeader;
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    const float* qb = q + b * Fmt::kBlock;
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < R; ++r) {
+      VF x[V];
+      fmt.Decode(blocks + r * row_bytes + b * Fmt::kBytes, x);
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g)
+        KVQ_UNROLL
+        for (std::size_t k = 0; k < V; ++k)
+          acc[r][g][k % S] = hn::MulAdd(hn::LoadU(df, qb + g * q_stride + k * kLanes), x[k], acc[r][g][k % S]);
+    }
+  }
+
+  VF sum[R][G];
+  KVQ_UNROLL
+  for (std::size_t r = 0; r < R; ++r) {
+    const VF scale = hn::Set(df, RowScaleOf(fmt, rows + r * row_bytes));
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g) {
+      sum[r][g] = acc[r][g][0];
+      KVQ_UNROLL
+      for (std::size_t s = 1; s < S; ++s) sum[r][g] = hn::Add(sum[r][g], acc[r][g][s]);
+      if constexpr (Fmt::kRowScale) sum[r][g] = hn::Mul(sum[r][g], scale);
+    }
+  }
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (R % 4 == 0) {
+    const hn::CappedTag<float, 4> d4;
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < R; r += 4)
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g)
+        hn::StoreU(Sum4(sum[r][g], sum[r + 1][g], sum[r + 2][g], sum[r + 3][g]), d4, out + g * out_stride + r);
+  } else
+#endif
+  {
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < R; ++r)
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g) out[g * out_stride + r] = hn::GetLane(hn::SumOfLanes(df, sum[r][g]));
+  }
+}
+
+// Rows [0, R) for all n_q queries, in sub-groups that fit the register budget.
+// Query pairs and quads take the rows 4 at a time; the tile's bytes come from
+// L1 after the first sub-group.
+template <class Fmt, std::size_t R>
+HWY_INLINE void ScoresRows(const Fmt& fmt, const float* q, std::size_t n_q, std::size_t q_stride,
+                           const std::uint8_t* rows, std::size_t row_bytes, std::size_t n_blocks, float* out,
+                           std::size_t out_stride) {
+  constexpr std::size_t R4 = R < 4 ? R : 4;
+  std::size_t g = 0;
+  if constexpr (kMaxGroup >= 4)
+    for (; g + 4 <= n_q; g += 4)
+      for (std::size_t r = 0; r < R; r += R4)
+        ScoresTile<Fmt, R4, 4>(fmt, q + g * q_stride, q_stride, rows + r * row_bytes, row_bytes, n_blocks,
+                               out + g * out_stride + r, out_stride);
+  for (; g + 2 <= n_q; g += 2)
+    for (std::size_t r = 0; r < R; r += R4)
+      ScoresTile<Fmt, R4, 2>(fmt, q + g * q_stride, q_stride, rows + r * row_bytes, row_bytes, n_blocks,
+                             out + g * out_stride + r, out_stride);
+  for (; g < n_q; ++g)
+    ScoresTile<Fmt, R, 1>(fmt, q + g * q_stride, q_stride, rows, row_bytes, n_blocks, out + g * out_stride,
+                          out_stride);
+}
+
+template <class Fmt>
+HWY_INLINE void Scores(const Fmt& fmt, const float* q, std::size_t n_q, std::size_t q_stride,
+                       const std::byte* rows_in, std::size_t n_rows, std::size_t head_dim, float* out,
+                       std::size_t out_stride) {
+  const auto* rows = reinterpret_cast<const std::uint8_t*>(rows_in);
+  const std::size_t n_blocks = head_dim / Fmt::kBlock;
+  const std::size_t row_bytes = Fmt::kHeader + n_blocks * Fmt::kBytes;
+  std::size_t t = 0;
+  for (; t + 8 <= n_rows; t += 8)
+    ScoresRows<Fmt, 8>(fmt, q, n_q, q_stride, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride);
+  for (; t + 4 <= n_rows; t += 4)
+    ScoresRows<Fmt, 4>(fmt, q, n_q, q_stride, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride);
+  for (; t < n_rows; ++t)
+    ScoresRows<Fmt, 1>(fmt, q, n_q, q_stride, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride);
+}
+
+// ---------------------------------------------------------------------------
+// Accumulate: acc_g += sum_t w[g * w_stride + t] * decode(row t), G queries,
+// P partial accumulators (rows alternate between them).
+
+inline constexpr std::size_t kTileRows = 32;  // x row bytes stays far below L1
+
+template <class Fmt, std::size_t G, std::size_t P>
+HWY_INLINE void AccumulateTile(const Fmt& fmt, const float* HWY_RESTRICT w, std::size_t w_stride,
+                               const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes,
+                               std::size_t n_rows, std::size_t n_blocks, float* HWY_RESTRICT acc,
+                               std::size_t acc_stride) {
+  constexpr std::size_t V = kVecsPerBlock<Fmt>;
+  const DF df;
+  // Weights with the row scale folded in, once per tile rather than per block.
+  float wt[G][kTileRows];
+  KVQ_UNROLL
+  for (std::size_t g = 0; g < G; ++g)
+    for (std::size_t t = 0; t < n_rows; ++t)
+      wt[g][t] = Fmt::kRowScale ? w[g * w_stride + t] * RowScaleOf(fmt, rows + t * row_bytes) : w[g * w_stride + t];
+
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    VF a[P][G][V];
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g)
+      KVQ_UNROLL
+      for (std::size_t k = 0; k < V; ++k) {
+        a[0][g][k] = hn::LoadU(df, acc + g * acc_stride + b * Fmt::kBlock + k * kLanes);
+        KVQ_UNROLL
+        for (std::size_t p = 1; p < P; ++p) a[p][g][k] = hn::Zero(df);
+      }
+    const std::uint8_t* blk = rows + Fmt::kHeader + b * Fmt::kBytes;
+    std::size_t t = 0;
+    for (; t + P <= n_rows; t += P) {
+      KVQ_UNROLL
+      for (std::size_t p = 0; p < P; ++p) {
+        VF x[V];
+        fmt.Decode(blk + (t + p) * row_bytes, x);
+        KVQ_UNROLL
+        for (std::size_t g = 0; g < G; ++g) {
+          const VF wv = hn::Set(df, wt[g][t + p]);
+          KVQ_UNROLL
+          for (std::size_t k = 0; k < V; ++k) a[p][g][k] = hn::MulAdd(wv, x[k], a[p][g][k]);
+        }
+      }
+    }
+    for (; t < n_rows; ++t) {
+      VF x[V];
+      fmt.Decode(blk + t * row_bytes, x);
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g) {
+        const VF wv = hn::Set(df, wt[g][t]);
+        KVQ_UNROLL
+        for (std::size_t k = 0; k < V; ++k) a[0][g][k] = hn::MulAdd(wv, x[k], a[0][g][k]);
+      }
+    }
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g)
+      KVQ_UNROLL
+      for (std::size_t k = 0; k < V; ++k) {
+        VF s = a[0][g][k];
+        KVQ_UNROLL
+        for (std::size_t p = 1; p < P; ++p) s = hn::Add(s, a[p][g][k]);
+        hn::StoreU(s, df, acc + g * acc_stride + b * Fmt::kBlock + k * kLanes);
+      }
+  }
+}
+
+template <class Fmt>
+HWY_INLINE void Accumulate(const Fmt& fmt, const float* w, std::size_t n_q, std::size_t w_stride,
+                           const std::byte* rows_in, std::size_t n_rows, std::size_t head_dim, float* acc,
+                           std::size_t acc_stride) {
+  const auto* rows = reinterpret_cast<const std::uint8_t*>(rows_in);
+  const std::size_t n_blocks = head_dim / Fmt::kBlock;
+  const std::size_t row_bytes = Fmt::kHeader + n_blocks * Fmt::kBytes;
+  // Accumulators (queries x partials) per sweep: kMaxGroup of them.
+  constexpr std::size_t kPairs = kMaxGroup;
+  for (std::size_t t = 0; t < n_rows; t += kTileRows) {
+    const std::size_t tile = n_rows - t < kTileRows ? n_rows - t : kTileRows;
+    const std::uint8_t* tile_rows = rows + t * row_bytes;
+    std::size_t g = 0;
+    if constexpr (kMaxGroup >= 4)
+      for (; g + 4 <= n_q; g += 4)
+        AccumulateTile<Fmt, 4, kPairs / 4>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile,
+                                           n_blocks, acc + g * acc_stride, acc_stride);
+    for (; g + 2 <= n_q; g += 2)
+      AccumulateTile<Fmt, 2, kPairs / 2>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile,
+                                         n_blocks, acc + g * acc_stride, acc_stride);
+    for (; g < n_q; ++g)
+      AccumulateTile<Fmt, 1, kPairs>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile, n_blocks,
+                                     acc + g * acc_stride, acc_stride);
+  }
+}
+
+}  // namespace row_kernels
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq::kernels
+HWY_AFTER_NAMESPACE();
+
+#endif  // KVQ_KERNELS_ROWS_INL_H_
