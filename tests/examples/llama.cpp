@@ -3,6 +3,7 @@
 // ../shared is present, the real wt2-byte-a model against its README (1024-byte NLL) and
 // against the post-RoPE K activation dumps.
 #include "kvq_test.hpp"
+#include "support/random_vector.hpp"
 
 #include "llama_model.hpp"
 #include "npy.hpp"
@@ -15,14 +16,7 @@
 namespace {
 
 using namespace kvq::llama;
-
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using kvq::test::random_vector;
 
 // Direct RoPE: pair i of (a_i, b_i) rotated by angle pos * base^(-2i/n_rot), in double.
 std::vector<double> rope_reference(const std::vector<float>& x, int pos, int n_rot, double base, RopeMode mode) {

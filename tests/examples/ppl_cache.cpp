@@ -5,6 +5,7 @@
 // the exact spec reproduces the README's 0.987380 nats/byte, q8_0 stays within 0.5% of exact,
 // and flat q2_1 is worse than q8_0.
 #include "kvq_test.hpp"
+#include "support/random_vector.hpp"
 
 #include "cache_attention.hpp"
 #include "llama_model.hpp"
@@ -17,14 +18,7 @@
 namespace {
 
 using namespace kvq::llama;
-
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float sd = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using kvq::test::random_vector;
 
 // Runs T tokens of random K/V/Q through `b` in chunks, attending on layer 1; returns the outputs.
 std::vector<float> run_backend(AttentionBackend& b, const AttentionShape& s, int T, int chunk) {

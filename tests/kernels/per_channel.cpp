@@ -7,6 +7,7 @@
 // A kernel test TU compiles every target (tests/CMakeLists.txt).
 #undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
+#include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
 #include <kvq/codec/per_channel.hpp>
@@ -19,12 +20,6 @@
 #include <vector>
 
 namespace {
-
-std::vector<float> random_vec(kvq::Rng& rng, std::size_t n) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(rng.normal());
-  return v;
-}
 
 // Tiles of keys with per-channel offsets and scales (what the format is for).
 template <unsigned B>
@@ -63,7 +58,7 @@ void check_tiles(const kvq::PerChannel<B>& c, const std::byte* tiles, std::size_
   }
   const float sentinel = -12345.0f;
   const std::size_t q_stride = d + 3, out_stride = n + 5;
-  std::vector<float> qbuf = random_vec(rng, misalign + n_q * q_stride);
+  std::vector<float> qbuf = kvq::test::random_vector(rng, misalign + n_q * q_stride);
   const float* q = qbuf.data() + misalign;
   std::vector<float> outbuf(misalign + n_q * out_stride, sentinel), want(g);
   float* out = outbuf.data() + misalign;
@@ -84,7 +79,7 @@ void check_tiles(const kvq::PerChannel<B>& c, const std::byte* tiles, std::size_
   }
 
   const std::size_t w_stride = n + 2, acc_stride = d + 1;
-  std::vector<float> wbuf = random_vec(rng, misalign + n_q * w_stride);
+  std::vector<float> wbuf = kvq::test::random_vector(rng, misalign + n_q * w_stride);
   const float* w = wbuf.data() + misalign;
   std::vector<float> accbuf(misalign + n_q * acc_stride, sentinel), ref(n_q * d), mag(n_q * d);
   float* acc = accbuf.data() + misalign;
@@ -152,7 +147,7 @@ TEMPLATE_TEST_CASE_SIG("kernels per-channel: every code in every position, hosti
       kvq::bits::store_u16(h + 4, 0x2400);  // Md
       kvq::bits::store_u16(h + 6, 0xC000);  // Mmin
     }
-    const std::vector<float> q = random_vec(rng, d);
+    const std::vector<float> q = kvq::test::random_vector(rng, d);
     const auto ran = kvq::test::for_each_target([&] { check_tiles(c, tiles.data(), n_tiles, 1, 0, rng); });
     kvq::test::require_targets_exercised(ran);
 

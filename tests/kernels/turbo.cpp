@@ -7,6 +7,7 @@
 // A kernel test TU compiles every target (tests/CMakeLists.txt).
 #undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
+#include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
 #include <kvq/codec/turbo.hpp>
@@ -21,12 +22,6 @@
 #include <vector>
 
 namespace {
-
-std::vector<float> random_vec(kvq::Rng& rng, std::size_t n) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(rng.normal());
-  return v;
-}
 
 // alpha * L[idx] per coordinate of a row: what the kernels multiply.
 template <unsigned B>
@@ -48,7 +43,7 @@ void check_rows(const kvq::Turbo<B>& c, const std::byte* rows, std::size_t n, st
                << kvq::kernels::target_name());
   const float sentinel = -12345.0f;
   const std::size_t q_stride = hd + 3, out_stride = n + 2;
-  std::vector<float> qbuf = random_vec(rng, misalign + n_q * q_stride);
+  std::vector<float> qbuf = kvq::test::random_vector(rng, misalign + n_q * q_stride);
   const float* q = qbuf.data() + misalign;
   std::vector<float> outbuf(misalign + n_q * out_stride, sentinel);
   float* out = outbuf.data() + misalign;
@@ -69,7 +64,7 @@ void check_rows(const kvq::Turbo<B>& c, const std::byte* rows, std::size_t n, st
     for (std::size_t t = n; t < out_stride; ++t) REQUIRE(out[qi * out_stride + t] == sentinel);
 
   const std::size_t w_stride = n + 1, acc_stride = hd + 5;
-  std::vector<float> wbuf = random_vec(rng, misalign + n_q * w_stride);
+  std::vector<float> wbuf = kvq::test::random_vector(rng, misalign + n_q * w_stride);
   const float* w = wbuf.data() + misalign;
   std::vector<float> accbuf(misalign + n_q * acc_stride, sentinel), ref(n_q * hd), mag(n_q * hd);
   float* acc = accbuf.data() + misalign;
@@ -101,7 +96,7 @@ template <unsigned B>
 std::vector<std::byte> encoded_rows(const kvq::Turbo<B>& c, std::size_t n, std::size_t misalign, kvq::Rng& rng) {
   std::vector<std::byte> bytes(misalign + n * c.bytes_per_tile());
   for (std::size_t t = 0; t < n; ++t) {
-    std::vector<float> x = random_vec(rng, c.head_dim());
+    std::vector<float> x = kvq::test::random_vector(rng, c.head_dim());
     const float scale = static_cast<float>(0.05 + 4.0 * rng.uniform());
     for (auto& v : x) v *= scale;
     c.encode_tile(x.data(), bytes.data() + misalign + t * c.bytes_per_tile());
@@ -145,7 +140,7 @@ TEMPLATE_TEST_CASE_SIG("kernels turbo: every index in every lane, extreme and ho
   for (std::size_t t = 0; t < n; ++t) kvq::bits::store_u16(rows.data() + t * bt, scales[t % 7]);
   kvq::bits::store_u16(rows.data() + 5 * bt, 0x7C00);   // +Inf
   kvq::bits::store_u16(rows.data() + 11 * bt, 0x7E00);  // NaN
-  const std::vector<float> q = random_vec(rng, 128);
+  const std::vector<float> q = kvq::test::random_vector(rng, 128);
   const auto ran = kvq::test::for_each_target([&] {
     std::vector<float> out(n);
     kvq::kernels::scores(c, q.data(), 1, 128, rows.data(), n, out.data(), n);

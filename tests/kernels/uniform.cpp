@@ -8,6 +8,7 @@
 // is compiled with KVQ_STATIC_DISPATCH_ONLY (tests/CMakeLists.txt).
 #undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
+#include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
 #include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
@@ -47,12 +48,6 @@ struct Run {
   std::byte* rows;
 };
 
-std::vector<float> random_vec(kvq::Rng& rng, std::size_t n) {
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(rng.normal());
-  return v;
-}
-
 // |q_j| (|d c_j| + |m|) per value of a row: the scale of the rounding errors
 // of any evaluation order of q . x (d c and m may nearly cancel in x).
 template <class Block>
@@ -79,7 +74,7 @@ void check_shape(const Codec& c, std::size_t n_q, std::size_t n, std::size_t mis
   // Queries with a stride larger than head_dim, starting misaligned by
   // `misalign` floats; outputs with gaps that must stay untouched.
   const std::size_t q_stride = hd + 5, out_stride = n + 3;
-  std::vector<float> qbuf = random_vec(rng, misalign + n_q * q_stride);
+  std::vector<float> qbuf = kvq::test::random_vector(rng, misalign + n_q * q_stride);
   const float* q = qbuf.data() + misalign;
   const float sentinel = -12345.0f;
   std::vector<float> outbuf(misalign + n_q * out_stride, sentinel);
@@ -107,7 +102,7 @@ void check_shape(const Codec& c, std::size_t n_q, std::size_t n, std::size_t mis
 
   // accumulate onto non-zero accumulators, weights with a stride and misaligned.
   const std::size_t w_stride = n + 2, acc_stride = hd + 7;
-  std::vector<float> wbuf = random_vec(rng, misalign + n_q * w_stride);
+  std::vector<float> wbuf = kvq::test::random_vector(rng, misalign + n_q * w_stride);
   const float* w = wbuf.data() + misalign;
   std::vector<float> accbuf(misalign + n_q * acc_stride, sentinel);
   float* acc = accbuf.data() + misalign;
@@ -175,7 +170,7 @@ TEMPLATE_TEST_CASE("kernels uniform: every code value and extreme scales decode 
     kvq::bits::store_u16(blk, scales[i % 7]);
     if (Block::bytes != 34 && Block::bytes != 18) kvq::bits::store_u16(blk + 2, scales[(i + 3) % 7]);
   }
-  const std::vector<float> q = random_vec(rng, hd);
+  const std::vector<float> q = kvq::test::random_vector(rng, hd);
   std::vector<float> y(hd);
   const auto ran = kvq::test::for_each_target([&] {
     std::vector<float> out(n);

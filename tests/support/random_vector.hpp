@@ -1,4 +1,4 @@
-// Small numeric helpers shared by the rotation tests.
+// Small numeric helpers shared by the tests.
 #pragma once
 
 #include <kvq/core/rng.hpp>
@@ -9,12 +9,17 @@
 
 namespace kvq::test {
 
-// d standard-normal floats from kvq::Rng(seed).
-inline std::vector<float> random_vector(std::size_t d, std::uint64_t seed) {
-  kvq::Rng rng(seed);
-  std::vector<float> v(d);
-  for (auto& x : v) x = static_cast<float>(rng.normal());
+// n normal floats (mean 0, standard deviation sd) drawn from rng.
+inline std::vector<float> random_vector(kvq::Rng& rng, std::size_t n, float sd = 1.0f) {
+  std::vector<float> v(n);
+  for (auto& x : v) x = sd * static_cast<float>(rng.normal());
   return v;
+}
+
+// d normal floats from kvq::Rng(seed).
+inline std::vector<float> random_vector(std::size_t d, std::uint64_t seed, float sd = 1.0f) {
+  kvq::Rng rng(seed);
+  return random_vector(rng, d, sd);
 }
 
 // Euclidean norm, accumulated in double.
