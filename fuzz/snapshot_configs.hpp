@@ -32,10 +32,15 @@ inline const std::vector<SnapshotConfig>& snapshot_configs() {
   return configs;
 }
 
-// A cache of configuration `i`, empty.
+// A cache of configuration `i`, empty: a copy of one built once, since
+// building codecs (turbo's codebook at head_dim 32) costs more than an execution.
 inline Cache make_snapshot_cache(std::size_t i) {
-  const auto& c = snapshot_configs()[i % snapshot_configs().size()];
-  return Cache(c.shape, CacheSpec::parse(c.spec));
+  static const std::vector<Cache> empty = [] {
+    std::vector<Cache> caches;
+    for (const auto& c : snapshot_configs()) caches.emplace_back(c.shape, CacheSpec::parse(c.spec));
+    return caches;
+  }();
+  return empty[i % empty.size()];
 }
 
 // One valid token for `shape` ([n_kv_heads][head_dim]): bounded values that

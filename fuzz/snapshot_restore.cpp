@@ -46,7 +46,6 @@ using Layout = std::vector<std::tuple<std::size_t, std::size_t, std::vector<std:
 Layout check_segments(const Cache& c) {
   const ModelShape& s = c.shape();
   Layout all;
-  MemoryUse held;
   for (std::size_t o = 0; o < s.n_kv_layers(); ++o) {
     const std::size_t layer = s.kv_layer(o), length = c.length(layer);
     check(length <= s.max_context, "restored layer longer than max_context");
