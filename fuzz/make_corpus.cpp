@@ -7,6 +7,7 @@
 // small, valid inputs (encoded tiles of seeded random data, NumPy and GGUF
 // files written here from the formats' specs); the fuzzer mutates from there.
 #include "fuzz_support.hpp"
+#include "snapshot_configs.hpp"
 
 #include <kvq/core/rng.hpp>
 
@@ -73,6 +74,34 @@ Bytes gguf(bool with_q8) {
   }
   return b;
 }
+
+// snapshot_restore: [control byte][snapshot]. Control = config | position << 2;
+// bit 7 clear, so the target refits the checksum of a mutated snapshot.
+void snapshot_seeds(const fs::path& dir, int& counter) {
+  const auto& configs = kvq::fuzz::snapshot_configs();
+  for (std::size_t i = 0; i < configs.size(); ++i) {
+    const std::size_t max = configs[i].shape.max_context;
+    // Empty, inside the sinks/window, past the first demotions (and, for the
+    // 128-token pc4 tile, past its first tile), then a rollback that leaves
+    // an undo log and a lowered floor behind.
+    for (std::size_t n : {std::size_t{0}, std::size_t{3}, max / 2, max - 2}) {
+      kvq::Cache c = kvq::fuzz::make_snapshot_cache(i);
+      kvq::fuzz::fill_snapshot_cache(c, n);
+      if (n == max / 2 && n > 4) c.truncate(n - 2);
+      const auto snap = kvq::snapshot_bytes(c);
+      Bytes b = {static_cast<unsigned char>(i | ((n % 32) << 2))};
+      const auto* p = reinterpret_cast<const unsigned char*>(snap.data());
+      b.insert(b.end(), p, p + snap.size());
+      write(dir, counter, b);
+      if (n == 3) {  // truncations: the target refits the checksum, the parser must refuse them
+        for (std::size_t cut : {std::size_t{9}, std::size_t{40}, snap.size() / 2, snap.size() - 9}) {
+          Bytes t(b.begin(), b.begin() + static_cast<std::ptrdiff_t>(std::min(cut, b.size())));
+          write(dir, counter, t);
+        }
+      }
+    }
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,6 +167,8 @@ int main(int argc, char** argv) {
       write(out / "make_codec", nm, m);
     }
   }
-  std::printf("wrote %d + %d + %d + %d + %d + %d seeds under %s\n", nd, ne, nc, nn, ng, nm, out.c_str());
+  int ns = 0;
+  snapshot_seeds(out / "snapshot_restore", ns);
+  std::printf("wrote %d + %d + %d + %d + %d + %d + %d seeds under %s\n", nd, ne, nc, nn, ng, nm, ns, out.c_str());
   return 0;
 }

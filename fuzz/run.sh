@@ -11,13 +11,13 @@ work="$build/fuzz/work"
 artifacts="$build/fuzz/artifacts"
 mkdir -p "$work" "$artifacts"
 status=0
-for target in codec_decode codec_encode cli_decode npy_reader gguf_reader make_codec; do
+for target in codec_decode codec_encode cli_decode npy_reader gguf_reader make_codec snapshot_restore; do
   rm -rf "$work/$target" && mkdir -p "$work/$target"
   cp "$here/corpus/$target/"* "$work/$target/"
   log="$build/fuzz/$target.log"
-  # The file readers must bound their allocations by the input size: tight limits there.
+  # The file readers and snapshot restore must bound their allocations by the input size: tight limits there.
   limits="-rss_limit_mb=2048"
-  case $target in npy_reader|gguf_reader) limits="-rss_limit_mb=512 -malloc_limit_mb=256" ;; esac
+  case $target in npy_reader|gguf_reader|snapshot_restore) limits="-rss_limit_mb=512 -malloc_limit_mb=256" ;; esac
   if "$build/fuzz/kvq_fuzz_$target" -max_total_time="$secs" $limits \
        -timeout=10 -print_final_stats=1 -artifact_prefix="$artifacts/$target-" \
        "$work/$target" >"$log" 2>&1; then

@@ -137,3 +137,60 @@ TEST_CASE("snapshot: truncated, corrupted and foreign files are refused, target 
   kvq::restore(target, in);
   CHECK(bytes_of(target) == good);
 }
+
+// Regression: restore accepted exact (sink/window) tokens outside the input
+// domain, e.g. f32 values near FLT_MAX behind a valid checksum; attention on
+// the restored cache then overflowed to Inf/NaN for an ordinary query. append
+// refuses such tokens (norm > 65504), and now so does restore, for f32 and f16
+// windows alike, while a token at the edge of the domain still round-trips
+// (f16 rounding may lift its norm a little above 65504).
+TEST_CASE("snapshot: exact tokens outside the input domain are refused", "[cache][snapshot]") {
+  const ModelShape shape = ModelShape::dense(1, 2, 1, 32, 64);
+  for (const char* spec : {"k=q8_0,v=q8_0,window=4,sinks=1", "k=q4_1,v=q4_1,window=4,precision=f16"}) {
+    INFO(spec);
+    Cache c(shape, CacheSpec::parse(spec));
+    kvq::Rng rng(5);
+    auto k = random_tokens(rng, 10, 1, 32), v = random_tokens(rng, 10, 1, 32);
+    // The last token at the edge of the domain (norm exactly 65504) is kept.
+    auto scale_to = [](float* row, double norm) {
+      double sq = 0.0;
+      for (int i = 0; i < 32; ++i) sq += double(row[i]) * row[i];
+      for (int i = 0; i < 32; ++i) row[i] = static_cast<float>(row[i] * (norm / std::sqrt(sq)));
+    };
+    scale_to(k.data() + 9 * 32, 65504.0 * (1.0 - 1e-7));
+    scale_to(v.data() + 9 * 32, 65504.0 * (1.0 - 1e-7));
+    c.append(0, 10, k.data(), v.data());
+    const std::string good = bytes_of(c);
+    Cache edge(shape, CacheSpec::parse(spec));
+    std::istringstream in(good);
+    kvq::restore(edge, in);
+    CHECK(bytes_of(edge) == good);
+
+    // The same file with the newest K token's stored bytes (found by value; K
+    // comes before V) replaced by 3e38 (f32) or 65504 (f16) in every coordinate.
+    const bool f16 = std::string(spec).find("f16") != std::string::npos;
+    const std::size_t row_bytes = 32 * (f16 ? 2 : 4);
+    std::string stored(row_bytes, '\0');
+    for (int i = 0; i < 32; ++i) {
+      if (f16) {
+        kvq::bits::store_u16(reinterpret_cast<std::byte*>(stored.data() + 2 * i), kvq::float_to_half_bits(k[9 * 32 + i]));
+      } else {
+        kvq::bits::store_f32(reinterpret_cast<std::byte*>(stored.data() + 4 * i), k[9 * 32 + i]);
+      }
+    }
+    const std::size_t at = good.find(stored);
+    REQUIRE(at != std::string::npos);
+    std::string huge = good;
+    for (int i = 0; i < 32; ++i) {
+      if (f16) {
+        kvq::bits::store_u16(reinterpret_cast<std::byte*>(huge.data() + at + 2 * i), 0x7BFF);  // 65504: norm 65504*sqrt(32)
+      } else {
+        kvq::bits::store_f32(reinterpret_cast<std::byte*>(huge.data() + at + 4 * i), 3e38f);
+      }
+    }
+    refit_checksum(huge);
+    Cache target(shape, CacheSpec::parse(spec));
+    CHECK(restore_error(target, huge) == Errc::corrupt_data);
+    CHECK(bytes_of(target) == bytes_of(Cache(shape, CacheSpec::parse(spec))));
+  }
+}

@@ -6,8 +6,10 @@
 // cache while checking every count against the bytes present (so a hostile
 // header cannot trigger a huge allocation), every codec name and the whole
 // configuration against the target, decodes every stored tile to check it is
-// finite (a later demotion re-encodes it and must not fail half-way), and
-// swaps the result in only at the end.
+// finite (a later demotion re-encodes it and must not fail half-way) and
+// every exact token to lie in the input domain (norm <= 65504, as append
+// requires; else attention could overflow), and swaps the result in only at
+// the end.
 // Any failure is Errc::corrupt_data and leaves the target untouched. The byte
 // layout is in docs/CACHE.md; all integers are little-endian.
 #pragma once
@@ -149,7 +151,7 @@ struct SnapshotIO {
       if (j == 0 && n > sinks) r.corrupt("more sink tokens than configured");
       for (std::size_t h = 0; h < s.n_heads; ++h) {
         const std::byte* p = r.take(bytes, "segment bytes");
-        require_finite_tiles(r, s.codecs[j], p, n);
+        require_valid_tiles(r, s.codecs[j], p, n, lay.is_exact(j));
         s.data[j][h].append(p, bytes);
       }
       s.counts[j] = n;
@@ -174,7 +176,7 @@ struct SnapshotIO {
       const std::size_t bytes = lay.bytes_of(e.from, e.n_tokens);
       for (std::size_t h = 0; h < s.n_heads; ++h) {
         const std::byte* p = r.take(bytes, "undo bytes");
-        require_finite_tiles(r, s.codecs[e.from], p, e.n_tokens);
+        require_valid_tiles(r, s.codecs[e.from], p, e.n_tokens, lay.is_exact(e.from));
         e.bytes.emplace_back(p, p + bytes);
       }
       s.log.push_back(std::move(e));
@@ -186,12 +188,29 @@ struct SnapshotIO {
     }
   }
 
-  static void require_finite_tiles(SnapshotReader& r, const AnyCodec& c, const std::byte* p, std::size_t n) {
-    std::vector<float> x(c.head_dim() * c.tokens_per_tile());
+  // The largest norm an exact (sink or window) token can have: the cache's
+  // input domain, plus the f16 window's rounding (2^-11 relative) with margin.
+  static constexpr double max_exact_norm = double(Cache::max_vector_norm) * (1.0 + 0x1p-10);
+
+  // Every tile decodes to finite values; exact tokens also lie in the input
+  // domain. An exact token append would have refused (e.g. values near
+  // FLT_MAX) would make attention overflow to Inf/NaN for ordinary queries;
+  // compressed tiles with finite fp16 metadata cannot reach that range.
+  static void require_valid_tiles(SnapshotReader& r, const AnyCodec& c, const std::byte* p, std::size_t n,
+                                  bool exact) {
+    const std::size_t d = c.head_dim();
+    std::vector<float> x(d * c.tokens_per_tile());
     for (std::size_t t = 0; t < n / c.tokens_per_tile(); ++t) {
       c.decode_tile(p + t * c.bytes_per_tile(), x.data());
       for (float v : x)
         if (!std::isfinite(v)) r.corrupt("a stored tile of '" + std::string(c.name()) + "' decodes to a non-finite value");
+      if (!exact) continue;
+      for (std::size_t row = 0; row < c.tokens_per_tile(); ++row) {
+        double sq = 0.0;
+        for (std::size_t i = 0; i < d; ++i) sq += double(x[row * d + i]) * double(x[row * d + i]);
+        if (sq > max_exact_norm * max_exact_norm)
+          r.corrupt("an exact token has norm " + std::to_string(std::sqrt(sq)) + " > 65504 (the cache's input domain)");
+      }
     }
   }
 
