@@ -46,6 +46,16 @@ using namespace row_kernels;  // DF, VF, DU, VU, kLanes, Sum4, ...
 inline constexpr std::size_t kChunk = 32;  // tokens per register chunk; G is a multiple of 32
 inline constexpr std::size_t kVecsPerChunk = kChunk / kLanes;
 
+// Tokens [first, first + Lanes(d)) of a 2-bit plane: byte j holds tokens j,
+// j + q, j + 2q, j + 3q (q = G/4, a multiple of 8) in bit pairs 0..3, so up to
+// 8 consecutive tokens share one bit pair.
+template <class D>
+HWY_INLINE hn::Vec<D> Crumbs(D d, const std::uint8_t* run, std::size_t q, std::size_t first) {
+  const hn::Rebind<std::uint8_t, D> d8;
+  const auto v = hn::PromoteTo(d, hn::LoadU(d8, run + first % q));
+  return hn::And(hn::ShiftRightSame(v, static_cast<int>(2 * (first / q))), hn::Set(d, 3u));
+}
+
 // Codes of tokens [t, t + kLanes) of one channel's run (G codes).
 template <unsigned Bits>
 HWY_INLINE VU Codes(const std::uint8_t* run, std::size_t g, std::size_t t) {
@@ -58,24 +68,17 @@ HWY_INLINE VU Codes(const std::uint8_t* run, std::size_t g, std::size_t t) {
     if (t < half) return hn::And(hn::PromoteTo(du, hn::LoadU(du8, run + t)), hn::Set(du, 0xFu));
     return hn::ShiftRight<4>(hn::PromoteTo(du, hn::LoadU(du8, run + t - half)));
   } else {
-    // 2-bit plane: byte j holds tokens j, j + q, j + 2q, j + 3q (q = G/4, a
-    // multiple of 8) in bit pairs 0..3. 8 consecutive tokens share one bit
-    // pair; 16 lanes are built from two such halves.
+    // 2-bit plane (Crumbs); 16 lanes are built from two 8-token halves.
     const std::size_t q = g / 4;
-    auto crumbs = [&](auto d, std::size_t first) {
-      const hn::Rebind<std::uint8_t, decltype(d)> d8;
-      const auto v = hn::PromoteTo(d, hn::LoadU(d8, run + first % q));
-      return hn::And(hn::ShiftRightSame(v, static_cast<int>(2 * (first / q))), hn::Set(d, 3u));
-    };
     VU c;
 #if HWY_TARGET != HWY_SCALAR
     if constexpr (kLanes == 16) {
       const hn::Half<DU> dh;
-      c = hn::Combine(du, crumbs(dh, t + 8), crumbs(dh, t));
+      c = hn::Combine(du, Crumbs(dh, run, q, t + 8), Crumbs(dh, run, q, t));
     } else
 #endif
     {
-      c = crumbs(du, t);
+      c = Crumbs(du, run, q, t);
     }
     if constexpr (Bits == 3) {
       // High plane after the 2-bit plane: bit t of the plane is bit 2 of token t.
@@ -88,6 +91,65 @@ HWY_INLINE VU Codes(const std::uint8_t* run, std::size_t g, std::size_t t) {
     return c;
   }
 }
+
+// The codes of one run as successive kLanes-token vectors, tracking the
+// plane position instead of dividing by G/4 per vector (Codes() divides; in
+// the scores chunks that is hoisted out of the channel loop, here it is not).
+template <unsigned Bits>
+class CodeStream {
+ public:
+  HWY_INLINE CodeStream(const std::uint8_t* run, std::size_t g) : run_(run), g_(g), q_(g / 4) {}
+
+  HWY_INLINE VU Next() {
+    if constexpr (Bits == 4) {
+      const VU c = Codes<4>(run_, g_, t_);  // no division: one compare against G/2
+      t_ += kLanes;
+      return c;
+    } else {
+      const DU du;
+      VU c;
+#if HWY_TARGET != HWY_SCALAR
+      if constexpr (kLanes == 16) {
+        const hn::Half<DU> dh;
+        const auto lo = Half8(dh);
+        c = hn::Combine(du, Half8(dh), lo);
+      } else
+#endif
+      {
+        c = Half8(du);
+      }
+      if constexpr (Bits == 3) {
+        const std::uint8_t* high = run_ + q_ + t_ / 8;
+        std::uint32_t word = high[0];
+        if constexpr (kLanes > 8) word |= static_cast<std::uint32_t>(high[1]) << 8;
+        const auto bit2 = hn::TestBit(hn::Set(du, word), hn::LoadU(du, kBitOfValue + t_ % 8));
+        c = hn::Or(c, hn::IfThenElseZero(bit2, hn::Set(du, 4u)));
+      }
+      t_ += kLanes;
+      return c;
+    }
+  }
+
+ private:
+  // The next Lanes(d) <= 8 tokens of the 2-bit plane (never straddling a bit
+  // pair: q is a multiple of 8).
+  template <class D>
+  HWY_INLINE hn::Vec<D> Half8(D d) {
+    const hn::Rebind<std::uint8_t, D> d8;
+    const auto v = hn::PromoteTo(d, hn::LoadU(d8, run_ + offset_));
+    const auto c = hn::And(hn::ShiftRightSame(v, shift_), hn::Set(d, 3u));
+    offset_ += hn::Lanes(d);
+    if (offset_ == q_) {
+      offset_ = 0;
+      shift_ += 2;
+    }
+    return c;
+  }
+
+  const std::uint8_t* run_;
+  std::size_t g_, q_, t_ = 0, offset_ = 0;
+  int shift_ = 0;
+};
 
 // Decoded metadata of a tile: per-channel scale and offset, exactly as the
 // reference computes them (fp16 x 8-bit products are exact in float).
@@ -175,9 +237,10 @@ template <unsigned Bits>
 HWY_INLINE VF WeightedCodes(const std::uint8_t* run, std::size_t g_tokens, const float* HWY_RESTRICT w) {
   const DF df;
   VF a = hn::Zero(df), b = hn::Zero(df);
+  CodeStream<Bits> codes(run, g_tokens);
   for (std::size_t t = 0; t < g_tokens; t += 2 * kLanes) {
-    a = hn::MulAdd(hn::LoadU(df, w + t), CodesToFloat(Codes<Bits>(run, g_tokens, t)), a);
-    b = hn::MulAdd(hn::LoadU(df, w + t + kLanes), CodesToFloat(Codes<Bits>(run, g_tokens, t + kLanes)), b);
+    a = hn::MulAdd(hn::LoadU(df, w + t), CodesToFloat(codes.Next()), a);
+    b = hn::MulAdd(hn::LoadU(df, w + t + kLanes), CodesToFloat(codes.Next()), b);
   }
   return hn::Add(a, b);
 }
