@@ -43,9 +43,9 @@ def main(path):
         if kind != "st":
             continue
         s1 = r.get(("scores", 1, 1))
+        mtok = f"{s1[2] / 1e6:.0f}" if s1 else "-"
         print(f"| {codec} | {tokens} | {cell(s1)} | {cell(r.get(('scores', 4, 1)))} | "
-              f"{cell(r.get(('accumulate', 1, 1)))} | {cell(r.get(('accumulate', 4, 1)))} | "
-              f"{s1[2] / 1e6:.0f} |" if s1 else "")
+              f"{cell(r.get(('accumulate', 1, 1)))} | {cell(r.get(('accumulate', 4, 1)))} | {mtok} |")
     mt = [(k, r) for k, r in rows.items() if k[2] == "mt"]
     if mt:
         print("\n| codec | tokens | op | GQA | 1 thread | 2 threads | speed-up |")
