@@ -132,6 +132,28 @@ void BM_Threads(benchmark::State& state, Op op) {
   state.SetLabel(kvq::kernels::target_name());
 }
 
+// Encoding throughput (what append costs per token once a tile is complete):
+// tiles of Gaussian data encoded one after another into a 4K-token buffer.
+template <class Codec>
+void BM_Encode(benchmark::State& state) {
+  const Codec c(kHeadDim);
+  const std::size_t g = c.tokens_per_tile(), tiles = 4096 / g;
+  kvq::Rng rng(5);
+  std::vector<float> x(tiles * g * kHeadDim);
+  for (auto& v : x) v = static_cast<float>(rng.normal());
+  std::vector<std::byte> out(tiles * c.bytes_per_tile());
+  for (auto _ : state) {
+    for (std::size_t t = 0; t < tiles; ++t)
+      c.encode_tile(x.data() + t * g * kHeadDim, out.data() + t * c.bytes_per_tile());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.iterations() * tiles * g),
+                                                  benchmark::Counter::kIsRate);
+  state.counters["input_bytes/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * x.size() * sizeof(float)), benchmark::Counter::kIsRate);
+}
+
 void BM_ReadBandwidth(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(kvq::bench::read_bandwidth());
   state.counters["GB/s"] = kvq::bench::read_bandwidth() / 1e9;
@@ -161,6 +183,11 @@ void register_codec() {
 }
 
 template <class Codec>
+void register_encode() {
+  with_stats(benchmark::RegisterBenchmark((std::string(Codec::name) + "/encode").c_str(), BM_Encode<Codec>));
+}
+
+template <class Codec>
 void register_threads() {
   const std::string name(Codec::name);
   for (const Op op : {Op::scores, Op::accumulate}) {
@@ -187,6 +214,17 @@ int main(int argc, char** argv) {
   register_codec<kvq::PerChannel<4>>();
   register_codec<kvq::PerChannel<3>>();
   register_codec<kvq::PerChannel<2>>();
+  register_encode<kvq::Q8_0>();
+  register_encode<kvq::Q4_0>();
+  register_encode<kvq::Q4_1>();
+  register_encode<kvq::Q3_1>();
+  register_encode<kvq::Q2_1>();
+  register_encode<kvq::Turbo4>();
+  register_encode<kvq::Turbo3>();
+  register_encode<kvq::Turbo2>();
+  register_encode<kvq::PerChannel<4>>();
+  register_encode<kvq::PerChannel<3>>();
+  register_encode<kvq::PerChannel<2>>();
   register_threads<kvq::Q8_0>();
   register_threads<kvq::Q4_0>();
   register_threads<kvq::Turbo4>();

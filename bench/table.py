@@ -7,7 +7,7 @@
 
 Prints, per codec and context length, the cold (DRAM) fraction of measured read
 bandwidth and GB/s of compressed cache for scores and accumulate at GQA 1 and 4,
-then the 1- vs 2-thread runs.
+then encode throughput and the 1- vs 2-thread runs (filter 'cold|encode' for all).
 """
 import json
 import re
@@ -46,6 +46,13 @@ def main(path):
         mtok = f"{s1[2] / 1e6:.0f}" if s1 else "-"
         print(f"| {codec} | {tokens} | {cell(s1)} | {cell(r.get(('scores', 4, 1)))} | "
               f"{cell(r.get(('accumulate', 1, 1)))} | {cell(r.get(('accumulate', 4, 1)))} | {mtok} |")
+    enc = [b for b in data["benchmarks"]
+           if b.get("aggregate_name") == "median" and b["run_name"].endswith("/encode")]
+    if enc:
+        print("\n| codec | encode M tokens/s | input GB/s |")
+        print("|---|---|---|")
+        for b in enc:
+            print(f"| {b['run_name'].split('/')[0]} | {b['tokens/s'] / 1e6:.2f} | {b['input_bytes/s'] / 1e9:.2f} |")
     mt = [(k, r) for k, r in rows.items() if k[2] == "mt"]
     if mt:
         print("\n| codec | tokens | op | GQA | 1 thread | 2 threads | speed-up |")
