@@ -16,7 +16,7 @@
 // finish_output applies R^-1 once per head. R is orthonormal, so this equals
 // q . decode(tile) and sum_t w_t decode(tile_t) up to float rounding.
 //
-// head_dim must be a multiple of 16 (the index groups), >= 16. Power-of-two
+// head_dim must be a multiple of 16 (the index groups) in 16..1024. Power-of-two
 // dims use the randomized Hadamard rotation (O(d log d)); others (80, 96, 112)
 // a dense Haar-random orthogonal matrix (O(d^2), paid only in prepare_query,
 // finish_output and encode). Codebooks come from the shipped tables
@@ -66,6 +66,10 @@ class Turbo {
   // ("kvq" in ASCII). One fixed seed is what lets any reader decode a cache.
   static constexpr std::uint64_t kDefaultSeed = 0x6B7671;
   static constexpr std::size_t kMinHeadDim = reference::kTurboGroup;
+  // Non-power-of-two dims use a dense d x d rotation (d^2 doubles while it is
+  // built): a bound keeps a hostile head_dim from allocating gigabytes. Real
+  // models use 64..256.
+  static constexpr std::size_t kMaxHeadDim = 1024;
 
   explicit Turbo(std::size_t head_dim, std::uint64_t seed = kDefaultSeed)
       : head_dim_(check_dim(head_dim)), seed_(seed), rotation_(head_dim, seed) {
@@ -80,7 +84,7 @@ class Turbo {
   }
 
   static constexpr bool supports(std::size_t head_dim) noexcept {
-    return head_dim >= kMinHeadDim && head_dim % reference::kTurboGroup == 0;
+    return head_dim >= kMinHeadDim && head_dim <= kMaxHeadDim && head_dim % reference::kTurboGroup == 0;
   }
 
   std::size_t head_dim() const noexcept { return head_dim_; }
@@ -148,7 +152,7 @@ class Turbo {
   static std::size_t check_dim(std::size_t head_dim) {
     detail::require(supports(head_dim), Errc::shape_mismatch,
                     std::string(name) + ": head_dim " + std::to_string(head_dim) +
-                        " is not a multiple of 16 that is >= 16");
+                        " is not a multiple of 16 in 16..1024");
     return head_dim;
   }
   [[noreturn]] void overflow(double norm) const {
