@@ -28,10 +28,10 @@
 #include <kvq/codec/codec.hpp>
 #include <kvq/codec/lloyd_max.hpp>
 #include <kvq/codec/lloyd_max_tables.hpp>
+#include <kvq/core/scratch.hpp>
 #include <kvq/reference/turbo.hpp>
 #include <kvq/rotation/rotation.hpp>
 
-#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -109,9 +109,9 @@ class Turbo {
     if (norm > certain_overflow) overflow(norm);
 
     // Encode into scratch so that a refusal leaves `out` untouched.
-    Scratch<float> y(head_dim_);
+    detail::Scratch<float, 512> y(head_dim_);
     rotation_.forward(x, y.data());
-    Scratch<std::byte> row(bytes_per_tile());
+    detail::Scratch<std::byte, 512> row(bytes_per_tile());
     reference::turbo_encode_rotated<Bits>(y.data(), norm, head_dim_, levels_.data(), thresholds_.data(),
                                           row.data());
     if (!std::isfinite(half_bits_to_float(bits::load_u16(row.data())))) overflow(norm);
@@ -133,22 +133,6 @@ class Turbo {
   void finish_output(const float* acc, float* out) const { rotation_.inverse(acc, out); }
 
  private:
-  // Stack storage for the usual head sizes, heap beyond.
-  template <class T>
-  class Scratch {
-   public:
-    explicit Scratch(std::size_t n) {
-      if (n > small_.size()) large_.resize(n);
-      data_ = n > small_.size() ? large_.data() : small_.data();
-    }
-    T* data() noexcept { return data_; }
-
-   private:
-    std::array<T, 512> small_;  // uninitialized on purpose: fully written before use
-    std::vector<T> large_;
-    T* data_ = nullptr;
-  };
-
   static std::size_t check_dim(std::size_t head_dim) {
     detail::require(supports(head_dim), Errc::shape_mismatch,
                     std::string(name) + ": head_dim " + std::to_string(head_dim) +

@@ -33,11 +33,11 @@
 #include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
 #include <kvq/core/error.hpp>
+#include <kvq/core/scratch.hpp>
 
 #include <algorithm>
 #include <cstddef>
 #include <string>
-#include <vector>
 
 #if defined(KVQ_STATIC_DISPATCH_ONLY) && !defined(HWY_COMPILE_ONLY_STATIC)
 #define HWY_COMPILE_ONLY_STATIC
@@ -225,18 +225,7 @@ PerChannelKernel per_channel_accumulate_kernel() {
 }
 // Per-call working floats of the per-channel kernels (decoded metadata and
 // folded queries): on the stack for the usual shapes.
-class KernelScratch {
- public:
-  explicit KernelScratch(std::size_t n) {
-    if (n > kStack) heap_.resize(n);
-  }
-  float* data() noexcept { return heap_.empty() ? stack_ : heap_.data(); }
-
- private:
-  static constexpr std::size_t kStack = 4096;
-  float stack_[kStack];  // not initialized: the kernels write before reading
-  std::vector<float> heap_;
-};
+using KernelScratch = kvq::detail::Scratch<float, 4096>;
 }  // namespace detail
 
 // Per-channel tiles (pc2/3/4, model space): n_tiles tiles of G tokens each.
