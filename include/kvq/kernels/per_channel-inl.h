@@ -22,6 +22,7 @@
 // a tile is read from memory once per call however many queries there are.
 
 #include <kvq/core/half.hpp>
+#include <kvq/reference/per_channel.hpp>  // tile geometry
 
 #include <cstddef>
 #include <cstdint>
@@ -56,6 +57,17 @@ HWY_INLINE hn::Vec<D> Crumbs(D d, const std::uint8_t* run, std::size_t q, std::s
   return hn::And(hn::ShiftRightSame(v, static_cast<int>(2 * (first / q))), hn::Set(d, 3u));
 }
 
+// Adds bit 2 of tokens [t, t + kLanes) from a 3-bit run's high plane (after
+// the 2-bit plane of G/4 bytes): bit t of the plane is bit 2 of token t.
+HWY_INLINE VU AddHighBit(const std::uint8_t* run, std::size_t q, std::size_t t, VU c) {
+  const DU du;
+  const std::uint8_t* high = run + q + t / 8;
+  std::uint32_t word = high[0];
+  if constexpr (kLanes > 8) word |= static_cast<std::uint32_t>(high[1]) << 8;
+  const auto bit2 = hn::TestBit(hn::Set(du, word), hn::LoadU(du, kBitOfValue + t % 8));
+  return hn::Or(c, hn::IfThenElseZero(bit2, hn::Set(du, 4u)));
+}
+
 // Codes of tokens [t, t + kLanes) of one channel's run (G codes).
 template <unsigned Bits>
 HWY_INLINE VU Codes(const std::uint8_t* run, std::size_t g, std::size_t t) {
@@ -80,14 +92,7 @@ HWY_INLINE VU Codes(const std::uint8_t* run, std::size_t g, std::size_t t) {
     {
       c = Crumbs(du, run, q, t);
     }
-    if constexpr (Bits == 3) {
-      // High plane after the 2-bit plane: bit t of the plane is bit 2 of token t.
-      const std::uint8_t* high = run + q + t / 8;
-      std::uint32_t word = high[0];
-      if constexpr (kLanes > 8) word |= static_cast<std::uint32_t>(high[1]) << 8;
-      const auto bit2 = hn::TestBit(hn::Set(du, word), hn::LoadU(du, kBitOfValue + t % 8));
-      c = hn::Or(c, hn::IfThenElseZero(bit2, hn::Set(du, 4u)));
-    }
+    if constexpr (Bits == 3) c = AddHighBit(run, q, t, c);
     return c;
   }
 }
@@ -118,13 +123,7 @@ class CodeStream {
       {
         c = Half8(du);
       }
-      if constexpr (Bits == 3) {
-        const std::uint8_t* high = run_ + q_ + t_ / 8;
-        std::uint32_t word = high[0];
-        if constexpr (kLanes > 8) word |= static_cast<std::uint32_t>(high[1]) << 8;
-        const auto bit2 = hn::TestBit(hn::Set(du, word), hn::LoadU(du, kBitOfValue + t_ % 8));
-        c = hn::Or(c, hn::IfThenElseZero(bit2, hn::Set(du, 4u)));
-      }
+      if constexpr (Bits == 3) c = AddHighBit(run_, q_, t_, c);
       t_ += kLanes;
       return c;
     }
@@ -201,7 +200,8 @@ HWY_INLINE void Scores(const float* q, std::size_t n_q, std::size_t q_stride, co
                        std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch, float* out,
                        std::size_t out_stride) {
   const auto* tiles = reinterpret_cast<const std::uint8_t*>(tiles_in);
-  const std::size_t run_bytes = g_tokens * Bits / 8, tile_bytes = d * run_bytes + 2 * d + 8;
+  const std::size_t run_bytes = kvq::reference::per_channel_run_bytes<Bits>(g_tokens);
+  const std::size_t tile_bytes = kvq::reference::per_channel_tile_bytes<Bits>(d, g_tokens);
   float* scale = scratch;
   float* offset = scale + d;
   float* qs = offset + d;
@@ -252,7 +252,8 @@ HWY_INLINE void Accumulate(const float* w, std::size_t n_q, std::size_t w_stride
                            std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch, float* acc,
                            std::size_t acc_stride) {
   const auto* tiles = reinterpret_cast<const std::uint8_t*>(tiles_in);
-  const std::size_t run_bytes = g_tokens * Bits / 8, tile_bytes = d * run_bytes + 2 * d + 8;
+  const std::size_t run_bytes = kvq::reference::per_channel_run_bytes<Bits>(g_tokens);
+  const std::size_t tile_bytes = kvq::reference::per_channel_tile_bytes<Bits>(d, g_tokens);
   float* scale = scratch;
   float* offset = scale + d;
   for (std::size_t i = 0; i < n_tiles; ++i) {

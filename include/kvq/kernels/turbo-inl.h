@@ -19,6 +19,7 @@
 // The caller passes the codebook padded with zeros to 16 floats.
 
 #include <kvq/core/half.hpp>
+#include <kvq/reference/turbo.hpp>  // group geometry
 
 #include <cstddef>
 #include <cstdint>
@@ -40,7 +41,7 @@ namespace turbo {
 
 using namespace row_kernels;  // DF, VF, DU, VU, kLanes, ...
 
-inline constexpr std::size_t kGroup = 16;
+inline constexpr std::size_t kGroup = kvq::reference::kTurboGroup;
 static_assert(kGroup % kLanes == 0, "a group must be whole vectors");
 
 // Per-lane shift that extracts value j of a 2-bit group from its 4 bytes read
