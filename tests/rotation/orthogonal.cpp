@@ -1,7 +1,10 @@
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
 
+#include <kvq/codec/turbo.hpp>
 #include <kvq/rotation/orthogonal.hpp>
+
+#include <Eigen/QR>
 
 #include <algorithm>
 #include <cmath>
@@ -113,5 +116,28 @@ TEST_CASE("RandomOrthogonal rejects dim 0", "[rotation][orthogonal]") {
     FAIL("no exception");
   } catch (const kvq::Error& e) {
     CHECK(e.code() == kvq::Errc::invalid_argument);
+  }
+}
+
+TEST_CASE("RandomOrthogonal is Q of Eigen's QR with a positive diagonal R", "[rotation][orthogonal]") {
+  // An independent computation: the same Gaussian matrix factored by Eigen's
+  // HouseholderQR, signs fixed so that R_ii > 0 (which makes Q unique).
+  for (std::size_t d : {1u, 3u, 80u, 96u, 200u}) {
+    INFO("dim " << d);
+    const auto n = static_cast<Eigen::Index>(d);
+    Eigen::MatrixXd a(n, n);
+    kvq::Rng rng(kvq::Turbo<4>::kDefaultSeed);
+    for (Eigen::Index i = 0; i < n; ++i)
+      for (Eigen::Index j = 0; j < n; ++j) a(i, j) = rng.normal();
+    const Eigen::HouseholderQR<Eigen::MatrixXd> qr(a);
+    const Eigen::MatrixXd q = qr.householderQ();
+    const kvq::RandomOrthogonal ours(d, kvq::Turbo<4>::kDefaultSeed);
+    double err = 0.0;
+    for (Eigen::Index i = 0; i < n; ++i)
+      for (Eigen::Index j = 0; j < n; ++j) {
+        const double s = qr.matrixQR()(j, j) < 0.0 ? -1.0 : 1.0;
+        err = std::max(err, std::abs(s * q(i, j) - ours.matrix()[static_cast<std::size_t>(i * n + j)]));
+      }
+    CHECK(err < 1e-6);
   }
 }

@@ -3,6 +3,8 @@
 #include <kvq/rotation/rotation.hpp>
 
 #include <cmath>
+#include <memory>
+#include <thread>
 #include <vector>
 
 TEST_CASE("Rotation picks Hadamard for powers of two, dense otherwise", "[rotation]") {
@@ -71,4 +73,28 @@ TEST_CASE("Rotation preserves dot products", "[rotation]") {
 
 TEST_CASE("Rotation rejects dim 0", "[rotation]") {
   CHECK_THROWS_AS(kvq::Rotation(0, 1), kvq::Error);
+}
+
+TEST_CASE("Dense rotations of one (dim, seed) share one matrix while alive", "[rotation]") {
+  const kvq::Rotation a(96, 11), b(96, 11), c(96, 12), d(80, 11);
+  REQUIRE(a.dense() != nullptr);
+  CHECK(a.dense() == b.dense());
+  CHECK(a.dense() != c.dense());
+  CHECK(a.dense() != d.dense());
+  CHECK(a.dense()->matrix() == kvq::RandomOrthogonal(96, 11).matrix());
+  CHECK(kvq::Rotation(64, 11).dense() == nullptr);
+  // A copy shares too, and the matrix outlives the Rotation it came from.
+  const kvq::Rotation* first = new kvq::Rotation(112, 3);
+  const kvq::Rotation copy = *first;
+  const std::vector<float> expect = first->dense()->matrix();
+  delete first;
+  CHECK(copy.dense()->matrix() == expect);
+}
+
+TEST_CASE("Concurrent first uses of a dense rotation build one matrix", "[rotation][threads]") {
+  std::vector<std::unique_ptr<kvq::Rotation>> rs(4);
+  std::vector<std::thread> ts;
+  for (std::size_t i = 0; i < rs.size(); ++i) ts.emplace_back([&, i] { rs[i] = std::make_unique<kvq::Rotation>(208, 77); });
+  for (auto& t : ts) t.join();
+  for (const auto& r : rs) CHECK(r->dense() == rs[0]->dense());
 }
