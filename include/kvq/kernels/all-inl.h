@@ -8,3 +8,5 @@
 #include <kvq/kernels/uniform-inl.h>
 #include <kvq/kernels/turbo-inl.h>
 #include <kvq/kernels/per_channel-inl.h>
+#include <kvq/kernels/exact-inl.h>
+#include <kvq/kernels/softmax-inl.h>

@@ -29,6 +29,7 @@
 #error "kvq: include <kvq/kvq.hpp> (or kvq/kernels/dispatch.hpp) before any Highway header"
 #endif
 
+#include <kvq/cache/exact_codec.hpp>
 #include <kvq/codec/per_channel.hpp>
 #include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
@@ -37,6 +38,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #if defined(KVQ_STATIC_DISPATCH_ONLY) && !defined(HWY_COMPILE_ONLY_STATIC)
@@ -97,6 +99,11 @@ HWY_EXPORT(ScoresPc4);
 HWY_EXPORT(AccumulatePc2);
 HWY_EXPORT(AccumulatePc3);
 HWY_EXPORT(AccumulatePc4);
+HWY_EXPORT(ScoresF32);
+HWY_EXPORT(ScoresF16);
+HWY_EXPORT(AccumulateF32);
+HWY_EXPORT(AccumulateF16);
+HWY_EXPORT(OnlineSoftmax);
 }  // namespace
 
 inline namespace KVQ_KERNELS_ABI {
@@ -250,6 +257,45 @@ void accumulate(const PerChannel<B>& codec, const float* w, std::size_t n_q, std
   detail::per_channel_accumulate_kernel<B>()(w, n_q, w_stride, tiles, n_tiles, d, g, scratch.data(), acc,
                                              acc_stride);
 }
+
+// Exact rows (f32, f16 windows, sinks and caches): SIMD when head_dim is a
+// multiple of 16, the codec's scalar loop otherwise.
+#define KVQ_KERNELS_EXACT_WRAPPERS(CODEC, FMT)                                                             \
+  inline void scores(const CODEC& codec, const float* q, std::size_t n_q, std::size_t q_stride,             \
+                     const std::byte* rows, std::size_t n_rows, float* out, std::size_t out_stride) {      \
+    const std::size_t d = codec.head_dim();                                                                \
+    detail::check_run("kvq::kernels::scores", d, q, n_q, q_stride, rows, n_rows, out, out_stride, n_rows); \
+    if (n_q == 0 || n_rows == 0) return;                                                                   \
+    if (d % 16 == 0) return HWY_DYNAMIC_DISPATCH(Scores##FMT)(q, n_q, q_stride, rows, n_rows, d, out, out_stride); \
+    for (std::size_t i = 0; i < n_q; ++i)                                                                  \
+      for (std::size_t t = 0; t < n_rows; ++t)                                                             \
+        codec.scores(q + i * q_stride, rows + t * codec.bytes_per_tile(), out + i * out_stride + t);       \
+  }                                                                                                        \
+  inline void accumulate(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride,         \
+                         const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) {  \
+    const std::size_t d = codec.head_dim();                                                                \
+    detail::check_run("kvq::kernels::accumulate", n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride, d); \
+    if (n_q == 0 || n_rows == 0) return;                                                                   \
+    if (d % 16 == 0) return HWY_DYNAMIC_DISPATCH(Accumulate##FMT)(w, n_q, w_stride, rows, n_rows, d, acc, acc_stride); \
+    for (std::size_t i = 0; i < n_q; ++i)                                                                  \
+      for (std::size_t t = 0; t < n_rows; ++t)                                                             \
+        codec.accumulate(acc + i * acc_stride, w + i * w_stride + t, rows + t * codec.bytes_per_tile());   \
+  }
+KVQ_KERNELS_EXACT_WRAPPERS(kvq::ExactF32, F32)
+KVQ_KERNELS_EXACT_WRAPPERS(kvq::ExactF16, F16)
+#undef KVQ_KERNELS_EXACT_WRAPPERS
+
+// One online-softmax step over a chunk of scores (softmax-inl.h): for each of
+// the n_q rows s + i * stride (n scores, the first n_valid[i] visible, or all
+// when n_valid is null) the scores become weights exp(scale * s - m_i'),
+// m_i' = max(m_i, scale * max s) is stored in m[i], l[i] = l[i] * corr[i] + sum
+// of the weights, corr[i] = exp(m_i - m_i'). Rows must be writable up to n
+// rounded up to kSoftmaxPad floats.
+inline void online_softmax(float* s, std::size_t n_q, std::size_t stride, std::size_t n, const std::uint32_t* n_valid,
+                           float scale, float* m, float* l, float* corr) {
+  HWY_DYNAMIC_DISPATCH(OnlineSoftmax)(s, n_q, stride, n, n_valid, scale, m, l, corr);
+}
+inline constexpr std::size_t kSoftmaxPad = 16;  // the widest vector of any target (softmax-inl.h)
 
 }  // namespace KVQ_KERNELS_ABI
 }  // namespace kvq::kernels
