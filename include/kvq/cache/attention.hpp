@@ -4,10 +4,11 @@
 // (the query heads sharing a KV head, GQA), in the codec's working space. The
 // signature is group-shaped on purpose: codecs with Highway kernels (uniform,
 // turbo, per-channel) run the dispatched kernel, which reads each tile once
-// per group; any other codec (the exact window codec, a user's) runs its
-// scalar codec calls tile by tile.
+// per group; any other codec (a user's) runs its scalar codec calls tile by
+// tile. The exact window formats (f32, f16) have kernels too.
 #pragma once
 
+#include <kvq/cache/exact_codec.hpp>
 #include <kvq/codec/registry.hpp>
 #include <kvq/kernels/dispatch.hpp>
 
@@ -29,7 +30,7 @@ bool with_kernel_codec(const AnyCodec& codec, Run&& run) {
 template <class Run>
 bool with_simd_kernel(const AnyCodec& codec, Run&& run) {
   return with_kernel_codec<Q8_0, Q4_0, Q4_1, Q3_1, Q2_1, Turbo2, Turbo3, Turbo4, PerChannel<2>, PerChannel<3>,
-                           PerChannel<4>>(codec, std::forward<Run>(run));
+                           PerChannel<4>, ExactF32, ExactF16>(codec, std::forward<Run>(run));
 }
 // Codecs whose working space is model space (prepare_query and finish_output
 // are copies): the kernels read the caller's queries and add into its output.

@@ -15,11 +15,14 @@
 #pragma once
 
 #include <kvq/cache/attention.hpp>
+#include <kvq/cache/fused_attention.hpp>
 #include <kvq/cache/cache_spec.hpp>
 #include <kvq/cache/memory.hpp>
 #include <kvq/cache/model_shape.hpp>
 #include <kvq/cache/policy.hpp>
 #include <kvq/cache/stream.hpp>
+#include <kvq/core/scratch.hpp>
+#include <kvq/kernels/parallel.hpp>
 #include <kvq/schedule/age_schedule.hpp>
 #include <kvq/schedule/layer_schedule.hpp>
 
@@ -104,8 +107,25 @@ class Cache {
   // out are [n_pos][n_q_heads][head_dim], causal. Keys are read in the state
   // after the batch append (older tokens of a long batch may already be
   // compressed), exactly as a decode step would read them.
+  //
+  // Both run the fused pass (fused_attention.hpp): per KV head and block of
+  // up to 16 queries (a GQA group, or several prefill positions of it), K and
+  // V are read once, tile by tile, with an online softmax. No heap allocation
+  // once the calling thread has attended a shape this large before.
   void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out,
               std::optional<float> scale = std::nullopt) const {
+    attend(layer, n_pos, q, out, detail::SerialFor{}, 1, scale);
+  }
+
+  // The same on `n_threads` threads of the caller's parallel_for (called as
+  // parallel_for(n_tasks, fn): fn(i) once for every i < n_tasks, any thread,
+  // returning when all are done; kernels::ThreadPool is one). Work is split
+  // over KV heads and query blocks and, when those are fewer than the threads,
+  // over token ranges merged by log-sum-exp (flash-decoding). The result
+  // equals the single-thread one within float rounding of the merge.
+  template <class ParallelFor>
+  void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out, ParallelFor&& parallel_for,
+              std::size_t n_threads, std::optional<float> scale = std::nullopt) const {
     const Layer& L = layers_[ordinal(layer, "attend")];
     detail::require(q != nullptr && out != nullptr, Errc::invalid_argument, "attend: q or out is null");
     detail::require(L.length > 0, Errc::invalid_argument,
@@ -114,23 +134,11 @@ class Cache {
                     "attend: n_pos " + std::to_string(n_pos) + " not in 1.." + std::to_string(L.length));
     const float s = scale.value_or(1.0f / std::sqrt(static_cast<float>(shape_.head_dim)));
     detail::require(std::isfinite(s), Errc::invalid_argument, "attend: scale is not finite");
-    const std::size_t d = shape_.head_dim, g = shape_.group_size(), n = L.length;
-    std::vector<float> w(g * n);
-    for (std::size_t i = 0; i < n_pos; ++i) {
-      const std::size_t visible = n - n_pos + i + 1;
-      const float* qi = q + i * shape_.n_q_heads * d;
-      float* oi = out + i * shape_.n_q_heads * d;
-      for (std::size_t h = 0; h < shape_.n_kv_heads; ++h) {
-        for_each_segment(L.k, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt) {
-          detail::segment_scores(c, qi + h * g * d, g, d, tiles, nt, w.data() + first, n);
-        });
-        for (std::size_t j = 0; j < g; ++j) detail::softmax_row(w.data() + j * n, n, visible, s);
-        std::fill(oi + h * g * d, oi + (h + 1) * g * d, 0.0f);
-        for_each_segment(L.v, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt) {
-          detail::segment_accumulate(c, w.data() + first, g, n, tiles, nt, oi + h * g * d, d);
-        });
-      }
-    }
+    fused_attend(L, n_pos, q, out, s, parallel_for, std::max<std::size_t>(1, n_threads));
+  }
+  void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out, kernels::ThreadPool& pool,
+              std::optional<float> scale = std::nullopt) const {
+    attend(layer, n_pos, q, out, pool, pool.size(), scale);
   }
 
   // Raw scores q . k_t (unscaled) of query head q_head against every key of
@@ -259,6 +267,100 @@ class Cache {
                                                "][head " + std::to_string(h) + "] has norm " +
                                                std::to_string(std::sqrt(sq)) + " > 65504 (the cache's input domain)");
       }
+  }
+
+  // The runs of one stream and head, in position order (one per segment).
+  static std::size_t stream_runs(const detail::Stream& s, std::size_t head, detail::TileRun* runs) {
+    std::size_t n = 0;
+    for_each_segment(s, head, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt) {
+      runs[n++] = {&c, first, tiles, nt, c.tokens_per_tile(), c.bytes_per_tile()};
+    });
+    return n;
+  }
+
+  template <class ParallelFor>
+  void fused_attend(const Layer& L, std::size_t n_pos, const float* q, float* out, float scale,
+                    ParallelFor& parallel_for, std::size_t n_threads) const {
+    using detail::kMaxBlockQueries;
+    const std::size_t d = shape_.head_dim, g = shape_.group_size(), n = L.length, hq = shape_.n_q_heads;
+    const std::size_t n_seg_k = L.k.counts.size(), n_seg_v = L.v.counts.size();
+    // Kernels per segment (the same for every head), and the largest tiles.
+    detail::Scratch<detail::RunKernels, 16> kk(n_seg_k), vk(n_seg_v);
+    std::size_t max_k_tile = 1, max_v_tile = 1;
+    for (std::size_t j = 0; j < n_seg_k; ++j) {
+      kk.data()[j] = detail::resolve_kernels(L.k.codecs[j]);
+      max_k_tile = std::max(max_k_tile, L.k.codecs[j].tokens_per_tile());
+    }
+    for (std::size_t j = 0; j < n_seg_v; ++j) {
+      vk.data()[j] = detail::resolve_kernels(L.v.codecs[j]);
+      max_v_tile = std::max(max_v_tile, L.v.codecs[j].tokens_per_tile());
+    }
+    // Token ranges: one unless heads x blocks leave threads idle. Their
+    // bounds are tile boundaries of both streams (the same for every head).
+    const std::size_t n_flat = n_pos * g, n_blocks = (n_flat + kMaxBlockQueries - 1) / kMaxBlockQueries;
+    const std::size_t jobs = shape_.n_kv_heads * n_blocks;
+    std::size_t n_ranges = 1;
+    if (n_threads > 1 && jobs < 2 * n_threads) n_ranges = std::min((2 * n_threads + jobs - 1) / jobs, std::max<std::size_t>(1, n / 4096));
+    detail::Scratch<std::size_t, 65> bounds(n_ranges + 1);
+    {
+      detail::Scratch<detail::TileRun, 16> kr(n_seg_k), vr(n_seg_v);
+      const std::span<const detail::TileRun> ks(kr.data(), stream_runs(L.k, 0, kr.data()));
+      const std::span<const detail::TileRun> vs(vr.data(), stream_runs(L.v, 0, vr.data()));
+      bounds.data()[0] = 0;
+      for (std::size_t r = 1; r < n_ranges; ++r)
+        bounds.data()[r] = std::max(bounds.data()[r - 1], detail::common_boundary(ks, vs, r * n / n_ranges, n));
+      bounds.data()[n_ranges] = n;
+    }
+    // Partials (m, l: kMaxBlockQueries each; acc: kMaxBlockQueries x d): one
+    // per thread when each job is one range (written out by the task), one
+    // per job and range otherwise (merged here).
+    const std::size_t per = 2 * kMaxBlockQueries + kMaxBlockQueries * d;
+    thread_local std::vector<float> shared;
+    if (n_ranges > 1 && shared.size() < jobs * n_ranges * per) shared.resize(jobs * n_ranges * per);
+    float* const sbase = shared.data();
+    const auto as_partial = [&](float* p) {
+      return detail::Partial{p, p + kMaxBlockQueries, p + 2 * kMaxBlockQueries};
+    };
+    const auto block_size = [&](std::size_t b) { return std::min(kMaxBlockQueries, n_flat - b * kMaxBlockQueries); };
+    const auto write_out = [&](std::size_t job, const detail::Partial& p) {
+      const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
+      for (std::size_t i = 0; i < nq; ++i) {
+        const std::size_t f = b * kMaxBlockQueries + i, pos = f / g, j = f % g;
+        float* o = out + pos * hq * d + (h * g + j) * d;
+        const float inv = 1.0f / p.l[i];
+        for (std::size_t t = 0; t < d; ++t) o[t] = p.acc[i * d + t] * inv;
+      }
+    };
+
+    parallel_for(jobs * n_ranges, [&](std::size_t task) {
+      const std::size_t job = task / n_ranges, r = task % n_ranges, h = job / n_blocks, b = job % n_blocks;
+      const std::size_t nq = block_size(b);
+      detail::FusedWorkspace& ws = detail::thread_workspace();
+      ws.reserve(kMaxBlockQueries, d, max_k_tile, max_v_tile);
+      if (ws.partial.size() < per) ws.partial.resize(per);
+      const float* qs[kMaxBlockQueries];
+      std::uint32_t visible[kMaxBlockQueries];
+      for (std::size_t i = 0; i < nq; ++i) {
+        const std::size_t f = b * kMaxBlockQueries + i, pos = f / g, j = f % g;
+        qs[i] = q + pos * hq * d + (h * g + j) * d;
+        visible[i] = static_cast<std::uint32_t>(n - n_pos + pos + 1);
+      }
+      detail::Scratch<detail::TileRun, 16> kr(n_seg_k), vr(n_seg_v);
+      const std::span<const detail::TileRun> ks(kr.data(), stream_runs(L.k, h, kr.data()));
+      const std::span<const detail::TileRun> vs(vr.data(), stream_runs(L.v, h, vr.data()));
+      const detail::QueryBlock qb{nq, qs, visible, scale};
+      const detail::Partial p = as_partial(n_ranges == 1 ? ws.partial.data() : sbase + task * per);
+      detail::attend_range(ks, {kk.data(), n_seg_k}, vs, {vk.data(), n_seg_v}, d, qb, bounds.data()[r],
+                           bounds.data()[r + 1], ws, p);
+      if (n_ranges == 1) write_out(job, p);
+    });
+    if (n_ranges == 1) return;
+    for (std::size_t job = 0; job < jobs; ++job) {
+      const detail::Partial p = as_partial(sbase + job * n_ranges * per);
+      for (std::size_t r = 1; r < n_ranges; ++r)
+        detail::merge_partials(p, as_partial(sbase + (job * n_ranges + r) * per), block_size(job % n_blocks), d);
+      write_out(job, p);
+    }
   }
 
   template <class F>

@@ -1,0 +1,318 @@
+// The fused attention pass: one walk over a KV head's K and V tiles per block
+// of queries, with an online (running-max) softmax, so the cache is read once
+// per step and no O(context) buffer exists.
+//
+// What it computes, for each query i of a block (scalar description, the
+// oracle of tests/cache/fused_attention.cpp): with s_t = q_i . k_t over the
+// positions t < visible_i,
+//     out_i = sum_t exp(scale s_t - M) v_t / sum_t exp(scale s_t - M),
+// M = max_t scale s_t, every product taken in the codec's working space.
+//
+// How: the stream of one KV head is a list of *runs* (TileRun: whole tiles of
+// one codec from one position). The pass takes K in chunks of whole K tiles
+// (~128 tokens, a few KB: they stay in L1), scores the chunk for every query
+// of the block with the codec's kernel, turns the scores into weights with
+// kernels::online_softmax (vector exp; it reports how much the running max
+// moved, and what was accumulated so far is rescaled by that factor), then
+// accumulates V over the same positions. K and V may be cut into runs and
+// tiles differently (per-channel K tiles of 128 tokens beside row-wise V, K
+// and V tiers of different ages): weights of positions whose V tile is not
+// complete yet wait in the weight buffer (fewer than one V tile's worth)
+// and are rescaled with the rest. A run can be any contiguous piece of a
+// segment, so paged storage only changes how the run list is built.
+//
+// The pass works on a token range [begin, end) of the runs (tile boundaries
+// of both streams) and returns an unnormalized partial (m, l, acc): ranges
+// run on different threads are merged by log-sum-exp (flash-decoding).
+#pragma once
+
+#include <kvq/cache/attention.hpp>
+#include <kvq/cache/exact_codec.hpp>
+#include <kvq/kernels/dispatch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+namespace kvq::detail {
+
+// parallel_for that runs every task on the calling thread.
+struct SerialFor {
+  template <class Fn>
+  void operator()(std::size_t n, Fn&& fn) const {
+    for (std::size_t i = 0; i < n; ++i) fn(i);
+  }
+};
+
+// Whole tiles of one codec, from position `first`.
+struct TileRun {
+  const AnyCodec* codec = nullptr;
+  std::size_t first = 0;
+  const std::byte* tiles = nullptr;
+  std::size_t n_tiles = 0;
+  std::size_t tile_tokens = 1;
+  std::size_t tile_bytes = 0;
+  std::size_t end() const noexcept { return first + n_tiles * tile_tokens; }
+};
+
+// The kernels of one run's codec, resolved once per call (AnyCodec::get_if is
+// a dynamic_cast: too slow per chunk). `codec` is the typed codec for the
+// kernel paths, the AnyCodec for the generic one.
+struct RunKernels {
+  using Fn = void (*)(const void*, const float*, std::size_t, std::size_t, const std::byte*, std::size_t, float*,
+                      std::size_t);
+  Fn scores = nullptr;
+  Fn accumulate = nullptr;
+  const void* codec = nullptr;
+  bool model_space = false;  // accumulate adds straight into the model-space output
+};
+
+template <class C>
+RunKernels typed_kernels(const C& codec) {
+  RunKernels k;
+  k.scores = [](const void* c, const float* q, std::size_t n_q, std::size_t qs, const std::byte* t, std::size_t nt,
+                float* out, std::size_t os) { kernels::scores(*static_cast<const C*>(c), q, n_q, qs, t, nt, out, os); };
+  k.accumulate = [](const void* c, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
+                    std::size_t nt, float* acc, std::size_t as) {
+    kernels::accumulate(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
+  };
+  k.codec = &codec;
+  k.model_space = kWorksInModelSpace<C>;
+  return k;
+}
+
+// Any other codec: its own per-tile calls (q already prepared).
+inline RunKernels generic_kernels(const AnyCodec& codec) {
+  RunKernels k;
+  k.scores = [](const void* p, const float* q, std::size_t n_q, std::size_t qs, const std::byte* t, std::size_t nt,
+                float* out, std::size_t os) {
+    const AnyCodec& c = *static_cast<const AnyCodec*>(p);
+    const std::size_t g = c.tokens_per_tile(), bt = c.bytes_per_tile();
+    for (std::size_t i = 0; i < n_q; ++i)
+      for (std::size_t j = 0; j < nt; ++j) c.scores(q + i * qs, t + j * bt, out + i * os + j * g);
+  };
+  k.accumulate = [](const void* p, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
+                    std::size_t nt, float* acc, std::size_t as) {
+    const AnyCodec& c = *static_cast<const AnyCodec*>(p);
+    const std::size_t g = c.tokens_per_tile(), bt = c.bytes_per_tile();
+    for (std::size_t i = 0; i < n_q; ++i)
+      for (std::size_t j = 0; j < nt; ++j) c.accumulate(acc + i * as, w + i * ws + j * g, t + j * bt);
+  };
+  k.codec = &codec;
+  return k;
+}
+
+inline RunKernels resolve_kernels(const AnyCodec& codec) {
+  RunKernels k;
+  if (with_simd_kernel(codec, [&](const auto& c) { k = typed_kernels(c); })) return k;
+  return generic_kernels(codec);
+}
+
+// The queries of one block: n_q rows in model space, query i at q(i), seeing
+// positions [0, visible[i]).
+struct QueryBlock {
+  std::size_t n_q = 0;
+  const float* const* q = nullptr;
+  const std::uint32_t* visible = nullptr;
+  float scale = 1.0f;
+};
+
+// Unnormalized result over a token range: m[i] running max of scale * s,
+// l[i] = sum exp(scale s - m[i]), acc[i * d ..] = sum exp(scale s - m[i]) v.
+struct Partial {
+  float* m;
+  float* l;
+  float* acc;
+};
+
+inline constexpr std::size_t kChunkTokens = 128;  // K tokens scored per step
+inline constexpr std::size_t kMaxBlockQueries = 16;
+
+// Per-thread working memory of the pass: grows to the largest shape seen and
+// stays, so steady-state calls do not allocate.
+struct FusedWorkspace {
+  std::vector<float> buf;
+  std::vector<std::uint32_t> valid;
+  std::vector<float> partial;  // the caller's Partial, when it has none of its own
+  float* q_work = nullptr;   // [n_q][d]
+  float* acc_work = nullptr;  // [n_q][d]
+  float* w = nullptr;         // [n_q][w_stride]
+  float* corr = nullptr;      // [n_q]
+  std::size_t w_stride = 0;
+
+  void reserve(std::size_t n_q, std::size_t d, std::size_t max_k_tile, std::size_t max_v_tile) {
+    const std::size_t pad = kernels::kSoftmaxPad;
+    const std::size_t chunk = std::max(kChunkTokens, max_k_tile);
+    w_stride = (max_v_tile + chunk + 2 * pad) / pad * pad;
+    const std::size_t need = 2 * n_q * d + n_q * w_stride + n_q;
+    if (buf.size() < need) buf.resize(need);
+    if (valid.size() < n_q) valid.resize(n_q);
+    q_work = buf.data();
+    acc_work = q_work + n_q * d;
+    w = acc_work + n_q * d;
+    corr = w + n_q * w_stride;
+  }
+};
+
+inline FusedWorkspace& thread_workspace() {
+  thread_local FusedWorkspace ws;
+  return ws;
+}
+
+// The run of `runs` holding position p (runs cover [0, n) in order).
+inline std::size_t run_at(std::span<const TileRun> runs, std::size_t p, std::size_t from = 0) {
+  std::size_t r = from;
+  while (r < runs.size() && runs[r].end() <= p) ++r;
+  return r;
+}
+
+// The smallest tile boundary of `runs` at or after p.
+inline std::size_t tile_boundary_at_or_after(std::span<const TileRun> runs, std::size_t p) {
+  const std::size_t r = run_at(runs, p);
+  if (r == runs.size()) return p;
+  const TileRun& run = runs[r];
+  const std::size_t off = p > run.first ? p - run.first : 0;
+  return run.first + (off + run.tile_tokens - 1) / run.tile_tokens * run.tile_tokens;
+}
+
+// A boundary >= p of the tiles of both streams (k and v), or `n` if none is
+// found within a few steps (possible only with two different multi-token
+// tilings that never line up).
+inline std::size_t common_boundary(std::span<const TileRun> k, std::span<const TileRun> v, std::size_t p,
+                                   std::size_t n) {
+  for (int step = 0; step < 8 && p < n; ++step) {
+    const std::size_t a = tile_boundary_at_or_after(k, p);
+    const std::size_t b = tile_boundary_at_or_after(v, a);
+    if (b == a) return std::min(a, n);
+    p = b;
+  }
+  return n;
+}
+
+// The pass over [begin, end) (common tile boundaries) for one query block.
+// kk / vk: the resolved kernels of each run.
+inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKernels> kk,
+                         std::span<const TileRun> v_runs, std::span<const RunKernels> vk, std::size_t d,
+                         const QueryBlock& qb, std::size_t begin, std::size_t end, FusedWorkspace& ws,
+                         Partial out) {
+  const std::size_t n_q = qb.n_q;
+  for (std::size_t i = 0; i < n_q; ++i) {
+    out.m[i] = -std::numeric_limits<float>::infinity();
+    out.l[i] = 0.0f;
+  }
+  std::fill(out.acc, out.acc + n_q * d, 0.0f);
+  std::size_t stop = 0;  // positions from `stop` on are invisible to every query
+  for (std::size_t i = 0; i < n_q; ++i) stop = std::max<std::size_t>(stop, qb.visible[i]);
+  stop = std::min(stop, end);
+  if (stop <= begin) return;
+
+  const std::size_t ws_stride = ws.w_stride;
+  float* const w = ws.w;
+  std::size_t k_pos = begin, v_pos = begin;  // next K position to score; W column 0 is v_pos
+  std::size_t kr = run_at(k_runs, begin), vr = run_at(v_runs, begin);
+  std::size_t prepared = static_cast<std::size_t>(-1);  // K run whose codec prepared q_work
+  std::size_t working = static_cast<std::size_t>(-1);   // V run accumulating in acc_work
+
+  // Maps the working-space accumulator of V run `working` into out.acc.
+  const auto finish_working = [&] {
+    if (working == static_cast<std::size_t>(-1)) return;
+    const AnyCodec& c = *v_runs[working].codec;
+    float* tmp = ws.q_work;  // free while V is swept: q_work is re-prepared for the next K run
+    prepared = static_cast<std::size_t>(-1);
+    for (std::size_t i = 0; i < n_q; ++i) {
+      c.finish_output(ws.acc_work + i * d, tmp);
+      float* a = out.acc + i * d;
+      for (std::size_t j = 0; j < d; ++j) a[j] += tmp[j];
+    }
+    working = static_cast<std::size_t>(-1);
+  };
+
+  // Accumulates the waiting weights of every whole V tile before `limit`;
+  // with `final`, the V tile holding limit - 1 too (zero weights after it).
+  const auto flush_v = [&](std::size_t limit, bool final) {
+    while (v_pos < limit) {
+      vr = run_at(v_runs, v_pos, vr);
+      const TileRun& run = v_runs[vr];
+      const std::size_t g = run.tile_tokens;
+      std::size_t nt = (std::min(limit, run.end()) - v_pos) / g;
+      if (nt == 0) {
+        if (!final) return;
+        const std::size_t have = limit - v_pos;  // pad the tile with zero weights
+        for (std::size_t i = 0; i < n_q; ++i) std::fill(w + i * ws_stride + have, w + i * ws_stride + g, 0.0f);
+        nt = 1;
+      }
+      float* acc = out.acc;
+      if (!vk[vr].model_space) {
+        if (working != vr) {
+          finish_working();
+          std::fill(ws.acc_work, ws.acc_work + n_q * d, 0.0f);
+          working = vr;
+        }
+        acc = ws.acc_work;
+      }
+      const std::size_t tile0 = (v_pos - run.first) / g;
+      vk[vr].accumulate(vk[vr].codec, w, n_q, ws_stride, run.tiles + tile0 * run.tile_bytes, nt, acc, d);
+      const std::size_t used = nt * g, pending = k_pos > v_pos + used ? k_pos - v_pos - used : 0;
+      if (pending > 0)
+        for (std::size_t i = 0; i < n_q; ++i) std::memmove(w + i * ws_stride, w + i * ws_stride + used, pending * sizeof(float));
+      v_pos += used;
+    }
+  };
+
+  while (k_pos < stop) {
+    kr = run_at(k_runs, k_pos, kr);
+    const TileRun& run = k_runs[kr];
+    const std::size_t g = run.tile_tokens;
+    const std::size_t tile0 = (k_pos - run.first) / g;
+    const std::size_t want = (std::min(stop, run.end()) - k_pos + g - 1) / g;  // tiles up to stop
+    const std::size_t nt = std::min(want, std::max<std::size_t>(1, kChunkTokens / g));
+    const std::size_t n = nt * g, col = k_pos - v_pos;
+    if (prepared != kr) {
+      for (std::size_t i = 0; i < n_q; ++i) run.codec->prepare_query(qb.q[i], ws.q_work + i * d);
+      prepared = kr;
+    }
+    kk[kr].scores(kk[kr].codec, ws.q_work, n_q, d, run.tiles + tile0 * run.tile_bytes, nt, w + col, ws_stride);
+    for (std::size_t i = 0; i < n_q; ++i)
+      ws.valid[i] = static_cast<std::uint32_t>(qb.visible[i] > k_pos ? std::min(qb.visible[i] - k_pos, n) : 0);
+    kernels::online_softmax(w + col, n_q, ws_stride, n, ws.valid.data(), qb.scale, out.m, out.l, ws.corr);
+    for (std::size_t i = 0; i < n_q; ++i) {
+      const float c = ws.corr[i];
+      if (c == 1.0f) continue;
+      float* wi = w + i * ws_stride;
+      for (std::size_t t = 0; t < col; ++t) wi[t] *= c;
+      float* a = out.acc + i * d;
+      for (std::size_t j = 0; j < d; ++j) a[j] *= c;
+      if (working != static_cast<std::size_t>(-1)) {
+        float* aw = ws.acc_work + i * d;
+        for (std::size_t j = 0; j < d; ++j) aw[j] *= c;
+      }
+    }
+    k_pos += n;
+    flush_v(k_pos, false);
+  }
+  flush_v(std::min(k_pos, stop), true);
+  finish_working();
+}
+
+// Combines partials of consecutive ranges into the first (log-sum-exp).
+inline void merge_partials(Partial into, const Partial& other, std::size_t n_q, std::size_t d) {
+  for (std::size_t i = 0; i < n_q; ++i) {
+    const float m = std::max(into.m[i], other.m[i]);
+    if (m == -std::numeric_limits<float>::infinity()) continue;
+    const float a = into.m[i] == m ? 1.0f : std::exp(into.m[i] - m);
+    const float b = other.m[i] == m ? 1.0f : std::exp(other.m[i] - m);
+    into.l[i] = into.l[i] * a + other.l[i] * b;
+    float* x = into.acc + i * d;
+    const float* y = other.acc + i * d;
+    for (std::size_t j = 0; j < d; ++j) x[j] = x[j] * a + y[j] * b;
+    into.m[i] = m;
+  }
+}
+
+}  // namespace kvq::detail
