@@ -128,10 +128,12 @@ class Cache {
               std::size_t n_threads, std::optional<float> scale = std::nullopt) const {
     const Layer& L = layers_[ordinal(layer, "attend")];
     detail::require(q != nullptr && out != nullptr, Errc::invalid_argument, "attend: q or out is null");
-    detail::require(L.length > 0, Errc::invalid_argument,
-                    "attend: layer " + std::to_string(layer) + " is empty (append K/V before attending)");
-    detail::require(n_pos > 0 && n_pos <= L.length, Errc::out_of_range,
-                    "attend: n_pos " + std::to_string(n_pos) + " not in 1.." + std::to_string(L.length));
+    if (L.length == 0)
+      detail::fail(Errc::invalid_argument,
+                   "attend: layer " + std::to_string(layer) + " is empty (append K/V before attending)");
+    if (n_pos == 0 || n_pos > L.length)
+      detail::fail(Errc::out_of_range,
+                   "attend: n_pos " + std::to_string(n_pos) + " not in 1.." + std::to_string(L.length));
     const float s = scale.value_or(1.0f / std::sqrt(static_cast<float>(shape_.head_dim)));
     detail::require(std::isfinite(s), Errc::invalid_argument, "attend: scale is not finite");
     fused_attend(L, n_pos, q, out, s, parallel_for, std::max<std::size_t>(1, n_threads));

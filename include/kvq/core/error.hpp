@@ -75,6 +75,11 @@ namespace detail {
 inline void require(bool condition, Errc code, const std::string& message) {
   if (!condition) fail(code, message);
 }
+// A literal message: no std::string is built unless the check fails (hot
+// paths such as Cache::attend must not allocate).
+inline void require(bool condition, Errc code, const char* message) {
+  if (!condition) fail(code, message);
+}
 }  // namespace detail
 
 }  // namespace kvq

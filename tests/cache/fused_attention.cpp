@@ -1,0 +1,213 @@
+// The fused attention pass (Cache::attend) against an independent double-
+// precision attention over the cache's own decoded tiles (Cache::segments +
+// decode_tile), so codec error cancels and only the pass is judged: sinks,
+// windows, tiers, K and V cut into different tiles (per-channel K), turbo's
+// rotated space, f32/f16 at SIMD and non-SIMD head sizes, causal prefill,
+// threads and token-range splits, NaN queries, and no heap allocation once
+// warmed.
+#include "kvq_test.hpp"
+#include "support/cache_fixtures.hpp"
+
+#include <kvq/cache/cache.hpp>
+#include <kvq/kernels/parallel.hpp>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <new>
+#include <string>
+#include <vector>
+
+#if !defined(KVQ_SANITIZED_BUILD) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+// GCC 12 pairs the replaced operators with its built-in ones and warns falsely.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#define KVQ_COUNT_ALLOCATIONS 1
+namespace {
+std::atomic<long> g_allocations{0};
+}
+void* operator new(std::size_t n) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#endif
+
+namespace {
+
+using kvq::Cache;
+using kvq::StreamKind;
+
+// [length][head_dim] decoded from one stream of one KV head.
+std::vector<double> decoded(const Cache& c, std::size_t layer, StreamKind kind, std::size_t h) {
+  const std::size_t d = c.shape().head_dim;
+  std::vector<double> x;
+  for (const auto& seg : c.segments(layer, kind, h)) {
+    const std::size_t g = seg.codec->tokens_per_tile(), bt = seg.codec->bytes_per_tile();
+    std::vector<float> tile(g * d);
+    for (std::size_t t = 0; t < seg.n_tokens / g; ++t) {
+      seg.codec->decode_tile(seg.bytes.data() + t * bt, tile.data());
+      x.insert(x.end(), tile.begin(), tile.end());
+    }
+  }
+  return x;
+}
+
+// Causal attention of query q (head_dim) over positions [0, visible), double.
+std::vector<double> exact(const float* q, const std::vector<double>& k, const std::vector<double>& v,
+                          std::size_t visible, std::size_t d, double scale) {
+  std::vector<double> s(visible), out(d, 0.0);
+  double m = -std::numeric_limits<double>::infinity(), sum = 0.0;
+  for (std::size_t t = 0; t < visible; ++t) {
+    double dot = 0.0;
+    for (std::size_t j = 0; j < d; ++j) dot += double(q[j]) * k[t * d + j];
+    m = std::max(m, s[t] = scale * dot);
+  }
+  for (std::size_t t = 0; t < visible; ++t) sum += s[t] = std::exp(s[t] - m);
+  for (std::size_t t = 0; t < visible; ++t)
+    for (std::size_t j = 0; j < d; ++j) out[j] += s[t] / sum * v[t * d + j];
+  return out;
+}
+
+// Max |out - exact| over every query head and position, relative to max |v|.
+double attend_error(const Cache& c, std::size_t layer, std::size_t n_pos, const std::vector<float>& q,
+                    const std::vector<float>& out) {
+  const auto& s = c.shape();
+  const std::size_t d = s.head_dim, g = s.group_size(), n = c.length(layer);
+  double err = 0.0, vmax = 0.0;
+  for (std::size_t h = 0; h < s.n_kv_heads; ++h) {
+    const auto k = decoded(c, layer, StreamKind::key, h), v = decoded(c, layer, StreamKind::value, h);
+    REQUIRE(k.size() == n * d);
+    for (double x : v) vmax = std::max(vmax, std::fabs(x));
+    for (std::size_t p = 0; p < n_pos; ++p)
+      for (std::size_t j = 0; j < g; ++j) {
+        const std::size_t qh = h * g + j, off = (p * s.n_q_heads + qh) * d;
+        const auto ref = exact(q.data() + off, k, v, n - n_pos + p + 1, d, 1.0 / std::sqrt(double(d)));
+        for (std::size_t i = 0; i < d; ++i) err = std::max(err, std::fabs(out[off + i] - ref[i]));
+      }
+  }
+  return err / vmax;
+}
+
+struct Case {
+  const char* spec;
+  std::size_t head_dim, q_heads, kv_heads, tokens;
+};
+
+const Case kCases[] = {
+    {"k=q4_0,v=q4_0", 128, 4, 1, 300},
+    {"k=q8_0,v=q2_1,window=16,sinks=3", 64, 8, 2, 400},
+    {"k=q4_1,v=q8_0,window=4,sinks=2,tier=40:q2_1/q2_1", 32, 2, 1, 333},
+    {"k=pc4,v=q4_0,window=8,sinks=1", 64, 4, 1, 700},     // 128-token K tiles beside row V
+    {"k=q4_0,v=pc3,window=5", 32, 1, 1, 600},             // and the other way round
+    {"k=pc2,v=pc4/g64,window=3", 32, 3, 1, 500},          // two multi-token tilings
+    {"k=turbo3,v=q3_1,window=2,precision=f16", 64, 4, 2, 260},
+    {"k=q8_0,v=turbo4,window=7", 96, 2, 1, 300},          // dense rotation, V in rotated space
+    {"k=turbo2,v=turbo4", 128, 8, 1, 200},
+    {"k=f16,v=f16", 128, 4, 1, 300},
+    {"k=f32,v=f16", 40, 2, 1, 150},                        // head_dim 40: no SIMD exact kernel
+};
+
+}  // namespace
+
+TEST_CASE("Cache::attend (fused pass) equals double-precision attention over the decoded cache", "[cache][fused]") {
+  for (const Case& tc : kCases) {
+    INFO(tc.spec << " d=" << tc.head_dim << " heads " << tc.q_heads << "/" << tc.kv_heads);
+    kvq::CacheSpec spec;
+    try {
+      spec = kvq::CacheSpec::parse(tc.spec);
+    } catch (const kvq::Error& e) {
+      // pc4/g64 in a spec arrives with issue 16; skip until the grammar takes it.
+      if (std::string(tc.spec).find("/g") != std::string::npos) continue;
+      throw;
+    }
+    Cache c(kvq::ModelShape::dense(1, tc.q_heads, tc.kv_heads, tc.head_dim, 4096), spec);
+    kvq::Rng rng(17);
+    const std::size_t d = tc.head_dim, hq = tc.q_heads;
+    const auto k = kvq::test::random_tokens(rng, tc.tokens, tc.kv_heads, d);
+    const auto v = kvq::test::random_tokens(rng, tc.tokens, tc.kv_heads, d);
+    // Queries with a strong component along a few keys, so the softmax is peaked
+    // at places (running-max updates inside the pass) and flat elsewhere.
+    for (std::size_t t = 0; t < tc.tokens; ++t) {
+      c.append(0, k.data() + t * tc.kv_heads * d, v.data() + t * tc.kv_heads * d);
+      if (t % 97 != 0 && t + 1 != tc.tokens) continue;
+      auto q = kvq::test::random_tokens(rng, 1, hq, d, 0.7);
+      for (std::size_t i = 0; i < hq * d; ++i) q[i] += 0.25f * k[(t / 2) * tc.kv_heads * d + (i / d / (hq / tc.kv_heads)) * d + i % d];
+      std::vector<float> out(hq * d);
+      c.attend(0, q.data(), out.data());
+      CHECK(attend_error(c, 0, 1, q, out) < 2e-5);
+    }
+    // Causal prefill over the last 37 positions.
+    const std::size_t n_pos = 37;
+    const auto q = kvq::test::random_tokens(rng, n_pos, hq, d);
+    std::vector<float> out(n_pos * hq * d);
+    c.attend(0, n_pos, q.data(), out.data());
+    CHECK(attend_error(c, 0, n_pos, q, out) < 2e-5);
+  }
+}
+
+TEST_CASE("Cache::attend on threads and token ranges equals one thread", "[cache][fused][parallel]") {
+  // One KV head and a long context: with 4 threads the pass splits the
+  // tokens into ranges merged by log-sum-exp.
+  for (const char* spec : {"k=q4_0,v=q4_1,window=64,sinks=4", "k=pc4,v=q8_0,window=30", "k=turbo4,v=turbo3"}) {
+    INFO(spec);
+    const std::size_t d = 64, n = 20000;
+    Cache c(kvq::ModelShape::dense(1, 4, 1, d, n), kvq::CacheSpec::parse(spec));
+    kvq::Rng rng(3);
+    const auto k = kvq::test::random_tokens(rng, n, 1, d), v = kvq::test::random_tokens(rng, n, 1, d);
+    c.append(0, n, k.data(), v.data());
+    const auto q = kvq::test::random_tokens(rng, 3, 4, d, 2.0);
+    std::vector<float> one(q.size()), four(q.size()), pooled(q.size());
+    c.attend(0, 3, q.data(), one.data());
+    c.attend(0, 3, q.data(), four.data(), kvq::detail::SerialFor{}, 4);
+    kvq::kernels::ThreadPool pool(2);
+    c.attend(0, 3, q.data(), pooled.data(), pool);
+    for (std::size_t i = 0; i < q.size(); ++i) {
+      CHECK(std::fabs(four[i] - one[i]) <= 1e-5f * (1.0f + std::fabs(one[i])));
+      CHECK(std::fabs(pooled[i] - one[i]) <= 1e-5f * (1.0f + std::fabs(one[i])));
+    }
+    CHECK(attend_error(c, 0, 3, q, four) < 2e-5);
+  }
+}
+
+TEST_CASE("Cache::attend: a NaN query poisons only its own head", "[cache][fused]") {
+  Cache c(kvq::ModelShape::dense(1, 4, 2, 32, 64), kvq::CacheSpec::parse("k=q4_0,v=q8_0,window=4"));
+  kvq::Rng rng(1);
+  const auto k = kvq::test::random_tokens(rng, 40, 2, 32), v = kvq::test::random_tokens(rng, 40, 2, 32);
+  c.append(0, 40, k.data(), v.data());
+  auto q = kvq::test::random_tokens(rng, 1, 4, 32);
+  q[2 * 32 + 5] = std::numeric_limits<float>::quiet_NaN();  // query head 2 (KV head 1)
+  std::vector<float> out(4 * 32);
+  c.attend(0, q.data(), out.data());
+  for (std::size_t h = 0; h < 4; ++h)
+    for (std::size_t i = 0; i < 32; ++i) CHECK(std::isnan(out[h * 32 + i]) == (h == 2));
+}
+
+#ifdef KVQ_COUNT_ALLOCATIONS
+TEST_CASE("Cache::attend allocates nothing once warmed", "[cache][fused]") {
+  for (const char* spec : {"k=q4_0,v=q4_0,window=32,sinks=4", "k=pc4,v=turbo4,window=8", "k=f16,v=f16"}) {
+    INFO(spec);
+    const std::size_t d = 128, n = 3000;
+    Cache c(kvq::ModelShape::dense(2, 8, 2, d, n + 8), kvq::CacheSpec::parse(spec));
+    kvq::Rng rng(4);
+    const auto k = kvq::test::random_tokens(rng, n, 2, d), v = kvq::test::random_tokens(rng, n, 2, d);
+    c.append(0, n, k.data(), v.data());
+    c.append(1, n, k.data(), v.data());
+    const auto q = kvq::test::random_tokens(rng, 4, 8, d);
+    std::vector<float> out(q.size());
+    kvq::kernels::ThreadPool pool(2);
+    c.attend(0, 4, q.data(), out.data());  // warm-up: this thread's workspace grows once
+    c.attend(0, 4, q.data(), out.data(), pool);
+    c.attend(0, 4, q.data(), out.data(), pool);
+    const long before = g_allocations.load();
+    for (int step = 0; step < 5; ++step) {
+      c.attend(0, q.data(), out.data());
+      c.attend(1, q.data(), out.data());
+      c.attend(1, 4, q.data(), out.data());
+    }
+    CHECK(g_allocations.load() == before);
+  }
+}
+#endif
