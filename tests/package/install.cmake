@@ -20,7 +20,7 @@ endif()
 foreach(_file ${KVQ_INCLUDEDIR}/kvq/kvq.hpp ${KVQ_INCLUDEDIR}/kvq/version.hpp
               ${KVQ_CMAKEDIR}/kvqConfig.cmake ${KVQ_CMAKEDIR}/kvqConfigVersion.cmake
               ${KVQ_CMAKEDIR}/kvqTargets.cmake ${KVQ_CMAKEDIR}/KvqDependencies.cmake
-              ${KVQ_PKGCONFIGDIR}/kvq.pc)
+              ${KVQ_PKGCONFIGDIR}/kvq.pc share/licenses/kvq/LICENSE)
   if(NOT EXISTS "${KVQ_PREFIX}/${_file}")
     message(FATAL_ERROR "cmake --install did not install ${_file}")
   endif()
