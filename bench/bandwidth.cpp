@@ -30,6 +30,23 @@ inline float SumFloats(const float* HWY_RESTRICT p, std::size_t n) {
 }
 inline const char* ProbeTarget() { return hwy::TargetName(HWY_TARGET); }
 
+// `iters` x 12 independent vector FMA chains (more than FMA latency x ports
+// on any x86 core), in registers: the single-core f32 FMA peak.
+inline float FmaChains(std::size_t iters, float seed) {
+  const hn::ScalableTag<float> d;
+  const auto m = hn::Set(d, 0.999999f), c = hn::Set(d, 1e-7f);
+  auto a0 = hn::Set(d, seed), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
+       a10 = a0, a11 = a0;
+  for (std::size_t i = 0; i < iters; ++i) {
+    a0 = hn::MulAdd(a0, m, c); a1 = hn::MulAdd(a1, m, c); a2 = hn::MulAdd(a2, m, c); a3 = hn::MulAdd(a3, m, c);
+    a4 = hn::MulAdd(a4, m, c); a5 = hn::MulAdd(a5, m, c); a6 = hn::MulAdd(a6, m, c); a7 = hn::MulAdd(a7, m, c);
+    a8 = hn::MulAdd(a8, m, c); a9 = hn::MulAdd(a9, m, c); a10 = hn::MulAdd(a10, m, c); a11 = hn::MulAdd(a11, m, c);
+  }
+  const auto s = hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
+  return hn::GetLane(hn::SumOfLanes(d, hn::Add(s, hn::Add(hn::Add(a8, a9), hn::Add(a10, a11)))));
+}
+inline std::size_t FloatLanes() { return hn::Lanes(hn::ScalableTag<float>()); }
+
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::bench
 HWY_AFTER_NAMESPACE();
@@ -45,6 +62,8 @@ HWY_AFTER_NAMESPACE();
 namespace kvq::bench {
 HWY_EXPORT(SumFloats);
 HWY_EXPORT(ProbeTarget);
+HWY_EXPORT(FmaChains);
+HWY_EXPORT(FloatLanes);
 
 namespace {
 double thread_seconds() {
@@ -69,6 +88,21 @@ double read_bandwidth() {
     return best;
   }();
   return bw;
+}
+double fma_peak() {
+  static const double peak = [] {
+    const std::size_t iters = std::size_t{1} << 24;
+    const double flops = 2.0 * 12.0 * static_cast<double>(HWY_DYNAMIC_DISPATCH(FloatLanes)()) * iters;
+    double best = 0;
+    volatile float sink = 0;
+    for (int pass = 0; pass < 5; ++pass) {
+      const double t0 = thread_seconds();
+      sink = sink + HWY_DYNAMIC_DISPATCH(FmaChains)(iters, 1.0f + sink);
+      best = std::max(best, flops / (thread_seconds() - t0));
+    }
+    return best;
+  }();
+  return peak;
 }
 const char* read_bandwidth_target() { return HWY_DYNAMIC_DISPATCH(ProbeTarget)(); }
 }  // namespace kvq::bench

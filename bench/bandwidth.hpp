@@ -9,6 +9,9 @@ namespace kvq::bench {
 // machine is shared; CPU time excludes time the thread was descheduled).
 // Measured once per process.
 double read_bandwidth();
+// Single-core f32 FMA peak (flop/s, an FMA counted as 2) of the same target:
+// 12 independent register FMA chains, best of several passes, thread CPU time.
+double fma_peak();
 // Target the probe ran on.
 const char* read_bandwidth_target();
 }  // namespace kvq::bench

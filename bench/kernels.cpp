@@ -154,6 +154,17 @@ void BM_Encode(benchmark::State& state) {
       static_cast<double>(state.iterations() * x.size() * sizeof(float)), benchmark::Counter::kIsRate);
 }
 
+// Building a turbo codec (what an engine pays once per codec object): the
+// rotation (a dense QR at head_dims that are not powers of two; nothing else
+// holds that (dim, seed) here, so every iteration builds it) and the codebook.
+void BM_TurboConstruct(benchmark::State& state) {
+  const std::size_t d = static_cast<std::size_t>(state.range(0));
+  for (auto _ : state) {
+    const kvq::Turbo4 c(d);
+    benchmark::DoNotOptimize(&c);
+  }
+}
+
 void BM_ReadBandwidth(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(kvq::bench::read_bandwidth());
   state.counters["GB/s"] = kvq::bench::read_bandwidth() / 1e9;
@@ -229,6 +240,10 @@ int main(int argc, char** argv) {
   register_threads<kvq::Q4_0>();
   register_threads<kvq::Turbo4>();
   register_threads<kvq::PerChannel<4>>();
+  with_stats(benchmark::RegisterBenchmark("turbo4/construct", BM_TurboConstruct)
+                 ->ArgNames({"head_dim"})
+                 ->ArgsProduct({{80, 96, 128, 640, 1008}})
+                 ->Unit(benchmark::kMillisecond));
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("kvq_target", kvq::kernels::target_name());
