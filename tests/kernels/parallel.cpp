@@ -6,6 +6,9 @@
 #ifndef KVQ_STATIC_DISPATCH_ONLY
 #define KVQ_STATIC_DISPATCH_ONLY
 #endif
+#ifndef KVQ_ALLOW_SCALAR_KERNELS
+#define KVQ_ALLOW_SCALAR_KERNELS
+#endif
 #include <kvq/kernels/parallel.hpp>
 
 #include "kvq_test.hpp"

@@ -10,8 +10,10 @@
 // Configuration macros, to be defined identically in every TU of a program:
 //   KVQ_STATIC_DISPATCH_ONLY  compile only the target of the compiler flags
 //                             (HWY_COMPILE_ONLY_STATIC): much faster builds,
-//                             no run-time choice. Build with -march=... to
-//                             get more than SSE2.
+//                             no run-time choice. On x86 it needs -march=
+//                             x86-64-v2 or better: the baseline's static
+//                             target is SCALAR/EMU128, which stops the build
+//                             unless KVQ_ALLOW_SCALAR_KERNELS is defined too.
 //   HWY_WANT_AVX3_DL          also compile Highway 1.0.3's AVX3_DL target
 //                             (Ice Lake / Zen 4+). Defined automatically when
 //                             the compiler flags already imply it
@@ -59,6 +61,14 @@
 #include <hwy/highway.h>
 
 #include <kvq/kernels/all-inl.h>  // the static target's copy
+
+// Static dispatch on an x86 baseline without -march compiles Highway's
+// SCALAR/EMU128 kernels only: attention ~10x slower, silently. Refuse unless
+// asked for (the project's own sanitizer, fuzz and test builds do ask).
+#if defined(HWY_COMPILE_ONLY_STATIC) && HWY_ARCH_X86 && \
+    (HWY_STATIC_TARGET == HWY_SCALAR || HWY_STATIC_TARGET == HWY_EMU128) && !defined(KVQ_ALLOW_SCALAR_KERNELS)
+#error "kvq: KVQ_STATIC_DISPATCH_ONLY with these compiler flags compiles only scalar kernels (about 10x slower attention). Add -march=x86-64-v2 (SSE4), -march=x86-64-v3 (AVX2), -march=x86-64-v4 (AVX-512) or -march=native, drop KVQ_STATIC_DISPATCH_ONLY (run-time dispatch), or define KVQ_ALLOW_SCALAR_KERNELS to accept scalar kernels."
+#endif
 
 #if HWY_ONCE
 
