@@ -21,6 +21,12 @@ expect_error() {
   check "$name: no stdout" test ! -s "$tmp/out"
   [ "$rc" -ge 128 ] && { echo "FAILED: $name crashed (status $rc)"; fails=$((fails + 1)); }
 }
+# Every command prints its help for --help (exit 0, usage on stdout), e.g. kvq plan --help.
+for cmd in plan codecs encode decode eval; do
+  out=$("$kvq" "$cmd" --help 2>&1); rc=$?
+  check "$cmd --help: exit 0" test "$rc" -eq 0
+  check "$cmd --help: usage" grep -q "^usage: kvq $cmd" <<<"$out"
+done
 python3 - "$tmp" <<'PY'
 import struct, sys, math, random
 d = sys.argv[1]

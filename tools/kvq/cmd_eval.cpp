@@ -72,6 +72,7 @@ int run(const kvq::cli::Args& args) {
     kvq::detail::require(l < dumps.layers, kvq::Errc::out_of_range,
                          "--layers: layer " + std::to_string(l) + " is out of range (the dump has " +
                              std::to_string(dumps.layers) + " layers)");
+  std::printf("kernels: %s\n", kvq::kernels::target_name());
   std::printf("dumps %s: %zu layers, %zu q heads, %zu KV heads (group %zu), %zu tokens, head_dim %zu; "
               "queries every %zu positions (and the last), scale %s\n\n",
               dir.c_str(), dumps.layers, dumps.q_heads, dumps.kv_heads, dumps.q_heads / dumps.kv_heads, dumps.tokens,

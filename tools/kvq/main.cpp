@@ -20,6 +20,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvq: unknown command '%s' (commands: %s; see kvq help)\n", name.c_str(), known.c_str());
     return 2;
   }
+  for (int i = 2; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::printf("usage: kvq %s [options]\n  %s\n", name.c_str(), it->second.help.c_str());
+      return 0;
+    }
   try {
     return it->second.run(kvq::cli::Args(argc - 2, argv + 2));
   } catch (const kvq::Error& e) {
