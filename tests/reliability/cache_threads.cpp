@@ -11,6 +11,7 @@
 #include "support/cache_fixtures.hpp"
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -169,5 +170,38 @@ TEST_CASE("threads: concurrent const calls on every layer, and saves, of one cac
     });
   for (auto& th : pool) th.join();
   CHECK(errors.load() == 0);
+  CHECK(mismatches.load() == 0);
+}
+
+TEST_CASE("threads: attend on a thread pool, from several callers at once, equals one thread",
+          "[reliability][threads][cache]") {
+  // The threaded attend: heads x blocks x token ranges on a shared ThreadPool,
+  // per-thread workspaces, partials merged by the caller; two callers share the
+  // pool (its calls are serialized) while a third attends single-threaded.
+  const ModelShape shape = ModelShape::dense(1, 4, 1, 64, 12000);
+  Cache cache(shape, CacheSpec::parse("k=pc4,v=q4_1,window=16,sinks=2"));
+  Rng rng(8);
+  const std::size_t n = 10000;
+  const auto k = random_tokens(rng, n, 1, 64), v = random_tokens(rng, n, 1, 64);
+  cache.append(0, n, k.data(), v.data());
+  const auto q = random_tokens(rng, 2, 4, 64);
+  std::vector<float> one(q.size());
+  cache.attend(0, 2, q.data(), one.data());
+  kernels::ThreadPool tp(2);
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 3; ++t)
+    callers.emplace_back([&, t] {
+      std::vector<float> out(q.size());
+      for (int round = 0; round < 3; ++round) {
+        if (t == 2)
+          cache.attend(0, 2, q.data(), out.data());
+        else
+          cache.attend(0, 2, q.data(), out.data(), tp);
+        for (std::size_t i = 0; i < out.size(); ++i)
+          if (!(std::fabs(out[i] - one[i]) <= 1e-5f * (1.0f + std::fabs(one[i])))) ++mismatches;
+      }
+    });
+  for (auto& th : callers) th.join();
   CHECK(mismatches.load() == 0);
 }
