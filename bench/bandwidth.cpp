@@ -35,8 +35,10 @@ inline const char* ProbeTarget() { return hwy::TargetName(HWY_TARGET); }
 inline float FmaChains(std::size_t iters, float seed) {
   const hn::ScalableTag<float> d;
   const auto m = hn::Set(d, 0.999999f), c = hn::Set(d, 1e-7f);
-  auto a0 = hn::Set(d, seed), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
-       a10 = a0, a11 = a0;
+  // Distinct starting values: identical chains would be merged into one by the compiler.
+  auto a0 = hn::Set(d, seed), a1 = hn::Set(d, seed + 1), a2 = hn::Set(d, seed + 2), a3 = hn::Set(d, seed + 3),
+       a4 = hn::Set(d, seed + 4), a5 = hn::Set(d, seed + 5), a6 = hn::Set(d, seed + 6), a7 = hn::Set(d, seed + 7),
+       a8 = hn::Set(d, seed + 8), a9 = hn::Set(d, seed + 9), a10 = hn::Set(d, seed + 10), a11 = hn::Set(d, seed + 11);
   for (std::size_t i = 0; i < iters; ++i) {
     a0 = hn::MulAdd(a0, m, c); a1 = hn::MulAdd(a1, m, c); a2 = hn::MulAdd(a2, m, c); a3 = hn::MulAdd(a3, m, c);
     a4 = hn::MulAdd(a4, m, c); a5 = hn::MulAdd(a5, m, c); a6 = hn::MulAdd(a6, m, c); a7 = hn::MulAdd(a7, m, c);

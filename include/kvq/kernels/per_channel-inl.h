@@ -24,6 +24,8 @@
 #include <kvq/core/half.hpp>
 #include <kvq/reference/per_channel.hpp>  // tile geometry
 
+#include <hwy/cache_control.h>  // hwy::Prefetch
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -208,6 +210,9 @@ HWY_INLINE void Scores(const float* q, std::size_t n_q, std::size_t q_stride, co
   float* bias = qs + n_q * d;
   for (std::size_t i = 0; i < n_tiles; ++i) {
     const std::uint8_t* tile = tiles + i * tile_bytes;
+    // The next tile, while this one is scored (rows-inl.h's PrefetchAhead: the
+    // out-of-order window alone keeps too few misses in flight).
+    for (std::size_t b = 0; b < tile_bytes; b += 64) hwy::Prefetch(tile + tile_bytes + b);
     ReadMeta(tile + d * run_bytes, d, scale, offset);
     for (std::size_t g = 0; g < n_q; ++g) {
       const float* qg = q + g * q_stride;
