@@ -109,7 +109,7 @@ class Cache {
   // compressed), exactly as a decode step would read them.
   //
   // Both run the fused pass (fused_attention.hpp): per KV head and block of
-  // up to 16 queries (a GQA group, or several prefill positions of it), K and
+  // up to 64 queries (a GQA group, or several prefill positions of it), K and
   // V are read once, tile by tile, with an online softmax. No heap allocation
   // once the calling thread has attended a shape this large before.
   void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out,

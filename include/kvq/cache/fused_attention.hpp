@@ -132,7 +132,10 @@ struct Partial {
 };
 
 inline constexpr std::size_t kChunkTokens = 128;  // K tokens scored per step
-inline constexpr std::size_t kMaxBlockQueries = 16;
+// Queries per block: a whole GQA group for decode; for prefill, 64 queries
+// share each K/V chunk while it is in L1/L2 (with 16 a 512-token chunk at
+// 32K tokens re-read the layer 4x as often: 0.23 vs 0.34 of the FMA peak).
+inline constexpr std::size_t kMaxBlockQueries = 64;
 
 // Per-thread working memory of the pass: grows to the largest shape seen and
 // stays, so steady-state calls do not allocate.

@@ -38,7 +38,7 @@ namespace kvq {
 namespace detail {
 // x[from, n) . y[from, n) and y[from, n) -= s * x[from, n).
 // Four partial sums: a single chain would run at one add per FP latency.
-inline double dot_tail(const double* x, const double* y, std::size_t from, std::size_t n) noexcept {
+inline double householder_dot(const double* x, const double* y, std::size_t from, std::size_t n) noexcept {
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
   std::size_t i = from;
   for (; i + 4 <= n; i += 4) {
@@ -50,7 +50,7 @@ inline double dot_tail(const double* x, const double* y, std::size_t from, std::
   for (; i < n; ++i) s0 += x[i] * y[i];
   return (s0 + s1) + (s2 + s3);
 }
-inline void axpy_tail(double s, const double* x, double* y, std::size_t from, std::size_t n) noexcept {
+inline void householder_axpy(double s, const double* x, double* y, std::size_t from, std::size_t n) noexcept {
   for (std::size_t i = from; i < n; ++i) y[i] -= s * x[i];
 }
 
@@ -60,7 +60,7 @@ inline std::vector<double> householder_q(std::vector<double>& a, std::size_t n) 
   std::vector<double> beta(n, 0.0), sign(n, 1.0);
   for (std::size_t k = 0; k < n; ++k) {
     double* v = &a[k * n];
-    const double tail = dot_tail(v, v, k + 1, n), x0 = v[k];
+    const double tail = householder_dot(v, v, k + 1, n), x0 = v[k];
     const double norm = std::sqrt(x0 * x0 + tail);
     if (norm == 0.0) continue;  // H_k = I, R_kk = 0
     // H_k x = alpha e_k with alpha of the sign opposite to x0 (no cancellation); R_kk = alpha.
@@ -68,7 +68,7 @@ inline std::vector<double> householder_q(std::vector<double>& a, std::size_t n) 
     sign[k] = alpha < 0.0 ? -1.0 : 1.0;
     v[k] = x0 - alpha;
     beta[k] = 2.0 / (v[k] * v[k] + tail);
-    for (std::size_t j = k + 1; j < n; ++j) axpy_tail(beta[k] * dot_tail(v, &a[j * n], k, n), v, &a[j * n], k, n);
+    for (std::size_t j = k + 1; j < n; ++j) householder_axpy(beta[k] * householder_dot(v, &a[j * n], k, n), v, &a[j * n], k, n);
   }
   // Q = H_0 H_1 ... H_{n-1}, accumulated backwards: H_k..H_{n-1} only touch
   // rows and columns >= k. Column j is then multiplied by sign(R_jj).
@@ -77,7 +77,7 @@ inline std::vector<double> householder_q(std::vector<double>& a, std::size_t n) 
   for (std::size_t k = n; k-- > 0;) {
     if (beta[k] == 0.0) continue;
     const double* v = &a[k * n];
-    for (std::size_t j = k; j < n; ++j) axpy_tail(beta[k] * dot_tail(v, &q[j * n], k, n), v, &q[j * n], k, n);
+    for (std::size_t j = k; j < n; ++j) householder_axpy(beta[k] * householder_dot(v, &q[j * n], k, n), v, &q[j * n], k, n);
   }
   for (std::size_t j = 0; j < n; ++j)
     if (sign[j] < 0.0)
