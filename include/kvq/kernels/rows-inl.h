@@ -364,6 +364,12 @@ HWY_INLINE void Accumulate(const Fmt& fmt, const float* w, std::size_t n_q, std:
     const std::uint8_t* tile_rows = rows + t * row_bytes;
     PrefetchAhead(tile_rows, tile * row_bytes);
     std::size_t g = 0;
+    // Eight queries at once where 8 x V accumulators fit (AVX-512: 32
+    // registers, V <= 2): a GQA-8 group decodes each block once, not twice.
+    if constexpr (kMaxGroup >= 4 && kVecsPerBlock<Fmt> <= 2)
+      for (; g + 8 <= n_q; g += 8)
+        AccumulateTile<Fmt, 8, 1>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile, n_blocks,
+                                  acc + g * acc_stride, acc_stride);
     if constexpr (kMaxGroup >= 4)
       for (; g + 4 <= n_q; g += 4)
         AccumulateTile<Fmt, 4, kPairs / 4>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile,
