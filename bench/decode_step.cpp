@@ -94,7 +94,7 @@ struct Options {
 void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
   const double bw = kvq::bench::read_bandwidth();
   std::printf("\n## Decode step (one KV head, head_dim %zu, median of %zu steps)\n\n", kHeadDim, o.samples);
-  std::printf("| spec | context | GQA | threads | mode | KiB read | us/step | GB/s | frac of bw | target | vs GQA 1 |\n");
+  std::printf("| spec | context | GQA | threads | mode | KiB read | us/step | GB/s | frac of bw | target | vs GQA 1 (target <= 1.30) |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const std::string& spec : o.specs)
     for (std::size_t n : o.contexts) {
@@ -170,8 +170,10 @@ void prefill_table(const Options& o) {
         t.push_back(now() - t0);
       }
       const double sec = median(t), frac = flop / sec / peak;
+      char verdict[32];
+      std::snprintf(verdict, sizeof verdict, frac >= 0.5 ? "met" : "MISSED by %.2f", 0.5 - frac);
       std::printf("| %s | %zu | %.1f | %.1f | %.3f | %s |\n", spec.c_str(), n, 1e3 * sec, flop / sec / 1e9, frac,
-                  frac >= 0.5 ? "met" : "MISSED");
+                  verdict);
       std::fflush(stdout);
     }
 }
