@@ -1,8 +1,12 @@
 #include "kvq_test.hpp"
 
 #include <kvq/cache/cache_spec.hpp>
+#include <kvq/cache/memory.hpp>
+#include <kvq/cache/snapshot.hpp>
 
+#include <cmath>
 #include <string>
+#include <vector>
 
 using kvq::CacheSpec;
 
@@ -73,4 +77,43 @@ TEST_CASE("cache_spec: boundary picks KV layers by KV ordinal on a hybrid model"
   CHECK(upgraded == std::vector<std::size_t>{3, 7, 59, 63});
   CHECK(spec.layer_codecs(shape, 2).v == "q2_1");
   CHECK_THROWS_AS(spec.layer_codecs(shape, 16), kvq::Error);
+}
+
+TEST_CASE("cache_spec: per-channel tile lengths (NAME/gN) reach every place a codec is named",
+          "[cache][cache_spec]") {
+  const auto s = CacheSpec::parse("k=pc4/g32,v=q4_1,tier=64:pc2/g64/q2_1,boundary=1+0:pc4/g32/pc3/g64,layers=pc3/g96/f16");
+  CHECK(s.codecs == kvq::CodecPair{"pc4/g32", "q4_1"});
+  REQUIRE(s.tiers.size() == 1);
+  CHECK(s.tiers[0].codecs == kvq::CodecPair{"pc2/g64", "q2_1"});
+  CHECK(s.boundary.codecs == kvq::CodecPair{"pc4/g32", "pc3/g64"});
+  REQUIRE(s.layers.size() == 1);
+  CHECK(s.layers[0] == kvq::CodecPair{"pc3/g96", "f16"});
+  CHECK(CacheSpec::parse(s.to_string()) == s);
+  for (const char* bad : {"k=pc4/x32", "k=pc4/g", "k=pc4/g3x", "k=/g32", "tier=64:pc2/g64", "tier=64:q4_1/g32"}) {
+    INFO(bad);
+    CHECK_THROWS_AS(CacheSpec::parse(bad), kvq::Error);
+  }
+  // A cache of such a spec holds 32-token K tiles, attends, snapshots and plans.
+  const auto shape = kvq::ModelShape::dense(2, 2, 1, 32, 256);
+  kvq::Cache c(shape, CacheSpec::parse("k=pc4/g32,v=q4_1,window=8"));
+  std::vector<float> k(32), v(32), q(64), out(64);
+  for (std::size_t t = 0; t < 100; ++t) {
+    for (std::size_t i = 0; i < 32; ++i) {
+      k[i] = std::sin(0.3f * float(i + t));
+      v[i] = std::cos(0.2f * float(i * t));
+    }
+    c.append(0, k.data(), v.data());
+    c.append(1, k.data(), v.data());
+  }
+  const auto segs = c.segments(0, kvq::StreamKind::key, 0);
+  bool has_g32 = false;
+  for (const auto& seg : segs) has_g32 |= seg.codec->tokens_per_tile() == 32 && seg.n_tokens > 0;
+  CHECK(has_g32);
+  for (std::size_t i = 0; i < 64; ++i) q[i] = 0.1f * float(i % 7);
+  c.attend(0, q.data(), out.data());
+  for (float x : out) CHECK(std::isfinite(x));
+  kvq::Cache r(shape, CacheSpec::parse("k=pc4/g32,v=q4_1,window=8"));
+  kvq::restore(r, kvq::snapshot_bytes(c));
+  CHECK(kvq::snapshot_bytes(r) == kvq::snapshot_bytes(c));
+  CHECK(kvq::plan_memory(shape, c.spec(), 100).total == c.memory().total);
 }

@@ -147,17 +147,35 @@ struct CacheSpec {
         bad(item, "expected a non-negative integer, got '" + std::string(digits) + "'");
       return v;
     };
+    // "/gN" after a name is a per-channel tile length (make_codec's NAME/gN),
+    // not the K/V separator.
+    auto is_tile_suffix = [](std::string_view part) {
+      return part.size() >= 2 && part[0] == 'g' &&
+             std::all_of(part.begin() + 1, part.end(), [](char c) { return c >= '0' && c <= '9'; });
+    };
     auto name = [&](std::string_view item, std::string_view n) {
-      if (n.empty()) bad(item, "empty codec name");
-      for (char c : n)
+      const auto slash = n.find('/');
+      const std::string_view base = n.substr(0, slash);
+      if (base.empty()) bad(item, "empty codec name");
+      for (char c : base)
         if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
           bad(item, "codec name '" + std::string(n) + "' has a character outside [A-Za-z0-9_-]");
+      if (slash != std::string_view::npos && !is_tile_suffix(n.substr(slash + 1)))
+        bad(item, "codec name '" + std::string(n) + "': after '/' only a tile length gN may follow");
       return std::string(n);
     };
+    // K/V names separated by '/', each possibly with a /gN suffix: "pc4/g32/q4_1".
     auto pair = [&](std::string_view item, std::string_view p) {
-      const auto slash = p.find('/');
-      if (slash == std::string_view::npos) bad(item, "expected K/V codec names, got '" + std::string(p) + "'");
-      return CodecPair{name(item, p.substr(0, slash)), name(item, p.substr(slash + 1))};
+      std::size_t sep = std::string_view::npos;
+      for (std::size_t i = p.find('/'); i != std::string_view::npos; i = p.find('/', i + 1)) {
+        const std::size_t next = p.find('/', i + 1);
+        if (!is_tile_suffix(p.substr(i + 1, next == std::string_view::npos ? std::string_view::npos : next - i - 1))) {
+          sep = i;
+          break;
+        }
+      }
+      if (sep == std::string_view::npos) bad(item, "expected K/V codec names, got '" + std::string(p) + "'");
+      return CodecPair{name(item, p.substr(0, sep)), name(item, p.substr(sep + 1))};
     };
     if (text.empty()) detail::fail(Errc::invalid_argument, "cache spec is empty");
     std::size_t pos = 0;
