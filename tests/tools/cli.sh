@@ -27,6 +27,12 @@ for cmd in plan codecs encode decode eval; do
   check "$cmd --help: exit 0" test "$rc" -eq 0
   check "$cmd --help: usage" grep -q "^usage: kvq $cmd" <<<"$out"
 done
+# kvq plan --gguf: the real model's shape; a missing file is a one-line error.
+if [ -f "$(dirname "$0")/../../../shared/models/wt2-byte-a.gguf" ]; then
+  out=$("$kvq" plan --gguf "$(dirname "$0")/../../../shared/models/wt2-byte-a.gguf" --spec k=q4_0,v=q4_0)
+  check "plan --gguf: shape from the file" grep -q "8 layers (8 with a KV cache), 8 q heads, 2 KV heads, head_dim 64" <<<"$out"
+fi
+expect_error "plan --gguf missing file" /dev/null plan --gguf "$tmp/none.gguf"
 python3 - "$tmp" <<'PY'
 import struct, sys, math, random
 d = sys.argv[1]

@@ -4,6 +4,7 @@
 #include "kvq_test.hpp"
 
 #include "gguf.hpp"
+#include "support/gguf_writer.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -15,20 +16,8 @@ namespace {
 using kvq::tools::GgufFile;
 using kvq::tools::GgufType;
 using kvq::tools::GgmlType;
-using Bytes = std::vector<unsigned char>;
-
-struct Writer {
-  Bytes b;
-  void u8(unsigned v) { b.push_back(static_cast<unsigned char>(v)); }
-  void u16(unsigned v) { u8(v & 0xFF); u8((v >> 8) & 0xFF); }
-  void u32(std::uint32_t v) { for (int i = 0; i < 4; ++i) u8((v >> (8 * i)) & 0xFF); }
-  void u64(std::uint64_t v) { for (int i = 0; i < 8; ++i) u8(static_cast<unsigned>((v >> (8 * i)) & 0xFF)); }
-  void f32(float f) { std::uint32_t x; std::memcpy(&x, &f, 4); u32(x); }
-  void f64(double d) { std::uint64_t x; std::memcpy(&x, &d, 8); u64(x); }
-  void str(const std::string& s) { u64(s.size()); b.insert(b.end(), s.begin(), s.end()); }
-  void key(const std::string& k, GgufType t) { str(k); u32(static_cast<std::uint32_t>(t)); }
-  void pad(std::size_t align) { while (b.size() % align) u8(0); }
-};
+using kvq::test::Bytes;
+using kvq::test::GgufWriter;
 
 struct TinyFile {
   Bytes bytes;
@@ -39,7 +28,7 @@ struct TinyFile {
 // general.alignment 64; tensors: f32 [3,2], f16 [4], bf16 [2], q8_0 [32,2].
 TinyFile make_tiny() {
   TinyFile t;
-  Writer w;
+  GgufWriter w;
   w.b = {'G', 'G', 'U', 'F'};
   w.u32(3);
   t.tensor_count_at = w.b.size();

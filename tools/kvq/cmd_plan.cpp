@@ -4,12 +4,14 @@
 // a kvq::Cache of that shape and spec holds at that length, byte for byte.
 // Configurations: --spec S and any further positional spec strings.
 #include "cli.hpp"
+#include "gguf_shape.hpp"  // tools/common
 
 #include <kvq/cache/memory.hpp>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,7 +51,16 @@ std::size_t positive(const kvq::cli::Args& args, const std::string& key, std::si
 
 int run(const kvq::cli::Args& args) {
   Preset p{"custom", 0, 0, 0, 0};
-  if (args.has("model")) {
+  std::optional<kvq::tools::GgufModel> gguf;
+  std::string gguf_label;
+  if (args.has("gguf")) {
+    kvq::detail::require(!args.has("model"), kvq::Errc::invalid_argument, "give --gguf or --model, not both");
+    const std::string path = args.require("gguf");
+    gguf = kvq::tools::gguf_model(kvq::tools::GgufFile::open(path), path);
+    gguf_label = gguf->name + " (" + path + ")";
+    p = Preset{gguf_label.c_str(), gguf->shape.n_layers, gguf->shape.n_q_heads, gguf->shape.n_kv_heads,
+               gguf->shape.head_dim};
+  } else if (args.has("model")) {
     const std::string name = args.require("model");
     bool found = false;
     std::string known;
@@ -61,14 +72,16 @@ int run(const kvq::cli::Args& args) {
   } else {
     for (const char* key : {"layers", "q-heads", "kv-heads", "head-dim"})
       kvq::detail::require(args.has(key), kvq::Errc::invalid_argument,
-                           std::string("missing --") + key + " (or give --model, e.g. llama-3.2-3b)");
+                           std::string("missing --") + key + " (or give --model, e.g. llama-3.2-3b, or --gguf MODEL.gguf)");
   }
-  const std::vector<std::size_t> contexts = parse_contexts(args.get("context", "32768,131072"));
+  const std::vector<std::size_t> contexts =
+      parse_contexts(args.get("context", gguf ? std::to_string(gguf->shape.max_context) : "32768,131072"));
   std::size_t max_context = 0;
   for (auto c : contexts) max_context = std::max(max_context, c);
   kvq::ModelShape shape = kvq::ModelShape::dense(positive(args, "layers", p.layers), positive(args, "q-heads", p.q_heads),
                                                  positive(args, "kv-heads", p.kv_heads),
                                                  positive(args, "head-dim", p.head_dim), max_context);
+  if (gguf && !gguf->shape.kv_layers.empty()) shape.kv_layers = gguf->shape.kv_layers;  // the file's hybrid layout
   if (args.has("kv-every"))  // hybrid: attention on every N-th layer (N-1, 2N-1, ...)
     shape = kvq::ModelShape::hybrid(shape.n_layers, positive(args, "kv-every", 1), shape.n_q_heads, shape.n_kv_heads,
                                     shape.head_dim, max_context);
@@ -116,7 +129,8 @@ int run(const kvq::cli::Args& args) {
 }
 
 const kvq::cli::Command reg{"plan",
-                            "cache memory at --context N[,N...] for --spec S (and positional specs); --model "
-                            "llama-3.2-3b or --layers/--q-heads/--kv-heads/--head-dim [--kv-every N] [--per-layer]",
+                            "cache memory at --context N[,N...] for --spec S (and positional specs); --gguf MODEL.gguf "
+                            "(shape, hybrid layers and context from its metadata), --model llama-3.2-3b, or "
+                            "--layers/--q-heads/--kv-heads/--head-dim [--kv-every N] [--per-layer]",
                             run};
 }  // namespace
