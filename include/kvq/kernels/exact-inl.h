@@ -70,18 +70,9 @@ struct F16 : Plain {
 
 }  // namespace exact
 
-#define KVQ_EXACT_KERNELS(FMT)                                                                               \
-  inline void Scores##FMT(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* rows,       \
-                          std::size_t n_rows, std::size_t head_dim, float* out, std::size_t out_stride) {      \
-    row_kernels::Scores(exact::FMT(), q, n_q, q_stride, rows, n_rows, head_dim, out, out_stride);            \
-  }                                                                                                          \
-  inline void Accumulate##FMT(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows,   \
-                              std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) { \
-    row_kernels::Accumulate(exact::FMT(), w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);        \
-  }
-KVQ_EXACT_KERNELS(F32)
-KVQ_EXACT_KERNELS(F16)
-#undef KVQ_EXACT_KERNELS
+// Entry points (rows-inl.h's macro): ScoresF32, AccumulateF32, ScoresF16, AccumulateF16.
+KVQ_ROW_KERNEL_ENTRY_POINTS(exact, F32)
+KVQ_ROW_KERNEL_ENTRY_POINTS(exact, F16)
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels

@@ -384,6 +384,21 @@ HWY_INLINE void Accumulate(const Fmt& fmt, const float* w, std::size_t n_q, std:
 }
 
 }  // namespace row_kernels
+
+// Entry points of a row format, one per operation (HWY_EXPORT needs plain
+// functions): Scores<FMT> and Accumulate<FMT> running this file's drivers on
+// the decoder NS::FMT. Shapes are checked by the dispatch wrappers.
+#undef KVQ_ROW_KERNEL_ENTRY_POINTS
+#define KVQ_ROW_KERNEL_ENTRY_POINTS(NS, FMT)                                                              \
+  inline void Scores##FMT(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* rows,     \
+                          std::size_t n_rows, std::size_t head_dim, float* out, std::size_t out_stride) {    \
+    row_kernels::Scores(NS::FMT(), q, n_q, q_stride, rows, n_rows, head_dim, out, out_stride);             \
+  }                                                                                                        \
+  inline void Accumulate##FMT(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows, \
+                              std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) { \
+    row_kernels::Accumulate(NS::FMT(), w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);         \
+  }
+
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels
 HWY_AFTER_NAMESPACE();

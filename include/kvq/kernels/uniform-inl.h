@@ -214,23 +214,12 @@ struct Q2_1 : Blocks {
 
 }  // namespace uniform
 
-// Entry points, one per format and operation (HWY_EXPORT needs plain
-// functions). Shapes are checked by the dispatch wrappers.
-#define KVQ_UNIFORM_KERNELS(FMT)                                                                        \
-  inline void Scores##FMT(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* rows,  \
-                          std::size_t n_rows, std::size_t head_dim, float* out, std::size_t out_stride) { \
-    row_kernels::Scores(uniform::FMT(), q, n_q, q_stride, rows, n_rows, head_dim, out, out_stride);           \
-  }                                                                                                     \
-  inline void Accumulate##FMT(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows, \
-                              std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) { \
-    row_kernels::Accumulate(uniform::FMT(), w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);       \
-  }
-KVQ_UNIFORM_KERNELS(Q8_0)
-KVQ_UNIFORM_KERNELS(Q4_0)
-KVQ_UNIFORM_KERNELS(Q4_1)
-KVQ_UNIFORM_KERNELS(Q3_1)
-KVQ_UNIFORM_KERNELS(Q2_1)
-#undef KVQ_UNIFORM_KERNELS
+// Entry points (rows-inl.h's macro): ScoresQ8_0, AccumulateQ8_0, ...
+KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q8_0)
+KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q4_0)
+KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q4_1)
+KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q3_1)
+KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q2_1)
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels
