@@ -95,19 +95,4 @@ inline void segment_accumulate(const AnyCodec& codec, const float* w, std::size_
   }
 }
 
-// In place: s[t] <- softmax(scale * s)[t] over t < n_visible, 0 beyond.
-// Max-subtracted in float, the denominator summed in double.
-inline void softmax_row(float* s, std::size_t n, std::size_t n_visible, float scale) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (std::size_t t = 0; t < n_visible; ++t) m = std::max(m, scale * s[t]);
-  double sum = 0.0;
-  for (std::size_t t = 0; t < n_visible; ++t) {
-    s[t] = std::exp(scale * s[t] - m);
-    sum += s[t];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (std::size_t t = 0; t < n_visible; ++t) s[t] *= inv;
-  std::fill(s + n_visible, s + n, 0.0f);
-}
-
 }  // namespace kvq::detail

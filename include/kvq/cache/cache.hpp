@@ -324,11 +324,16 @@ class Cache {
       return detail::Partial{p, p + kMaxBlockQueries, p + 2 * kMaxBlockQueries};
     };
     const auto block_size = [&](std::size_t b) { return std::min(kMaxBlockQueries, n_flat - b * kMaxBlockQueries); };
+    // Query i of block b of KV head h: position f / g, query head h * g + f % g.
+    const auto position = [&](std::size_t b, std::size_t i) { return (b * kMaxBlockQueries + i) / g; };
+    const auto offset = [&](std::size_t h, std::size_t b, std::size_t i) {
+      const std::size_t f = b * kMaxBlockQueries + i;
+      return (f / g) * hq * d + (h * g + f % g) * d;
+    };
     const auto write_out = [&](std::size_t job, const detail::Partial& p) {
       const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
       for (std::size_t i = 0; i < nq; ++i) {
-        const std::size_t f = b * kMaxBlockQueries + i, pos = f / g, j = f % g;
-        float* o = out + pos * hq * d + (h * g + j) * d;
+        float* o = out + offset(h, b, i);
         const float inv = 1.0f / p.l[i];
         for (std::size_t t = 0; t < d; ++t) o[t] = p.acc[i * d + t] * inv;
       }
@@ -343,9 +348,8 @@ class Cache {
       const float* qs[kMaxBlockQueries];
       std::uint32_t visible[kMaxBlockQueries];
       for (std::size_t i = 0; i < nq; ++i) {
-        const std::size_t f = b * kMaxBlockQueries + i, pos = f / g, j = f % g;
-        qs[i] = q + pos * hq * d + (h * g + j) * d;
-        visible[i] = static_cast<std::uint32_t>(n - n_pos + pos + 1);
+        qs[i] = q + offset(h, b, i);
+        visible[i] = static_cast<std::uint32_t>(n - n_pos + position(b, i) + 1);
       }
       detail::Scratch<detail::TileRun, 16> kr(n_seg_k), vr(n_seg_v);
       const std::span<const detail::TileRun> ks(kr.data(), stream_runs(L.k, h, kr.data()));
