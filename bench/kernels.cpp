@@ -1,6 +1,6 @@
 // Kernel microbenchmarks: scores and accumulate of every codec with SIMD
 // kernels (uniform, turbo, per-channel) at head_dim 128, 4K and 32K tokens,
-// GQA groups of 1 and 4, single thread, plus 1 vs 2 threads for a long run. Decode attention is memory bound, so every
+// GQA groups of 1, 4 and 8 (scores; 1 and 4 for accumulate), single thread, plus 1 vs 2 threads for a long run. Decode attention is memory bound, so every
 // benchmark reports the bytes of compressed cache it reads per second and
 // that as a fraction of the machine's measured single-core read bandwidth
 // (bench/bandwidth.cpp).
@@ -10,6 +10,11 @@
 // cycles through copies of the run filling 256 MiB, so every iteration reads
 // from DRAM, as decoding with a real model (all layers' caches) does. The
 // fraction of bandwidth is only meaningful for cold runs.
+//
+// "scores_int8" (q8_0, q4_0, q4_1) scores int8-quantized queries
+// (kernels::quantize_queries once, outside the timed loop, as attend does
+// once per step), "scores" f32 queries: the same rows, so their ratio is the
+// int8 path's speedup.
 #include <kvq/kernels/parallel.hpp>  // kvq before anything that includes Highway
 
 #include "bandwidth.hpp"
@@ -33,7 +38,11 @@ namespace {
 constexpr std::size_t kHeadDim = 128;
 constexpr std::size_t kColdBytes = std::size_t{256} << 20;
 
-enum class Op { scores, accumulate };
+enum class Op { scores, scores_int8, accumulate };
+
+const char* op_name(Op op) {
+  return op == Op::scores ? "scores" : op == Op::scores_int8 ? "scores_int8" : "accumulate";
+}
 
 // A run of n tokens (n / G tiles of G tokens; G = 1 for row codecs), encoded
 // from Gaussian data, replicated to fill kColdBytes when cold.
@@ -87,12 +96,16 @@ void BM_Kernel(benchmark::State& state, Op op, bool cold) {
   std::vector<float> q(n_q * kHeadDim), out(n_q * n), w(n_q * n), acc(n_q * kHeadDim, 0.0f);
   for (auto& v : q) v = static_cast<float>(rng.normal());
   for (auto& v : w) v = static_cast<float>(rng.uniform()) / static_cast<float>(n);
+  kvq::kernels::Int8Queries qq;
+  if constexpr (kvq::kernels::kHasInt8Scores<Codec>) kvq::kernels::quantize_queries(q.data(), n_q, kHeadDim, kHeadDim, qq);
   std::size_t i = 0;
   for (auto _ : state) {
     const std::byte* rows = cache.run(i++);
     if (op == Op::scores)
       kvq::kernels::scores(c, q.data(), n_q, kHeadDim, rows, cache.tiles, out.data(), n);
-    else
+    else if (op == Op::scores_int8) {
+      if constexpr (kvq::kernels::kHasInt8Scores<Codec>) kvq::kernels::scores(c, qq, rows, cache.tiles, out.data(), n);
+    } else
       kvq::kernels::accumulate(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
     benchmark::DoNotOptimize(out.data());
     benchmark::DoNotOptimize(acc.data());
@@ -184,12 +197,13 @@ void register_codec() {
   const std::string name(Codec::name);
   for (const bool cold : {false, true})
     for (const int tokens : {4096, 32768})
-      for (const Op op : {Op::scores, Op::accumulate}) {
-        const std::string bm =
-            name + "/" + (op == Op::scores ? "scores" : "accumulate") + "/" + (cold ? "cold" : "hot");
+      for (const Op op : {Op::scores, Op::scores_int8, Op::accumulate}) {
+        if (op == Op::scores_int8 && !kvq::kernels::kHasInt8Scores<Codec>) continue;
+        const std::string bm = name + "/" + op_name(op) + "/" + (cold ? "cold" : "hot");
+        const std::vector<long> gqa = op == Op::accumulate ? std::vector<long>{1, 4} : std::vector<long>{1, 4, 8};
         with_stats(benchmark::RegisterBenchmark(bm.c_str(), BM_Kernel<Codec>, op, cold)
                        ->ArgNames({"tokens", "gqa"})
-                       ->ArgsProduct({{tokens}, {1, 4}}));
+                       ->ArgsProduct({{tokens}, gqa}));
       }
 }
 
@@ -202,7 +216,7 @@ template <class Codec>
 void register_threads() {
   const std::string name(Codec::name);
   for (const Op op : {Op::scores, Op::accumulate}) {
-    const std::string bm = name + "/" + (op == Op::scores ? "scores" : "accumulate") + "/cold/mt";
+    const std::string bm = name + "/" + op_name(op) + "/cold/mt";
     with_stats(benchmark::RegisterBenchmark(bm.c_str(), BM_Threads<Codec>, op)
                    ->ArgNames({"tokens", "gqa", "threads"})
                    ->ArgsProduct({{32768}, {1, 4}, {1, 2}})

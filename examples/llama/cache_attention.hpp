@@ -22,7 +22,8 @@
 //    append it decodes (SegmentView + the segment's codec) exactly the tiles whose
 //    representation changed (a token entering a tier, leaving the window, ...) -- and runs
 //    softmax attention over the mirror with Eigen. Same cache, same representation at every
-//    step, so the same quality up to float rounding (the codecs score in their working space,
+//    step, so the same quality up to float rounding with f32 scores (set_int8_scores(false);
+//    the kernel readout's default int8 query scores add their bounded rounding; the codecs score in their working space,
 //    e.g. rotated for turbo); about 10x faster than the scalar reference kernels, which is what
 //    makes a full perplexity table affordable before the SIMD kernels land. The agreement of
 //    the two readouts is tested (tests/examples/ppl_cache.cpp) and measured (docs/QUALITY.md).
@@ -92,6 +93,9 @@ class CacheAttention final : public AttentionBackend {
       : CacheAttention(shape, max_context, kvq::CacheSpec::parse(spec), mode, readout) {}
 
   const kvq::Cache& cache() const noexcept { return cache_; }
+  // Readout::kernel scores q8_0/q4_0/q4_1 keys with int8 queries unless this
+  // is off (kvq::Cache::set_int8_scores); the decoded mirror is always f32.
+  void set_int8_scores(bool on) noexcept { cache_.set_int8_scores(on); }
   Prefill mode() const noexcept { return mode_; }
   Readout readout() const noexcept { return readout_; }
 

@@ -228,6 +228,7 @@ TEST_CASE("cache: attention equals exact attention over the decoded cache", "[ca
   for (const char* spec : kSpecs) {
     INFO(spec);
     Cache c = make(spec);
+    c.set_int8_scores(false);  // f32 scores, as the f32 reference (int8 scores: tests/cache/fused_attention.cpp)
     fill(c, rng, 137, false);
     const std::size_t layer = 5, d = kShape.head_dim, g = kShape.group_size(), n_pos = 9;
     const auto q = random_tokens(rng, n_pos, kShape.n_q_heads, d);
@@ -259,6 +260,7 @@ TEST_CASE("cache: decode attend, prefill attend and scores/accumulate agree", "[
   for (const char* spec : kSpecs) {
     INFO(spec);
     Cache c = make(spec);
+    c.set_int8_scores(false);  // scores() is f32: compare like with like
     fill(c, rng, 61, true);
     const std::size_t d = kShape.head_dim, nq = kShape.n_q_heads, layer = 2;
     const auto q = random_tokens(rng, 4, nq, d);

@@ -4,12 +4,15 @@
 // windows, tiers, K and V cut into different tiles (per-channel K), turbo's
 // rotated space, f32/f16 at SIMD and non-SIMD head sizes, causal prefill,
 // threads and token-range splits, NaN queries, and no heap allocation once
-// warmed.
+// warmed. With int8 scores (the default) the oracle scores q8_0/q4_0/q4_1 keys
+// with reference::dot_row_int8 on the segment bytes; off, with f32 queries.
 #include "kvq_test.hpp"
 #include "support/cache_fixtures.hpp"
 
 #include <kvq/cache/cache.hpp>
 #include <kvq/kernels/parallel.hpp>
+#include <kvq/reference/int8_query.hpp>
+#include <kvq/reference/uniform.hpp>
 
 #include <atomic>
 #include <cmath>
@@ -55,16 +58,50 @@ std::vector<double> decoded(const Cache& c, std::size_t layer, StreamKind kind, 
   return x;
 }
 
-// Causal attention of query q (head_dim) over positions [0, visible), double.
-std::vector<double> exact(const float* q, const std::vector<double>& k, const std::vector<double>& v,
-                          std::size_t visible, std::size_t d, double scale) {
+// The scores the pass computes for query q against every key of KV head h:
+// with int8 scores, the int8 reference on the segment bytes for q8_0, q4_0
+// and q4_1 segments; q . decode(k) in double otherwise.
+template <class Block>
+void int8_scores(const float* q, const kvq::SegmentView& seg, std::size_t d, std::vector<double>& s) {
+  std::vector<kvq::reference::Int8QueryBlock> qb(d / 32);
+  for (std::size_t b = 0; b < qb.size(); ++b) qb[b] = kvq::reference::quantize_query_block(q + b * 32);
+  const std::size_t bt = seg.codec->bytes_per_tile();
+  for (std::size_t t = 0; t < seg.n_tokens; ++t)
+    s.push_back(kvq::reference::dot_row_int8<Block>(qb.data(), seg.bytes.data() + t * bt, d));
+}
+std::vector<double> pass_scores(const Cache& c, std::size_t layer, std::size_t h, const float* q) {
+  const std::size_t d = c.shape().head_dim;
+  std::vector<double> s;
+  for (const auto& seg : c.segments(layer, StreamKind::key, h)) {
+    const std::string_view name = seg.codec->name();
+    if (c.int8_scores() && name == "q8_0") {
+      int8_scores<kvq::reference::Q8_0Block>(q, seg, d, s);
+    } else if (c.int8_scores() && name == "q4_0") {
+      int8_scores<kvq::reference::Q4_0Block>(q, seg, d, s);
+    } else if (c.int8_scores() && name == "q4_1") {
+      int8_scores<kvq::reference::Q4_1Block>(q, seg, d, s);
+    } else {
+      const std::size_t g = seg.codec->tokens_per_tile(), bt = seg.codec->bytes_per_tile();
+      std::vector<float> tile(g * d);
+      for (std::size_t t = 0; t < seg.n_tokens / g; ++t) {
+        seg.codec->decode_tile(seg.bytes.data() + t * bt, tile.data());
+        for (std::size_t i = 0; i < g; ++i) {
+          double dot = 0.0;
+          for (std::size_t j = 0; j < d; ++j) dot += double(q[j]) * tile[i * d + j];
+          s.push_back(dot);
+        }
+      }
+    }
+  }
+  return s;
+}
+
+// Causal attention over positions [0, visible) with scores `dots`, double.
+std::vector<double> exact(const std::vector<double>& dots, const std::vector<double>& v, std::size_t visible,
+                          std::size_t d, double scale) {
   std::vector<double> s(visible), out(d, 0.0);
   double m = -std::numeric_limits<double>::infinity(), sum = 0.0;
-  for (std::size_t t = 0; t < visible; ++t) {
-    double dot = 0.0;
-    for (std::size_t j = 0; j < d; ++j) dot += double(q[j]) * k[t * d + j];
-    m = std::max(m, s[t] = scale * dot);
-  }
+  for (std::size_t t = 0; t < visible; ++t) m = std::max(m, s[t] = scale * dots[t]);
   for (std::size_t t = 0; t < visible; ++t) sum += s[t] = std::exp(s[t] - m);
   for (std::size_t t = 0; t < visible; ++t)
     for (std::size_t j = 0; j < d; ++j) out[j] += s[t] / sum * v[t * d + j];
@@ -78,13 +115,15 @@ double attend_error(const Cache& c, std::size_t layer, std::size_t n_pos, const 
   const std::size_t d = s.head_dim, g = s.group_size(), n = c.length(layer);
   double err = 0.0, vmax = 0.0;
   for (std::size_t h = 0; h < s.n_kv_heads; ++h) {
-    const auto k = decoded(c, layer, StreamKind::key, h), v = decoded(c, layer, StreamKind::value, h);
-    REQUIRE(k.size() == n * d);
+    const auto v = decoded(c, layer, StreamKind::value, h);
+    REQUIRE(v.size() == n * d);
     for (double x : v) vmax = std::max(vmax, std::fabs(x));
     for (std::size_t p = 0; p < n_pos; ++p)
       for (std::size_t j = 0; j < g; ++j) {
         const std::size_t qh = h * g + j, off = (p * s.n_q_heads + qh) * d;
-        const auto ref = exact(q.data() + off, k, v, n - n_pos + p + 1, d, 1.0 / std::sqrt(double(d)));
+        const auto dots = pass_scores(c, layer, h, q.data() + off);
+        REQUIRE(dots.size() == n);
+        const auto ref = exact(dots, v, n - n_pos + p + 1, d, 1.0 / std::sqrt(double(d)));
         for (std::size_t i = 0; i < d; ++i) err = std::max(err, std::fabs(out[off + i] - ref[i]));
       }
   }
@@ -108,15 +147,19 @@ const Case kCases[] = {
     {"k=turbo2,v=turbo4", 128, 8, 1, 200},
     {"k=f16,v=f16", 128, 4, 1, 300},
     {"k=f32,v=f16", 40, 2, 1, 150},                        // head_dim 40: no SIMD exact kernel
+    {"k=q8_0,v=q8_0,window=8,tier=40:q2_1/q2_1,tier=100:turbo2/turbo2", 64, 4, 2, 300},  // int8 beside f32 runs
 };
 
 }  // namespace
 
 TEST_CASE("Cache::attend (fused pass) equals double-precision attention over the decoded cache", "[cache][fused]") {
+  for (const bool int8 : {true, false})
   for (const Case& tc : kCases) {
-    INFO(tc.spec << " d=" << tc.head_dim << " heads " << tc.q_heads << "/" << tc.kv_heads);
+    INFO(tc.spec << " d=" << tc.head_dim << " heads " << tc.q_heads << "/" << tc.kv_heads << " int8 " << int8);
     const kvq::CacheSpec spec = kvq::CacheSpec::parse(tc.spec);
     Cache c(kvq::ModelShape::dense(1, tc.q_heads, tc.kv_heads, tc.head_dim, 4096), spec);
+    CHECK(c.int8_scores());  // the default
+    c.set_int8_scores(int8);
     kvq::Rng rng(17);
     const std::size_t d = tc.head_dim, hq = tc.q_heads;
     const auto k = kvq::test::random_tokens(rng, tc.tokens, tc.kv_heads, d);

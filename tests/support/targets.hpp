@@ -49,6 +49,12 @@ inline void require_targets_exercised(const std::set<std::string>& ran) {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
     REQUIRE(ran.count("AVX3") == 1);
+  // Highway 1.0.3's AVX3_DL (kvq compiles it in dynamic builds: VNNI int8 scores).
+  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
+      __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512bitalg") &&
+      __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("vaes") &&
+      __builtin_cpu_supports("vpclmulqdq"))
+    REQUIRE(ran.count("AVX3_DL") == 1);
 #endif
 }
 

@@ -143,6 +143,18 @@ class Cache {
     attend(layer, n_pos, q, out, pool, pool.size(), scale);
   }
 
+  // Whether attend scores q8_0, q4_0 and q4_1 keys with int8-quantized
+  // queries (on by default): each query is rounded to int8 per block of 32
+  // values once per call and scored with integer dot products. The score
+  // error is bounded per key by sum_b (d_b / 2) sum_j |k_j - m_b| (d_b: the
+  // query block's step max|q|/127, m_b: the key block's minimum; the rule and
+  // bound are in reference/int8_query.hpp and docs/FORMATS.md). Off, attend
+  // scores with f32 queries like kernels::scores. A run-time setting of this
+  // object (not part of the spec, not saved in snapshots, copied with it);
+  // do not change it while another thread attends.
+  void set_int8_scores(bool on) noexcept { int8_scores_ = on; }
+  bool int8_scores() const noexcept { return int8_scores_; }
+
   // Raw scores q . k_t (unscaled) of query head q_head against every key of
   // `layer`: q is [head_dim], out is [length(layer)]. For engines running
   // their own softmax.
@@ -224,6 +236,7 @@ class Cache {
     std::swap(spec_, other.spec_);
     std::swap(make_, other.make_);
     std::swap(layers_, other.layers_);
+    std::swap(int8_scores_, other.int8_scores_);
   }
 
  private:
@@ -290,7 +303,7 @@ class Cache {
     detail::Scratch<detail::RunKernels, 16> kk(n_seg_k), vk(n_seg_v);
     std::size_t max_k_tile = 1, max_v_tile = 1;
     for (std::size_t j = 0; j < n_seg_k; ++j) {
-      kk.data()[j] = detail::resolve_kernels(L.k.codecs[j]);
+      kk.data()[j] = detail::resolve_kernels(L.k.codecs[j], int8_scores_);
       max_k_tile = std::max(max_k_tile, L.k.codecs[j].tokens_per_tile());
     }
     for (std::size_t j = 0; j < n_seg_v; ++j) {
@@ -390,6 +403,7 @@ class Cache {
   CacheSpec spec_;
   CodecFactory make_;
   std::vector<Layer> layers_;
+  bool int8_scores_ = true;
 };
 
 namespace detail {

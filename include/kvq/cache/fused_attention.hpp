@@ -67,15 +67,22 @@ struct TileRun {
 struct RunKernels {
   using Fn = void (*)(const void*, const float*, std::size_t, std::size_t, const std::byte*, std::size_t, float*,
                       std::size_t);
+  using Int8Fn = void (*)(const void*, const kernels::Int8Queries&, const std::byte*, std::size_t, float*,
+                          std::size_t);
   Fn scores = nullptr;
   Fn accumulate = nullptr;
+  Int8Fn scores_int8 = nullptr;  // int8-query scores (q8_0, q4_0, q4_1 keys), when enabled
   const void* codec = nullptr;
   bool model_space = false;  // accumulate adds straight into the model-space output
 };
 
 template <class C>
-RunKernels typed_kernels(const C& codec) {
+RunKernels typed_kernels(const C& codec, bool int8_scores) {
   RunKernels k;
+  if constexpr (kernels::kHasInt8Scores<C>)
+    if (int8_scores)
+      k.scores_int8 = [](const void* c, const kernels::Int8Queries& q, const std::byte* t, std::size_t nt, float* out,
+                         std::size_t os) { kernels::scores(*static_cast<const C*>(c), q, t, nt, out, os); };
   k.scores = [](const void* c, const float* q, std::size_t n_q, std::size_t qs, const std::byte* t, std::size_t nt,
                 float* out, std::size_t os) { kernels::scores(*static_cast<const C*>(c), q, n_q, qs, t, nt, out, os); };
   k.accumulate = [](const void* c, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
@@ -108,9 +115,12 @@ inline RunKernels generic_kernels(const AnyCodec& codec) {
   return k;
 }
 
-inline RunKernels resolve_kernels(const AnyCodec& codec) {
+// int8_scores: K runs of q8_0/q4_0/q4_1 score int8-quantized queries
+// (kernels::quantize_queries; the accuracy contract is in
+// reference/int8_query.hpp).
+inline RunKernels resolve_kernels(const AnyCodec& codec, bool int8_scores = false) {
   RunKernels k;
-  if (with_simd_kernel(codec, [&](const auto& c) { k = typed_kernels(c); })) return k;
+  if (with_simd_kernel(codec, [&](const auto& c) { k = typed_kernels(c, int8_scores); })) return k;
   return generic_kernels(codec);
 }
 
@@ -143,6 +153,7 @@ struct FusedWorkspace {
   std::vector<float> buf;
   std::vector<std::uint32_t> valid;
   std::vector<float> partial;  // the caller's Partial, when it has none of its own
+  kernels::Int8Queries q_int8;  // the block's queries quantized, for int8 score kernels
   float* q_work = nullptr;   // [n_q][d]
   float* acc_work = nullptr;  // [n_q][d]
   float* w = nullptr;         // [n_q][w_stride]
@@ -220,6 +231,7 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
   std::size_t k_pos = begin, v_pos = begin;  // next K position to score; W column 0 is v_pos
   std::size_t kr = run_at(k_runs, begin), vr = run_at(v_runs, begin);
   std::size_t prepared = static_cast<std::size_t>(-1);  // K run whose codec prepared q_work
+  bool quantized = false;  // ws.q_int8 holds this block's queries (model space: one for every int8 run)
   std::size_t working = static_cast<std::size_t>(-1);   // V run accumulating in acc_work
 
   // Maps the working-space accumulator of V run `working` into out.acc.
@@ -276,11 +288,18 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
     const std::size_t want = (std::min(stop, run.end()) - k_pos + g - 1) / g;  // tiles up to stop
     const std::size_t nt = std::min(want, std::max<std::size_t>(1, kChunkTokens / g));
     const std::size_t n = nt * g, col = k_pos - v_pos;
-    if (prepared != kr) {
+    const bool int8 = kk[kr].scores_int8 != nullptr;
+    if (prepared != kr && !(int8 && quantized)) {
       for (std::size_t i = 0; i < n_q; ++i) run.codec->prepare_query(qb.q[i], ws.q_work + i * d);
       prepared = kr;
     }
-    kk[kr].scores(kk[kr].codec, ws.q_work, n_q, d, run.tiles + tile0 * run.tile_bytes, nt, w + col, ws_stride);
+    if (int8) {
+      if (!quantized) kernels::quantize_queries(ws.q_work, n_q, d, d, ws.q_int8);  // once per block and range
+      quantized = true;
+      kk[kr].scores_int8(kk[kr].codec, ws.q_int8, run.tiles + tile0 * run.tile_bytes, nt, w + col, ws_stride);
+    } else {
+      kk[kr].scores(kk[kr].codec, ws.q_work, n_q, d, run.tiles + tile0 * run.tile_bytes, nt, w + col, ws_stride);
+    }
     for (std::size_t i = 0; i < n_q; ++i)
       ws.valid[i] = static_cast<std::uint32_t>(qb.visible[i] > k_pos ? std::min(qb.visible[i] - k_pos, n) : 0);
     kernels::online_softmax(w + col, n_q, ws_stride, n, ws.valid.data(), qb.scale, out.m, out.l, ws.corr);

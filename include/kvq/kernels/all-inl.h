@@ -5,6 +5,8 @@
 // each *-inl.h carries Highway's toggle guard.)
 #include <kvq/kernels/target-inl.h>
 #include <kvq/kernels/rows-inl.h>
+#include <kvq/kernels/int8_dot-inl.h>
+#include <kvq/kernels/int8_query-inl.h>
 #include <kvq/kernels/uniform-inl.h>
 #include <kvq/kernels/turbo-inl.h>
 #include <kvq/kernels/per_channel-inl.h>

@@ -37,11 +37,13 @@
 #include <kvq/codec/uniform.hpp>
 #include <kvq/core/error.hpp>
 #include <kvq/core/scratch.hpp>
+#include <kvq/kernels/int8_query.hpp>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #if defined(KVQ_STATIC_DISPATCH_ONLY) && !defined(HWY_COMPILE_ONLY_STATIC)
 #define HWY_COMPILE_ONLY_STATIC
@@ -52,6 +54,13 @@
     defined(__AVX512VL__) && defined(__AVXVNNI__) && defined(__VAES__) && defined(__VPCLMULQDQ__) &&       \
     defined(__AVX512VBMI__) && defined(__AVX512VBMI2__) && defined(__AVX512VPOPCNTDQ__) &&                 \
     defined(__AVX512BITALG__)
+#define HWY_WANT_AVX3_DL
+#endif
+// Dynamic builds compile AVX3_DL too: the int8 query scores use AVX512-VNNI
+// there (Ice Lake, Sapphire Rapids, Zen 4 and later). AVX-512 CPUs with VNNI
+// but without the rest of AVX3_DL (Cascade Lake) run the AVX3 copy (maddubs).
+// KVQ_NO_AVX3_DL opts out (one target fewer to compile).
+#if !defined(HWY_COMPILE_ONLY_STATIC) && !defined(HWY_WANT_AVX3_DL) && !defined(KVQ_NO_AVX3_DL)
 #define HWY_WANT_AVX3_DL
 #endif
 
@@ -114,6 +123,11 @@ HWY_EXPORT(ScoresF16);
 HWY_EXPORT(AccumulateF32);
 HWY_EXPORT(AccumulateF16);
 HWY_EXPORT(OnlineSoftmax);
+// int8-query scores (int8_query-inl.h)
+HWY_EXPORT(QuantizeQueriesInt8);
+HWY_EXPORT(ScoresInt8Q8_0);
+HWY_EXPORT(ScoresInt8Q4_0);
+HWY_EXPORT(ScoresInt8Q4_1);
 }  // namespace
 
 inline namespace KVQ_KERNELS_ABI {
@@ -174,6 +188,50 @@ KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q4_1, Q4_1)
 KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q3_1, Q3_1)
 KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q2_1, Q2_1)
 #undef KVQ_KERNELS_UNIFORM_WRAPPERS
+
+// ---------------------------------------------------------------------------
+// int8-query scores, an opt-in approximation of scores() for q8_0, q4_0 and
+// q4_1 keys: quantize_queries rounds each query to int8 per block of 32
+// values (once per step), scores then uses integer dot products. The error
+// against the f32 scores is bounded per row by sum_b (d_b / 2) sum_j |x_j -
+// m_b| (d_b: the query block's step, x - m: the key block's code part), plus
+// f32 rounding; kvq/reference/int8_query.hpp has the rule and the oracle. A
+// query block with NaN or Inf makes its scores NaN. Cache::attend uses this
+// path by default (Cache::set_int8_scores).
+template <class C>
+inline constexpr bool kHasInt8Scores =
+    std::is_same_v<C, kvq::Q8_0> || std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1>;
+
+inline void quantize_queries(const float* q, std::size_t n_q, std::size_t q_stride, std::size_t head_dim,
+                             Int8Queries& out) {
+  if (head_dim == 0 || head_dim % Int8Queries::kBlockValues != 0)
+    kvq::detail::fail(Errc::invalid_argument, "kvq::kernels::quantize_queries: head_dim " + std::to_string(head_dim) +
+                                                  " is not a positive multiple of 32");
+  if (n_q > 0 && !q) kvq::detail::fail(Errc::invalid_argument, "kvq::kernels::quantize_queries: null queries");
+  if (n_q > 1 && q_stride < head_dim)
+    kvq::detail::fail(Errc::shape_mismatch, "kvq::kernels::quantize_queries: query stride " +
+                                                std::to_string(q_stride) + " is below head_dim " +
+                                                std::to_string(head_dim));
+  out.reshape(n_q, head_dim);
+  if (n_q > 0) HWY_DYNAMIC_DISPATCH(QuantizeQueriesInt8)(q, n_q, q_stride, head_dim, out.data());
+}
+
+// out[qi * out_stride + t] = int8 score of query qi of `q` and row t.
+#define KVQ_KERNELS_INT8_WRAPPERS(CODEC, FMT)                                                                \
+  inline void scores(const CODEC& codec, const Int8Queries& q, const std::byte* rows, std::size_t n_rows,      \
+                     float* out, std::size_t out_stride) {                                                     \
+    if (q.head_dim() != codec.head_dim())                                                                      \
+      kvq::detail::fail(Errc::shape_mismatch, "kvq::kernels::scores: int8 queries of head_dim " +             \
+                                                  std::to_string(q.head_dim()) + " for a codec of head_dim " + \
+                                                  std::to_string(codec.head_dim()));                          \
+    detail::check_run("kvq::kernels::scores", 0, q.data(), q.n_q(), 0, rows, n_rows, out, out_stride, n_rows); \
+    if (q.n_q() == 0 || n_rows == 0) return;                                                                   \
+    HWY_DYNAMIC_DISPATCH(ScoresInt8##FMT)(q.data(), q.n_q(), rows, n_rows, codec.head_dim(), out, out_stride); \
+  }
+KVQ_KERNELS_INT8_WRAPPERS(kvq::Q8_0, Q8_0)
+KVQ_KERNELS_INT8_WRAPPERS(kvq::Q4_0, Q4_0)
+KVQ_KERNELS_INT8_WRAPPERS(kvq::Q4_1, Q4_1)
+#undef KVQ_KERNELS_INT8_WRAPPERS
 
 namespace detail {
 // The codebook as the kernels read it: 2^B levels, zero-padded to 16 floats

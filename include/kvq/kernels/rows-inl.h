@@ -161,6 +161,29 @@ HWY_INLINE float RowScaleOf(const Fmt& fmt, const std::uint8_t* row) {
   return 1.0f;
 }
 
+// Adds the lanes of each (row, query) sum and stores out[g * out_stride + r]:
+// 4 rows at a time with one transpose where R allows.
+template <std::size_t R, std::size_t G>
+HWY_INLINE void StoreScores(const VF (&sum)[R][G], float* HWY_RESTRICT out, std::size_t out_stride) {
+  const DF df;
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (R % 4 == 0) {
+    const hn::CappedTag<float, 4> d4;
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < R; r += 4)
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g)
+        hn::StoreU(Sum4(sum[r][g], sum[r + 1][g], sum[r + 2][g], sum[r + 3][g]), d4, out + g * out_stride + r);
+  } else
+#endif
+  {
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < R; ++r)
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g) out[g * out_stride + r] = hn::GetLane(hn::SumOfLanes(df, sum[r][g]));
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Scores: out[g * out_stride + r] = q_g . decode(row r), R rows x G queries.
 // S independent accumulators per (row, query) (vectors of a block alternate)
@@ -208,45 +231,7 @@ HWY_INLINE void ScoresTile(const Fmt& fmt, const float* HWY_RESTRICT q, std::siz
       if constexpr (Fmt::kRowScale) sum[r][g] = hn::Mul(sum[r][g], scale);
     }
   }
-#if HWY_TARGET != HWY_SCALAR
-  if constexpr (R % 4 == 0) {
-    const hn::CappedTag<float, 4> d4;
-    KVQ_UNROLL
-    for (std::size_t r = 0; r < R; r += 4)
-      KVQ_UNROLL
-      for (std::size_t g = 0; g < G; ++g)
-        hn::StoreU(Sum4(sum[r][g], sum[r + 1][g], sum[r + 2][g], sum[r + 3][g]), d4, out + g * out_stride + r);
-  } else
-#endif
-  {
-    KVQ_UNROLL
-    for (std::size_t r = 0; r < R; ++r)
-      KVQ_UNROLL
-      for (std::size_t g = 0; g < G; ++g) out[g * out_stride + r] = hn::GetLane(hn::SumOfLanes(df, sum[r][g]));
-  }
-}
-
-// Rows [0, R) for all n_q queries, in sub-groups that fit the register budget.
-// Query pairs and quads take the rows 4 at a time; the tile's bytes come from
-// L1 after the first sub-group.
-template <class Fmt, std::size_t R>
-HWY_INLINE void ScoresRows(const Fmt& fmt, const float* q, std::size_t n_q, std::size_t q_stride,
-                           const std::uint8_t* rows, std::size_t row_bytes, std::size_t n_blocks, float* out,
-                           std::size_t out_stride) {
-  constexpr std::size_t R4 = R < 4 ? R : 4;
-  std::size_t g = 0;
-  if constexpr (kMaxGroup >= 4)
-    for (; g + 4 <= n_q; g += 4)
-      for (std::size_t r = 0; r < R; r += R4)
-        ScoresTile<Fmt, R4, 4>(fmt, q + g * q_stride, q_stride, rows + r * row_bytes, row_bytes, n_blocks,
-                               out + g * out_stride + r, out_stride);
-  for (; g + 2 <= n_q; g += 2)
-    for (std::size_t r = 0; r < R; r += R4)
-      ScoresTile<Fmt, R4, 2>(fmt, q + g * q_stride, q_stride, rows + r * row_bytes, row_bytes, n_blocks,
-                             out + g * out_stride + r, out_stride);
-  for (; g < n_q; ++g)
-    ScoresTile<Fmt, R, 1>(fmt, q + g * q_stride, q_stride, rows, row_bytes, n_blocks, out + g * out_stride,
-                          out_stride);
+  StoreScores<R, G>(sum, out, out_stride);
 }
 
 // Software prefetch, kPrefetchBytes ahead of the rows being read: a row
@@ -265,6 +250,53 @@ HWY_INLINE void PrefetchAhead(const std::uint8_t* p, std::size_t n) {
     for (std::size_t b = 0; b < n; b += 64) hwy::Prefetch(p + kPrefetchBytes + b);
 }
 
+// The row loop of every scores kernel (f32 queries here, int8 queries in
+// int8_query-inl.h): tiles of 8 rows, prefetching ahead, then 4, then single
+// rows; each tile for all n_q queries in sub-groups that fit the register
+// budget. Query pairs and quads take the rows 4 at a time; the tile's bytes
+// come from L1 after the first sub-group. Tile::Run<R, G>(g, t) scores rows
+// [t, t + R) for queries [g, g + G).
+template <std::size_t R, class Tile>
+HWY_INLINE void ScoresRows(const Tile& tile, std::size_t n_q, std::size_t t) {
+  constexpr std::size_t R4 = R < 4 ? R : 4;
+  std::size_t g = 0;
+  if constexpr (kMaxGroup >= 4)
+    for (; g + 4 <= n_q; g += 4)
+      for (std::size_t r = 0; r < R; r += R4) tile.template Run<R4, 4>(g, t + r);
+  for (; g + 2 <= n_q; g += 2)
+    for (std::size_t r = 0; r < R; r += R4) tile.template Run<R4, 2>(g, t + r);
+  for (; g < n_q; ++g) tile.template Run<R, 1>(g, t);
+}
+
+template <class Tile>
+HWY_INLINE void ScoresDriver(const Tile& tile, std::size_t n_q, const std::uint8_t* rows, std::size_t n_rows,
+                             std::size_t row_bytes) {
+  std::size_t t = 0;
+  for (; t + 8 <= n_rows; t += 8) {
+    PrefetchAhead(rows + t * row_bytes, 8 * row_bytes);
+    ScoresRows<8>(tile, n_q, t);
+  }
+  for (; t + 4 <= n_rows; t += 4) ScoresRows<4>(tile, n_q, t);
+  for (; t < n_rows; ++t) ScoresRows<1>(tile, n_q, t);
+}
+
+// f32 queries q + g * q_stride against the rows of `Fmt`.
+template <class Fmt>
+struct F32ScoresTile {
+  const Fmt& fmt;
+  const float* q;
+  std::size_t q_stride;
+  const std::uint8_t* rows;
+  std::size_t row_bytes, n_blocks;
+  float* out;
+  std::size_t out_stride;
+  template <std::size_t R, std::size_t G>
+  HWY_INLINE void Run(std::size_t g, std::size_t t) const {
+    ScoresTile<Fmt, R, G>(fmt, q + g * q_stride, q_stride, rows + t * row_bytes, row_bytes, n_blocks,
+                          out + g * out_stride + t, out_stride);
+  }
+};
+
 template <class Fmt>
 HWY_INLINE void Scores(const Fmt& fmt, const float* q, std::size_t n_q, std::size_t q_stride,
                        const std::byte* rows_in, std::size_t n_rows, std::size_t head_dim, float* out,
@@ -272,15 +304,8 @@ HWY_INLINE void Scores(const Fmt& fmt, const float* q, std::size_t n_q, std::siz
   const auto* rows = reinterpret_cast<const std::uint8_t*>(rows_in);
   const std::size_t n_blocks = head_dim / Fmt::kBlock;
   const std::size_t row_bytes = Fmt::kHeader + n_blocks * Fmt::kBytes;
-  std::size_t t = 0;
-  for (; t + 8 <= n_rows; t += 8) {
-    PrefetchAhead(rows + t * row_bytes, 8 * row_bytes);
-    ScoresRows<Fmt, 8>(fmt, q, n_q, q_stride, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride);
-  }
-  for (; t + 4 <= n_rows; t += 4)
-    ScoresRows<Fmt, 4>(fmt, q, n_q, q_stride, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride);
-  for (; t < n_rows; ++t)
-    ScoresRows<Fmt, 1>(fmt, q, n_q, q_stride, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride);
+  const F32ScoresTile<Fmt> tile{fmt, q, q_stride, rows, row_bytes, n_blocks, out, out_stride};
+  ScoresDriver(tile, n_q, rows, n_rows, row_bytes);
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@
 // See bench/README.md for the figures.
 
 #include <kvq/core/half.hpp>
+#include <kvq/reference/uniform.hpp>  // the int8 scores' SCALAR loop
 
 #include <cstddef>
 #include <cstdint>
@@ -137,6 +138,26 @@ HWY_INLINE void ExpandCodes(hn::Vec<hn::Full256<std::uint8_t>> c, VF* x) {
 #define KVQ_UNIFORM_CODES32 0
 #endif
 
+#if HWY_TARGET != HWY_SCALAR
+// int8 side (int8_query-inl.h): the 32 nibble codes of each block of a group
+// as bytes, values in order (low nibbles are values 0..15, high 16..31).
+template <std::size_t N>
+HWY_INLINE void NibbleBytes(const std::uint8_t* qs, std::size_t stride, int8_dot::VB* v) {
+  using namespace int8_dot;
+  const DB db;
+  const hn::Repartition<std::uint16_t, DB> d16;
+  const VB y = LoadGroupDup128<N>(qs, stride);
+  const VB hi = hn::BitCast(db, hn::ShiftRight<4>(hn::BitCast(d16, y)));
+  const VB mask = hn::Set(db, 0x0F);
+  if constexpr (kGroupVecs == 1) {
+    v[0] = hn::And(hn::OddEvenBlocks(hi, y), mask);  // 128-bit chunks: low, high, (low, high)
+  } else {
+    v[0] = hn::And(y, mask);
+    v[1] = hn::And(hi, mask);
+  }
+}
+#endif
+
 struct Q8_0 : Blocks {
   static constexpr std::size_t kBytes = 34;
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
@@ -148,6 +169,21 @@ struct Q8_0 : Blocks {
     for (std::size_t k = 0; k < kVecsPerBlock; ++k)
       x[k] = hn::Mul(hn::ConvertTo(df, hn::PromoteTo(di32, hn::LoadU(di8, reinterpret_cast<const std::int8_t*>(blk + 2 + k * kLanes)))), d);
   }
+  using Reference = kvq::reference::Q8_0Block;
+  static constexpr int kInt8Bias = int8_dot::kSignedBias;
+  static constexpr bool kInt8Signed = true, kInt8Min = false;
+#if HWY_TARGET != HWY_SCALAR
+  template <std::size_t N>
+  static HWY_INLINE void Int8Codes(const std::uint8_t* blk, int8_dot::VB* v) {
+    KVQ_UNROLL
+    for (std::size_t k = 0; k < int8_dot::kGroupVecs; ++k) v[k] = int8_dot::LoadGroup<N>(blk + 2, kBytes, k);
+  }
+  template <std::size_t N>
+  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
+    d = int8_dot::GroupScale<N>(blk, kBytes);
+    m = hn::Zero(DF());
+  }
+#endif
 };
 
 struct Q4_0 : Blocks {
@@ -159,6 +195,21 @@ struct Q4_0 : Blocks {
     KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(CodesToFloat(Nibbles(blk + 2, k)), d, m);
   }
+  // int8: codes n in 0..15 with c = n - 8 kept in the integer sum (bias8).
+  using Reference = kvq::reference::Q4_0Block;
+  static constexpr int kInt8Bias = 8;
+  static constexpr bool kInt8Signed = false, kInt8Min = false;
+#if HWY_TARGET != HWY_SCALAR
+  template <std::size_t N>
+  static HWY_INLINE void Int8Codes(const std::uint8_t* blk, int8_dot::VB* v) {
+    NibbleBytes<N>(blk + 2, kBytes, v);
+  }
+  template <std::size_t N>
+  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
+    d = int8_dot::GroupScale<N>(blk, kBytes);
+    m = hn::Zero(DF());
+  }
+#endif
 };
 
 struct Q4_1 : Blocks {
@@ -168,6 +219,19 @@ struct Q4_1 : Blocks {
     KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(CodesToFloat(Nibbles(blk + 4, k)), d, m);
   }
+  using Reference = kvq::reference::Q4_1Block;
+  static constexpr int kInt8Bias = 0;
+  static constexpr bool kInt8Signed = false, kInt8Min = true;
+#if HWY_TARGET != HWY_SCALAR
+  template <std::size_t N>
+  static HWY_INLINE void Int8Codes(const std::uint8_t* blk, int8_dot::VB* v) {
+    NibbleBytes<N>(blk + 4, kBytes, v);
+  }
+  template <std::size_t N>
+  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
+    int8_dot::GroupScaleMin<N>(blk, kBytes, d, m);
+  }
+#endif
 };
 
 // Bit j of q3_1's high plane is bit 2 of value j (row_kernels::kBitOfValue).
@@ -220,6 +284,10 @@ KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q4_0)
 KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q4_1)
 KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q3_1)
 KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q2_1)
+// int8-query scores (int8_query-inl.h's macro): ScoresInt8Q8_0, ...
+KVQ_INT8_SCORES_ENTRY_POINT(uniform, Q8_0)
+KVQ_INT8_SCORES_ENTRY_POINT(uniform, Q4_0)
+KVQ_INT8_SCORES_ENTRY_POINT(uniform, Q4_1)
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels

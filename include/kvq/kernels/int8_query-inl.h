@@ -1,0 +1,243 @@
+// int8-query scores: queries quantized once per step to int8 per block of
+// 32 values (kernels/int8_query.hpp's layout), scored against uniform rows
+// with integer dot products (int8_dot-inl.h), one f32 scale per block pair
+// (d_k d_q) and, for the formats with a minimum, m_k * sum(q).
+//
+// Compiled once per SIMD target by kvq/kernels/dispatch.hpp (through
+// all-inl.h); do not include it directly. The scalar oracle and the accuracy
+// contract are kvq/reference/int8_query.hpp. The row loop is rows-inl.h's
+// ScoresDriver, shared with the f32 scores; this file only adds the tile.
+//
+// An int8 decoder (a uniform-inl.h block decoder) additionally provides:
+//   using Reference = kvq::reference::...Block;       // the SCALAR target's loop
+//   static constexpr int kInt8Bias;     // the query bias section: 128, 8 or 0
+//   static constexpr bool kInt8Signed;  // codes are int8 (DotSigned), else small unsigned
+//   static constexpr bool kInt8Min;     // m_k * sum(q) per block
+//   template <N> static void Int8Codes(const uint8_t* blk, VB* v);     // kGroupVecs vectors
+//   template <N> static void Int8Scales(const uint8_t* blk, VF& d, VF& m);
+// for a group of N blocks starting at blk (int8_dot-inl.h's LoadGroup*).
+//
+// Why it is faster than f32 queries: per block and row the decoder makes
+// bytes instead of floats (no byte->int32 widening, no int->float convert per
+// value, no decode FMA), and per block, row and query the work is one integer
+// dot product (64 values per instruction with VNNI), one convert, one scale
+// multiply and one FMA instead of one FMA per 16 values.
+#include <kvq/kernels/int8_query.hpp>
+
+#include <cfloat>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#if defined(KVQ_KERNELS_INT8_QUERY_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef KVQ_KERNELS_INT8_QUERY_INL_H_
+#undef KVQ_KERNELS_INT8_QUERY_INL_H_
+#else
+#define KVQ_KERNELS_INT8_QUERY_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+HWY_BEFORE_NAMESPACE();
+namespace kvq::kernels {
+namespace HWY_NAMESPACE {
+namespace int8_query {
+
+namespace hn = hwy::HWY_NAMESPACE;
+using namespace row_kernels;  // DF, VF, kLanes, ScoresDriver, StoreScores, KVQ_UNROLL
+
+inline constexpr std::size_t kSection = Int8Queries::kSectionBytes;  // bytes per block and section
+enum Section : std::size_t { kCodes = 0, kBias128 = 1, kBias8 = 2, kStep = 3, kSum = 4 };
+
+// ---------------------------------------------------------------------------
+// Quantization (reference::quantize_query_block, bit for bit in the codes):
+// n_q queries q + i * q_stride of head_dim values into `out` (Int8Queries
+// layout, stride bytes per query).
+inline void QuantizeQueriesInt8(const float* q, std::size_t n_q, std::size_t q_stride, std::size_t head_dim,
+                                std::byte* out) {
+  const DF df;
+  const hn::Rebind<std::int8_t, DF> di8;
+  const std::size_t n_blocks = head_dim / 32, n_pb = (n_blocks + 1) / 2 * 2, sec = n_pb * kSection;
+  for (std::size_t i = 0; i < n_q; ++i) {
+    std::byte* base = out + i * n_pb * Int8Queries::kSections * kSection;
+    std::memset(base, 0, n_pb * Int8Queries::kSections * kSection);
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+      const float* x = q + i * q_stride + b * 32;
+      VF vmax = hn::Zero(df), vsum = hn::Zero(df);
+      KVQ_UNROLL
+      for (std::size_t k = 0; k < 32 / kLanes; ++k) {
+        const VF v = hn::LoadU(df, x + k * kLanes);
+        vmax = hn::Max(vmax, hn::Abs(v));
+        vsum = hn::Add(vsum, v);
+      }
+      const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax)), sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+      std::int8_t* codes = reinterpret_cast<std::int8_t*>(base + kCodes * sec + b * kSection);
+      float d = std::numeric_limits<float>::quiet_NaN();  // NaN/Inf in the block: NaN scores, codes 0
+      if (amax <= FLT_MAX && std::isfinite(sum)) {
+        d = amax / 127.0f;
+        if (d > 0.0f) {
+          const VF vd = hn::Set(df, d);
+          KVQ_UNROLL
+          for (std::size_t k = 0; k < 32 / kLanes; ++k)
+            hn::StoreU(hn::DemoteTo(di8, hn::NearestInt(hn::Div(hn::LoadU(df, x + k * kLanes), vd))), di8,
+                       codes + k * kLanes);
+        }
+      }
+      std::int32_t bias128[8], bias8[8];
+      float step[8], sums[8] = {sum};
+      for (std::size_t l = 0; l < 8; ++l) {
+        const std::int32_t s = codes[4 * l] + codes[4 * l + 1] + codes[4 * l + 2] + codes[4 * l + 3];
+        bias128[l] = -128 * s;
+        bias8[l] = -8 * s;
+        step[l] = d;
+      }
+      std::memcpy(base + kBias128 * sec + b * kSection, bias128, kSection);
+      std::memcpy(base + kBias8 * sec + b * kSection, bias8, kSection);
+      std::memcpy(base + kStep * sec + b * kSection, step, kSection);
+      std::memcpy(base + kSum * sec + b * kSection, sums, kSection);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Scores of int8 queries.
+
+#if HWY_TARGET != HWY_SCALAR
+using namespace int8_dot;  // VB, VI8, VI, kGroupBlocks, kGroupVecs, DotSmall, DotSigned, ...
+
+template <class Fmt>
+HWY_INLINE const std::uint8_t* BiasSection(const std::uint8_t* qq, std::size_t sec) {
+  if constexpr (Fmt::kInt8Bias == 128) return qq + kBias128 * sec;
+  if constexpr (Fmt::kInt8Bias == 8) return qq + kBias8 * sec;
+  (void)sec;
+  return qq;  // unused
+}
+
+// Blocks [b, b + N) of rows [0, R) for queries [0, G), into acc.
+template <class Fmt, std::size_t R, std::size_t G, std::size_t N>
+HWY_INLINE void ScoresInt8Group(const std::uint8_t* HWY_RESTRICT qq, std::size_t q_bytes, std::size_t sec,
+                                const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes, std::size_t b,
+                                VF (&acc)[R][G]) {
+  static_assert(Fmt::kInt8Bias == 0 || Fmt::kInt8Bias == 8 || Fmt::kInt8Bias == 128);
+  const DF df;
+  const DI di;
+  const DI8 di8;
+  const std::uint8_t* qc = qq + kCodes * sec + b * kSection;
+  const std::uint8_t* qbias = BiasSection<Fmt>(qq, sec) + b * kSection;
+  const std::uint8_t* qstep = qq + kStep * sec + b * kSection;
+  const std::uint8_t* qsum = qq + kSum * sec + b * kSection;
+  KVQ_UNROLL
+  for (std::size_t r = 0; r < R; ++r) {
+    const std::uint8_t* blk = rows + r * row_bytes + b * Fmt::kBytes;
+    VB k[kGroupVecs];
+    Fmt::template Int8Codes<N>(blk, k);
+    VF d, m;
+    Fmt::template Int8Scales<N>(blk, d, m);
+    SignedKey sk[kGroupVecs];
+    if constexpr (Fmt::kInt8Signed)
+      KVQ_UNROLL
+      for (std::size_t v = 0; v < kGroupVecs; ++v) sk[v] = PrepareSigned(hn::BitCast(di8, k[v]));
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g) {
+      const std::size_t qo = g * q_bytes;
+      KVQ_UNROLL
+      for (std::size_t v = 0; v < kGroupVecs; ++v) {
+        const std::size_t o = qo + v * kVecBytes;
+        VI s = Fmt::kInt8Bias ? hn::LoadU(di, reinterpret_cast<const std::int32_t*>(qbias + o)) : hn::Zero(di);
+        const VI8 qv = hn::LoadU(di8, reinterpret_cast<const std::int8_t*>(qc + o));
+        if constexpr (Fmt::kInt8Signed)
+          s = DotSigned(sk[v], qv, s);
+        else
+          s = DotSmall(k[v], qv, s);
+        const VF scale = hn::Mul(d, hn::LoadU(df, reinterpret_cast<const float*>(qstep + o)));
+        acc[r][g] = hn::MulAdd(hn::ConvertTo(df, s), scale, acc[r][g]);
+        if constexpr (Fmt::kInt8Min)
+          acc[r][g] = hn::MulAdd(m, hn::LoadU(df, reinterpret_cast<const float*>(qsum + o)), acc[r][g]);
+      }
+    }
+  }
+}
+
+template <class Fmt>
+struct Int8ScoresTile {
+  const std::uint8_t* qq;
+  std::size_t q_bytes, sec;
+  const std::uint8_t* rows;
+  std::size_t row_bytes, n_blocks;
+  float* out;
+  std::size_t out_stride;
+  template <std::size_t R, std::size_t G>
+  HWY_INLINE void Run(std::size_t g, std::size_t t) const {
+    VF acc[R][G];
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < R; ++r)
+      KVQ_UNROLL
+      for (std::size_t j = 0; j < G; ++j) acc[r][j] = hn::Zero(DF());
+    const std::uint8_t* q0 = qq + g * q_bytes;
+    const std::uint8_t* r0 = rows + t * row_bytes;
+    std::size_t b = 0;
+    for (; b + kGroupBlocks <= n_blocks; b += kGroupBlocks)
+      ScoresInt8Group<Fmt, R, G, kGroupBlocks>(q0, q_bytes, sec, r0, row_bytes, b, acc);
+    if constexpr (kGroupBlocks == 2)
+      if (b < n_blocks) ScoresInt8Group<Fmt, R, G, 1>(q0, q_bytes, sec, r0, row_bytes, b, acc);
+    StoreScores<R, G>(acc, out + g * out_stride + t, out_stride);
+  }
+};
+#endif  // HWY_TARGET != HWY_SCALAR
+
+// out[g * out_stride + t] = int8 score of query g (Int8Queries layout at
+// `qq`) and row t, for n_q queries and n_rows rows of format Fmt.
+template <class Fmt>
+HWY_INLINE void ScoresInt8(const std::byte* qq_in, std::size_t n_q, const std::byte* rows_in, std::size_t n_rows,
+                           std::size_t head_dim, float* out, std::size_t out_stride) {
+  const auto* qq = reinterpret_cast<const std::uint8_t*>(qq_in);
+  const auto* rows = reinterpret_cast<const std::uint8_t*>(rows_in);
+  const std::size_t n_blocks = head_dim / 32, n_pb = (n_blocks + 1) / 2 * 2, sec = n_pb * kSection;
+  const std::size_t q_bytes = Int8Queries::kSections * sec, row_bytes = n_blocks * Fmt::kBytes;
+#if HWY_TARGET != HWY_SCALAR
+  const Int8ScoresTile<Fmt> tile{qq, q_bytes, sec, rows, row_bytes, n_blocks, out, out_stride};
+  ScoresDriver(tile, n_q, rows, n_rows, row_bytes);
+#else
+  // The reference's loop over the same layout.
+  using Block = typename Fmt::Reference;
+  for (std::size_t g = 0; g < n_q; ++g)
+    for (std::size_t t = 0; t < n_rows; ++t) {
+      const std::uint8_t* qg = qq + g * q_bytes;
+      float total = 0.0f;
+      for (std::size_t b = 0; b < n_blocks; ++b) {
+        int c[32];
+        float d, m, qd, qs;
+        Block::unpack(reinterpret_cast<const std::byte*>(rows + t * row_bytes + b * Fmt::kBytes), c, d, m);
+        std::memcpy(&qd, qg + kStep * sec + b * kSection, 4);
+        std::memcpy(&qs, qg + kSum * sec + b * kSection, 4);
+        std::int32_t s = 0;
+        for (std::size_t j = 0; j < 32; ++j) s += static_cast<std::int8_t>(qg[kCodes * sec + b * kSection + j]) * c[j];
+        total += d * qd * static_cast<float>(s) + m * qs;
+      }
+      out[g * out_stride + t] = total;
+    }
+#endif
+}
+
+}  // namespace int8_query
+
+// Entry point of a format's int8 scores (HWY_EXPORT needs plain functions).
+#undef KVQ_INT8_SCORES_ENTRY_POINT
+#define KVQ_INT8_SCORES_ENTRY_POINT(NS, FMT)                                                                 \
+  inline void ScoresInt8##FMT(const std::byte* qq, std::size_t n_q, const std::byte* rows, std::size_t n_rows, \
+                              std::size_t head_dim, float* out, std::size_t out_stride) {                     \
+    int8_query::ScoresInt8<NS::FMT>(qq, n_q, rows, n_rows, head_dim, out, out_stride);                        \
+  }
+
+inline void QuantizeQueriesInt8(const float* q, std::size_t n_q, std::size_t q_stride, std::size_t head_dim,
+                                std::byte* out) {
+  int8_query::QuantizeQueriesInt8(q, n_q, q_stride, head_dim, out);
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kvq::kernels
+HWY_AFTER_NAMESPACE();
+
+#endif  // KVQ_KERNELS_INT8_QUERY_INL_H_
