@@ -18,7 +18,10 @@
 //
 // Usage: kvq_bench_decode [--context 4096,32768,131072] [--gqa 1,4,8]
 //          [--threads 1,2] [--mode cold,hot] [--spec SPEC ...] [--samples N]
-//          [--prefill-only | --no-prefill]
+//          [--prefill-only | --no-prefill] [--scores int8,f32]
+// --scores: Cache::set_int8_scores for q8_0/q4_0/q4_1 keys (default int8);
+// with both, each row is measured both ways in the same process, f32 rows
+// marked "(f32 scores)".
 #include <kvq/kvq.hpp>  // kvq before anything that includes Highway
 
 #include "bandwidth.hpp"
@@ -89,6 +92,7 @@ struct Options {
   std::vector<std::string> specs;
   std::size_t samples = 31;
   bool decode = true, prefill = true;
+  std::vector<std::string> scores{"int8"};
 };
 
 void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
@@ -98,9 +102,9 @@ void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const std::string& spec : o.specs)
     for (std::size_t n : o.contexts) {
-      double gqa1_us[2][2] = {};  // [threads-1][cold]
+      double gqa1_us[2][2][2] = {};  // [int8][threads-1][cold]
       for (std::size_t gqa : o.gqas) {
-        const kvq::Cache base = filled(spec, n, gqa);
+        kvq::Cache base = filled(spec, n, gqa);
         const std::size_t bytes = base.memory(0).total_bytes();
         std::vector<kvq::Cache> copies;
         const std::size_t n_copies = std::max<std::size_t>(2, (kColdBytes + bytes - 1) / bytes);
@@ -114,8 +118,13 @@ void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
             copies.assign(n_copies, base);
             have_copies = true;
           }
-          for (std::size_t th : o.threads) {
+          for (std::size_t th : o.threads)
+          for (const std::string& scores : o.scores) {
             if (th > pool.size()) continue;
+            const bool int8 = scores != "f32";
+            base.set_int8_scores(int8);
+            for (auto& c : copies) c.set_int8_scores(int8);
+            const std::string label = int8 ? spec : spec + " (f32 scores)";
             std::vector<double> t;
             std::size_t i = 0;
             for (std::size_t s = 0; s < o.samples + 2; ++s) {
@@ -130,7 +139,7 @@ void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
             }
             const double us = 1e6 * median(t), frac = static_cast<double>(bytes) / (us * 1e-6) / bw;
             const std::size_t ti = th > 1 ? 1 : 0;
-            if (gqa == o.gqas.front()) gqa1_us[ti][cold] = us;
+            if (gqa == o.gqas.front()) gqa1_us[int8][ti][cold] = us;
             const double target = target_for(spec);
             char verdict[64];
             if (!cold || th > 1)
@@ -139,9 +148,9 @@ void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
               std::snprintf(verdict, sizeof verdict, "%.2f met", target);
             else
               std::snprintf(verdict, sizeof verdict, "%.2f MISSED by %.2f", target, target - frac);
-            std::printf("| %s | %zu | %zu | %zu | %s | %.0f | %.1f | %.2f | %.3f | %s | %.2fx |\n", spec.c_str(), n, gqa,
+            std::printf("| %s | %zu | %zu | %zu | %s | %.0f | %.1f | %.2f | %.3f | %s | %.2fx |\n", label.c_str(), n, gqa,
                         th, mode.c_str(), bytes / 1024.0, us, bytes / (us * 1e-6) / 1e9, frac, verdict,
-                        us / gqa1_us[ti][cold]);
+                        us / gqa1_us[int8][ti][cold]);
             std::fflush(stdout);
           }
         }
@@ -199,12 +208,17 @@ int main(int argc, char** argv) {
       std::stringstream in(next());
       for (std::string m; std::getline(in, m, ',');) o.modes.push_back(m);
     } else if (a == "--spec") o.specs.push_back(next());
+    else if (a == "--scores") {
+      o.scores.clear();
+      std::stringstream in(next());
+      for (std::string m; std::getline(in, m, ',');) o.scores.push_back(m);
+    }
     else if (a == "--samples") o.samples = std::stoul(next());
     else if (a == "--prefill-only") o.decode = false;
     else if (a == "--no-prefill") o.prefill = false;
     else {
       std::fprintf(stderr, "usage: kvq_bench_decode [--context N,..] [--gqa G,..] [--threads T,..] [--mode cold,hot] "
-                           "[--spec SPEC]... [--samples N] [--prefill-only | --no-prefill]\n");
+                           "[--spec SPEC]... [--samples N] [--prefill-only | --no-prefill] [--scores int8,f32]\n");
       return a == "--help" ? 0 : 2;
     }
   }
