@@ -4,12 +4,11 @@
 // int8 reference up to f32 summation order and the f32 scores within the
 // accuracy contract of kvq/reference/int8_query.hpp, over odd row counts, GQA
 // groups 1..8, odd block counts, unaligned pointers and hostile bytes.
-#undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
-#include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
+#include <kvq/kernels/dispatch.hpp>
 
 #include <kvq/codec/uniform.hpp>
 #include <kvq/core/bits.hpp>
