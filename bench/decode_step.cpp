@@ -19,7 +19,7 @@
 // Usage: kvq_bench_decode [--context 4096,32768,131072] [--gqa 1,4,8]
 //          [--threads 1,2] [--mode cold,hot] [--spec SPEC ...] [--samples N]
 //          [--prefill-only | --no-prefill] [--scores int8,f32]
-// --scores: Cache::set_int8_scores for q8_0/q4_0/q4_1 keys (default int8);
+// --scores: Cache::set_int8_scores for uniform-format keys (default int8);
 // with both, each row is measured both ways in the same process, f32 rows
 // marked "(f32 scores)".
 #include <kvq/kvq.hpp>  // kvq before anything that includes Highway

@@ -11,7 +11,7 @@
 // from DRAM, as decoding with a real model (all layers' caches) does. The
 // fraction of bandwidth is only meaningful for cold runs.
 //
-// "scores_int8" (q8_0, q4_0, q4_1) scores int8-quantized queries
+// "scores_int8" (the uniform formats) scores int8-quantized queries
 // (kernels::quantize_queries once, outside the timed loop, as attend does
 // once per step), "scores" f32 queries: the same rows, so their ratio is the
 // int8 path's speedup.

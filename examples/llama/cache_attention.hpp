@@ -93,7 +93,7 @@ class CacheAttention final : public AttentionBackend {
       : CacheAttention(shape, max_context, kvq::CacheSpec::parse(spec), mode, readout) {}
 
   const kvq::Cache& cache() const noexcept { return cache_; }
-  // Readout::kernel scores q8_0/q4_0/q4_1 keys with int8 queries unless this
+  // Readout::kernel scores uniform-format keys with int8 queries unless this
   // is off (kvq::Cache::set_int8_scores); the decoded mirror is always f32.
   void set_int8_scores(bool on) noexcept { cache_.set_int8_scores(on); }
   Prefill mode() const noexcept { return mode_; }

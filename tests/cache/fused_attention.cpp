@@ -4,8 +4,8 @@
 // windows, tiers, K and V cut into different tiles (per-channel K), turbo's
 // rotated space, f32/f16 at SIMD and non-SIMD head sizes, causal prefill,
 // threads and token-range splits, NaN queries, and no heap allocation once
-// warmed. With int8 scores (the default) the oracle scores q8_0/q4_0/q4_1 keys
-// with reference::dot_row_int8 on the segment bytes; off, with f32 queries.
+// warmed. With int8 scores (the default) the oracle scores uniform-format keys
+// with reference::dot_row_int8 on the segment bytes (every uniform format); off, with f32 queries.
 #include "kvq_test.hpp"
 #include "support/cache_fixtures.hpp"
 
@@ -59,8 +59,8 @@ std::vector<double> decoded(const Cache& c, std::size_t layer, StreamKind kind, 
 }
 
 // The scores the pass computes for query q against every key of KV head h:
-// with int8 scores, the int8 reference on the segment bytes for q8_0, q4_0
-// and q4_1 segments; q . decode(k) in double otherwise.
+// with int8 scores, the int8 reference on the segment bytes for uniform
+// segments; q . decode(k) in double otherwise.
 template <class Block>
 void int8_scores(const float* q, const kvq::SegmentView& seg, std::size_t d, std::vector<double>& s) {
   std::vector<kvq::reference::Int8QueryBlock> qb(d / 32);
@@ -80,6 +80,10 @@ std::vector<double> pass_scores(const Cache& c, std::size_t layer, std::size_t h
       int8_scores<kvq::reference::Q4_0Block>(q, seg, d, s);
     } else if (c.int8_scores() && name == "q4_1") {
       int8_scores<kvq::reference::Q4_1Block>(q, seg, d, s);
+    } else if (c.int8_scores() && name == "q3_1") {
+      int8_scores<kvq::reference::Q3_1Block>(q, seg, d, s);
+    } else if (c.int8_scores() && name == "q2_1") {
+      int8_scores<kvq::reference::Q2_1Block>(q, seg, d, s);
     } else {
       const std::size_t g = seg.codec->tokens_per_tile(), bt = seg.codec->bytes_per_tile();
       std::vector<float> tile(g * d);
@@ -148,6 +152,7 @@ const Case kCases[] = {
     {"k=f16,v=f16", 128, 4, 1, 300},
     {"k=f32,v=f16", 40, 2, 1, 150},                        // head_dim 40: no SIMD exact kernel
     {"k=q8_0,v=q8_0,window=8,tier=40:q2_1/q2_1,tier=100:turbo2/turbo2", 64, 4, 2, 300},  // int8 beside f32 runs
+    {"k=q3_1,v=q4_0,window=3", 96, 4, 1, 250},             // odd block count (2-block int8 groups)
 };
 
 }  // namespace

@@ -170,7 +170,7 @@ void check_scores_shape(const Codec& c, std::size_t n_q, std::size_t n, std::siz
 }  // namespace
 
 TEMPLATE_TEST_CASE("kernels int8: scores equal the int8 reference and keep the f32 contract on every target",
-                   "[kernels][int8]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1) {
+                   "[kernels][int8]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1, kvq::Q3_1, kvq::Q2_1) {
   const auto ran = kvq::test::for_each_target([] {
     kvq::Rng rng(20261201);
     for (std::size_t hd : {32u, 64u, 96u, 128u, 256u}) {
@@ -184,7 +184,7 @@ TEMPLATE_TEST_CASE("kernels int8: scores equal the int8 reference and keep the f
 }
 
 TEMPLATE_TEST_CASE("kernels int8: hostile rows and queries never crash; non-finite where the reference is",
-                   "[kernels][int8]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1) {
+                   "[kernels][int8]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1, kvq::Q3_1, kvq::Q2_1) {
   // Random bytes: every code (q8_0's -128 included) in every position, with
   // fp16 scales from subnormal to Inf and NaN.
   using Block = typename TestType::block_type;
@@ -197,7 +197,7 @@ TEMPLATE_TEST_CASE("kernels int8: hostile rows and queries never crash; non-fini
   for (std::size_t i = 0; i < n * hd / kBlockValues; ++i) {
     std::byte* blk = rows.data() + i * Block::bytes;
     kvq::bits::store_u16(blk, scales[i % 8]);
-    if (Block::bytes == 20) kvq::bits::store_u16(blk + 2, scales[(i + 3) % 8]);
+    if (Block::bytes != 34 && Block::bytes != 18) kvq::bits::store_u16(blk + 2, scales[(i + 3) % 8]);
   }
   const std::size_t n_q = 5;
   const std::vector<float> q = queries(rng, n_q, hd, hd, true);

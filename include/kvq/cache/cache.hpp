@@ -143,7 +143,8 @@ class Cache {
     attend(layer, n_pos, q, out, pool, pool.size(), scale);
   }
 
-  // Whether attend scores q8_0, q4_0 and q4_1 keys with int8-quantized
+  // Whether attend scores uniform-format keys (q8_0, q4_0, q4_1, q3_1, q2_1)
+  // with int8-quantized
   // queries (on by default): each query is rounded to int8 per block of 32
   // values once per call and scored with integer dot products. The score
   // error is bounded per key by sum_b (d_b / 2) sum_j |k_j - m_b| (d_b: the

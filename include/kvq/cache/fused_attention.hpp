@@ -71,7 +71,7 @@ struct RunKernels {
                           std::size_t);
   Fn scores = nullptr;
   Fn accumulate = nullptr;
-  Int8Fn scores_int8 = nullptr;  // int8-query scores (q8_0, q4_0, q4_1 keys), when enabled
+  Int8Fn scores_int8 = nullptr;  // int8-query scores (uniform-format keys), when enabled
   const void* codec = nullptr;
   bool model_space = false;  // accumulate adds straight into the model-space output
 };
@@ -115,7 +115,7 @@ inline RunKernels generic_kernels(const AnyCodec& codec) {
   return k;
 }
 
-// int8_scores: K runs of q8_0/q4_0/q4_1 score int8-quantized queries
+// int8_scores: K runs of the uniform formats score int8-quantized queries
 // (kernels::quantize_queries; the accuracy contract is in
 // reference/int8_query.hpp).
 inline RunKernels resolve_kernels(const AnyCodec& codec, bool int8_scores = false) {

@@ -95,8 +95,8 @@ KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q2_1, Q2_1)
 #undef KVQ_KERNELS_UNIFORM_WRAPPERS
 
 // ---------------------------------------------------------------------------
-// int8-query scores, an opt-in approximation of scores() for q8_0, q4_0 and
-// q4_1 keys: quantize_queries rounds each query to int8 per block of 32
+// int8-query scores, an opt-in approximation of scores() for the uniform
+// formats' keys (q8_0, q4_0, q4_1, q3_1, q2_1): quantize_queries rounds each query to int8 per block of 32
 // values (once per step), scores then uses integer dot products. The error
 // against the f32 scores is bounded per row by sum_b (d_b / 2) sum_j |x_j -
 // m_b| (d_b: the query block's step, x - m: the key block's code part), plus
@@ -105,7 +105,8 @@ KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q2_1, Q2_1)
 // path by default (Cache::set_int8_scores).
 template <class C>
 inline constexpr bool kHasInt8Scores =
-    std::is_same_v<C, kvq::Q8_0> || std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1>;
+    std::is_same_v<C, kvq::Q8_0> || std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
+    std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1>;
 
 inline void quantize_queries(const float* q, std::size_t n_q, std::size_t q_stride, std::size_t head_dim,
                              Int8Queries& out) {
@@ -136,6 +137,8 @@ inline void quantize_queries(const float* q, std::size_t n_q, std::size_t q_stri
 KVQ_KERNELS_INT8_WRAPPERS(kvq::Q8_0, Q8_0)
 KVQ_KERNELS_INT8_WRAPPERS(kvq::Q4_0, Q4_0)
 KVQ_KERNELS_INT8_WRAPPERS(kvq::Q4_1, Q4_1)
+KVQ_KERNELS_INT8_WRAPPERS(kvq::Q3_1, Q3_1)
+KVQ_KERNELS_INT8_WRAPPERS(kvq::Q2_1, Q2_1)
 #undef KVQ_KERNELS_INT8_WRAPPERS
 
 namespace detail {

@@ -90,7 +90,8 @@ using TargetMaskKernel = std::int64_t();
   X(PerChannelKernel, AccumulatePc2) X(PerChannelKernel, AccumulatePc3) X(PerChannelKernel, AccumulatePc4)   \
   X(SoftmaxKernel, OnlineSoftmax)                                                                           \
   X(QuantizeKernel, QuantizeQueriesInt8) X(Int8ScoresKernel, ScoresInt8Q8_0)                                 \
-  X(Int8ScoresKernel, ScoresInt8Q4_0) X(Int8ScoresKernel, ScoresInt8Q4_1)
+  X(Int8ScoresKernel, ScoresInt8Q4_0) X(Int8ScoresKernel, ScoresInt8Q4_1) X(Int8ScoresKernel, ScoresInt8Q3_1)   \
+  X(Int8ScoresKernel, ScoresInt8Q2_1)
 
 #if defined(KVQ_EXTERN_KERNELS)
 // A function declared through its type alias: `RowKernel ScoresQ8_0;`.

@@ -234,6 +234,55 @@ struct Q4_1 : Blocks {
 #endif
 };
 
+#if HWY_TARGET != HWY_SCALAR
+// int8 side: q2_1's crumb codes (q3_1's low two bits) of each block of a
+// group as bytes, values in order.
+template <std::size_t N>
+HWY_INLINE void CrumbBytes(const std::uint8_t* qs, std::size_t stride, int8_dot::VB* v) {
+  using namespace int8_dot;
+#if KVQ_UNIFORM_CODES32 && HWY_TARGET <= HWY_AVX3  // two blocks per vector
+  v[0] = hn::Combine(DB(), N == 2 ? Crumbs32(qs + stride) : hn::Zero(hn::Half<DB>()), Crumbs32(qs));
+#elif KVQ_UNIFORM_CODES32
+  (void)stride;
+  v[0] = Crumbs32(qs);
+#else
+  // 16 values per vector: values 16k..16k+7 are bit pair 2k of the 8 bytes,
+  // 16k+8..16k+15 bit pair 2k+1.
+  static_assert(kVecBytes == 16);
+  (void)stride;
+  const hn::Repartition<std::uint64_t, DB> d64;
+  std::uint64_t bits;
+  std::memcpy(&bits, qs, 8);
+  const auto x = hn::Set(d64, bits);
+  KVQ_UNROLL
+  for (std::size_t k = 0; k < kGroupVecs; ++k) {
+    const auto lo = hn::ShiftRightSame(x, static_cast<int>(4 * k)), hi = hn::ShiftRightSame(x, static_cast<int>(4 * k + 2));
+    v[k] = hn::And(hn::BitCast(DB(), hn::ConcatUpperLower(d64, hi, lo)), hn::Set(DB(), 3));
+  }
+#endif
+}
+
+// q3_1's high plane (bit j of a little-endian u32 is bit 2 of value j) ORed
+// into the bytes of CrumbBytes.
+template <std::size_t N>
+HWY_INLINE void AddHighBits(const std::uint8_t* high, std::size_t stride, int8_dot::VB* v) {
+  using namespace int8_dot;
+  const DB db;
+  const VB four = hn::Set(db, 4);
+  if constexpr (kGroupBlocks == 2) {
+    std::uint8_t bits[8] = {};
+    std::memcpy(bits, high, 4);
+    if constexpr (N == 2) std::memcpy(bits + 4, high + stride, 4);
+    v[0] = hn::Or(v[0], hn::IfThenElseZero(hn::LoadMaskBits(db, bits), four));
+  } else {
+    (void)stride;
+    KVQ_UNROLL
+    for (std::size_t k = 0; k < kGroupVecs; ++k)
+      v[k] = hn::Or(v[k], hn::IfThenElseZero(hn::LoadMaskBits(db, high + k * kVecBytes / 8), four));
+  }
+}
+#endif
+
 // Bit j of q3_1's high plane is bit 2 of value j (row_kernels::kBitOfValue).
 struct Q3_1 : Blocks {
   static constexpr std::size_t kBytes = 16;
@@ -259,6 +308,20 @@ struct Q3_1 : Blocks {
     }
 #endif
   }
+  using Reference = kvq::reference::Q3_1Block;
+  static constexpr int kInt8Bias = 0;
+  static constexpr bool kInt8Signed = false, kInt8Min = true;
+#if HWY_TARGET != HWY_SCALAR
+  template <std::size_t N>
+  static HWY_INLINE void Int8Codes(const std::uint8_t* blk, int8_dot::VB* v) {
+    CrumbBytes<N>(blk + 4, kBytes, v);
+    AddHighBits<N>(blk + 12, kBytes, v);
+  }
+  template <std::size_t N>
+  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
+    int8_dot::GroupScaleMin<N>(blk, kBytes, d, m);
+  }
+#endif
 };
 
 struct Q2_1 : Blocks {
@@ -274,6 +337,19 @@ struct Q2_1 : Blocks {
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(CodesToFloat(Crumbs(blk + 4, k)), d, m);
 #endif
   }
+  using Reference = kvq::reference::Q2_1Block;
+  static constexpr int kInt8Bias = 0;
+  static constexpr bool kInt8Signed = false, kInt8Min = true;
+#if HWY_TARGET != HWY_SCALAR
+  template <std::size_t N>
+  static HWY_INLINE void Int8Codes(const std::uint8_t* blk, int8_dot::VB* v) {
+    CrumbBytes<N>(blk + 4, kBytes, v);
+  }
+  template <std::size_t N>
+  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
+    int8_dot::GroupScaleMin<N>(blk, kBytes, d, m);
+  }
+#endif
 };
 
 }  // namespace uniform
@@ -288,6 +364,8 @@ KVQ_ROW_KERNEL_ENTRY_POINTS(uniform, Q2_1)
 KVQ_INT8_SCORES_ENTRY_POINT(uniform, Q8_0)
 KVQ_INT8_SCORES_ENTRY_POINT(uniform, Q4_0)
 KVQ_INT8_SCORES_ENTRY_POINT(uniform, Q4_1)
+KVQ_INT8_SCORES_ENTRY_POINT(uniform, Q3_1)
+KVQ_INT8_SCORES_ENTRY_POINT(uniform, Q2_1)
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels
