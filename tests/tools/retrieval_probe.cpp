@@ -108,6 +108,10 @@ TEST_CASE("retrieval probes: beta calibration hits the requested exact mass", "[
     const double m = independent_mass(d, p, opt.context, margin);
     REQUIRE(m == Approx(opt.masses[p.mass_index]).margin(1e-5));
     REQUIRE(p.exact_mass == Approx(m).margin(1e-10));
+    const float* qr = d.q_at(p.layer, p.q_head, d.tokens - 1);
+    double qn = 0;
+    for (std::size_t i = 0; i < d.head_dim; ++i) qn += double(qr[i]) * qr[i];
+    REQUIRE(p.beta <= opt.max_beta * std::sqrt(qn));
     CHECK(p.exact_top1 == (margin < 0));
     exact_top1 += p.exact_top1;
   }

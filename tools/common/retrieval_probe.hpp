@@ -27,7 +27,10 @@
 // its age is drawn uniformly in the bucket [age, min(2 age, context - 64)) by a seeded Rng. A
 // needle is accepted only when no other key of the context projects more onto its direction
 // (k_j . k^ < |k_needle| for all j): then the needle's exact mass rises monotonically from 0 to
-// 1 with beta and the calibration has exactly one solution; refused draws are counted.
+// 1 with beta and the calibration has exactly one solution; and only when beta stays within
+// max_beta |q_real| (default 8): a needle that barely out-projects some other key needs a huge
+// beta (up to ~500 |q_real| on wt2-byte-a), i.e. logits of thousands in which any relative score
+// error flips the winner -- a near-tie, not a retrieval. Refused draws are counted.
 // Exact attention is computed in double from the dump's values, independently of the cache.
 #pragma once
 
@@ -55,6 +58,7 @@ struct RetrievalOptions {
   std::vector<std::size_t> ages{16, 64, 256, 1024, 4096, 16384, 32768};  // bucket b: [ages[b], 2 ages[b])
   std::vector<double> masses{0.3, 0.6, 0.9};                            // exact needle mass targets
   std::size_t needles = 16;  // per (layer, bucket, mass), spread over the query heads
+  double max_beta = 8.0;     // refuse needles needing beta > max_beta |q_real| (near-ties in projection)
   std::uint64_t seed = 16;
   std::vector<std::size_t> layers;  // empty: all
   double scale = 0.0;               // softmax scale; 0: 1/sqrt(head_dim)
@@ -124,7 +128,8 @@ struct RetrievalProbes {
   std::vector<std::size_t> layer_ids;
   std::vector<std::size_t> bucket_lo, bucket_hi;  // ages [lo, hi)
   std::vector<Probe> probes;
-  std::size_t refused = 0;     // needle draws another key out-projected
+  std::size_t refused = 0;       // needle draws another key out-projected
+  std::size_t refused_beta = 0;  // needle draws needing beta > max_beta |q_real|
   std::size_t duplicates = 0;  // duplicate keys over every context built (0 by construction)
   double scale = 0.0;
 };
@@ -233,10 +238,14 @@ inline RetrievalProbes make_probes(const KvDumps& d, const RetrievalOptions& opt
           const float* qr = d.q_at(L, p.q_head, d.tokens - 1);
           for (std::size_t i = 0; i < D; ++i) qd[i] = qr[i];
           detail::exact_dots(d, c, qd.data(), a.data());
+          double q_norm = 0.0;
+          for (std::size_t i = 0; i < D; ++i) q_norm += qd[i] * qd[i];
+          q_norm = std::sqrt(q_norm);
           for (int attempt = 0;; ++attempt) {
             kvq::detail::require(attempt < 1000, Errc::invalid_argument,
                                  "retrieval: no needle in age bucket " + std::to_string(r.bucket_lo[bk]) +
-                                     " of layer " + std::to_string(L) + " dominates its own direction");
+                                     " of layer " + std::to_string(L) +
+                                     " dominates its own direction with beta <= max_beta |q_real|");
             const std::size_t span = r.bucket_hi[bk] - r.bucket_lo[bk];
             const std::size_t age = r.bucket_lo[bk] + std::size_t(rng.uniform() * double(span));
             p.needle = N - 1 - age;
@@ -248,10 +257,14 @@ inline RetrievalProbes make_probes(const KvDumps& d, const RetrievalOptions& opt
             detail::exact_dots(d, c, khat.data(), b.data());
             bool dominant = norm > 0;
             for (std::size_t t = 0; t < N && dominant; ++t) dominant = t == p.needle || b[t] < b[p.needle];
-            if (dominant) break;
-            ++r.refused;
+            if (!dominant) {
+              ++r.refused;
+              continue;
+            }
+            p.beta = detail::calibrate_beta(a, b, p.needle, r.scale, opt.masses[mi]);
+            if (p.beta <= opt.max_beta * q_norm) break;
+            ++r.refused_beta;
           }
-          p.beta = detail::calibrate_beta(a, b, p.needle, r.scale, opt.masses[mi]);
           // What the cache sees is the float query; the exact reference uses the same one.
           p.q.resize(D);
           for (std::size_t i = 0; i < D; ++i) {

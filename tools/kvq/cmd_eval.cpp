@@ -94,6 +94,8 @@ int run_retrieval(const kvq::cli::Args& args, const std::string& dir, const std:
   if (args.has("ages")) opt.ages = parse_list(args.require("ages"), "ages");
   if (args.has("masses")) opt.masses = parse_doubles(args.require("masses"), "masses");
   if (args.has("layers")) opt.layers = parse_list(args.require("layers"), "layers");
+  opt.max_beta = args.get_double("max-beta", opt.max_beta);
+  kvq::detail::require(opt.max_beta > 0.0, kvq::Errc::invalid_argument, "--max-beta must be positive");
   opt.scale = args.get_double("scale", 0.0);
   kvq::detail::require(opt.scale >= 0.0, kvq::Errc::invalid_argument, "--scale must be positive (0: 1/sqrt(head_dim))");
   const bool per_layer = args.has("per-layer");
@@ -119,10 +121,11 @@ int run_retrieval(const kvq::cli::Args& args, const std::string& dir, const std:
   std::printf("kernels: %s\n", kvq::kernels::target_name());
   std::printf("retrieval probe on %s: %zu layers x %zu KV heads, contexts of %zu tokens chained from the dumps' "
               "real keys (%zu duplicate keys), %zu probes = %zu layers x %zu age buckets x %zu masses x %zu needles "
-              "(%zu needle draws refused), seed %llu; calibration: max |exact mass - target| %.1e; %.1f s\n\n",
+              "(needle draws refused: %zu out-projected by another key, %zu needing beta > %g |q_real|), seed %llu; "
+              "calibration: max |exact mass - target| %.1e; %.1f s\n\n",
               dir.c_str(), pr.layer_ids.size(), dumps.kv_heads, opt.context, pr.duplicates, pr.probes.size(),
-              pr.layer_ids.size(), opt.ages.size(), opt.masses.size(), opt.needles, pr.refused,
-              static_cast<unsigned long long>(opt.seed), worst, prep_sec);
+              pr.layer_ids.size(), opt.ages.size(), opt.masses.size(), opt.needles, pr.refused, pr.refused_beta,
+              opt.max_beta, static_cast<unsigned long long>(opt.seed), worst, prep_sec);
   std::fflush(stdout);
 
   std::vector<kt::RetrievalResult> results;
@@ -291,7 +294,7 @@ const kvq::cli::Command reg{
     "attention error of cache specs on Q/K/V .npy dumps: --spec S [more specs] [--dir DIR] [--stride 16] "
     "[--tokens T] [--layers 0,7] [--scale X]; --retrieval: the retrieval probe (needles at ages 16..32K in "
     "contexts chained from the dumps' keys) [--context 36864] [--ages 16,64,256,1024,4096,16384,32768] "
-    "[--masses 0.3,0.6,0.9] [--needles 16] [--seed 16] [--layers ...] [--per-layer] [--out results.tsv]",
+    "[--masses 0.3,0.6,0.9] [--needles 16] [--seed 16] [--max-beta 8] [--layers ...] [--per-layer] [--out results.tsv]",
     run};
 
 }  // namespace
