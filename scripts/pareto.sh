@@ -62,6 +62,8 @@ CONFIGS=(
   "K turbo4, V turbo2|k=turbo4,v=turbo2"
   "K turbo3, V turbo2 + recent 256 + 4 sinks|k=turbo3,v=turbo2,window=256,sinks=4"
   "K turbo4, V turbo2 + 128 + 4 sinks, tier 8192 K turbo3|k=turbo4,v=turbo2,window=128,sinks=4,tier=8192:turbo3/turbo2"
+  "K turbo4, V turbo2 + 128 + 4 sinks, tier 16384 K turbo3|k=turbo4,v=turbo2,window=128,sinks=4,tier=16384:turbo3/turbo2"
+  "K turbo4, V turbo2, tier 16384 K turbo3|k=turbo4,v=turbo2,tier=16384:turbo3/turbo2"
   "turbo2 + recent 1024 + 4 sinks|k=turbo2,v=turbo2,window=1024,sinks=4"
   "turbo2 + recent 128 + 4 sinks|k=turbo2,v=turbo2,window=128,sinks=4"
   "turbo4/turbo3 + 128 + 4 sinks, tier 2048 turbo2|k=turbo4,v=turbo3,window=128,sinks=4,tier=2048:turbo2/turbo2"

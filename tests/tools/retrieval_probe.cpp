@@ -5,11 +5,11 @@
 // a window loses needle mass at old ages, a window restores exactly the ages it covers; probes
 // are deterministic per seed; and on the real wt2-byte-a dumps 2-bit loses more than 4-bit.
 #include "kvq_test.hpp"
+#include "support/synthetic_dumps.hpp"
 
 #include "retrieval_probe.hpp"
 
 #include <cmath>
-#include <random>
 #include <set>
 #include <tuple>
 
@@ -18,16 +18,7 @@ namespace {
 namespace kt = kvq::tools;
 
 kt::KvDumps synthetic(std::size_t L, std::size_t HQ, std::size_t HK, std::size_t T, std::size_t D) {
-  kt::KvDumps d{L, HQ, HK, T, D, {}, {}, {}};
-  std::mt19937 rng(7);
-  std::normal_distribution<float> n01(0.0f, 1.0f);
-  d.q.resize(L * HQ * T * D);
-  d.k.resize(L * HK * T * D);
-  d.v.resize(d.k.size());
-  for (auto& x : d.q) x = 2.0f * n01(rng);
-  for (auto& x : d.k) x = n01(rng);
-  for (auto& x : d.v) x = n01(rng);
-  return d;
+  return kvq::test::synthetic_dumps(L, HQ, HK, T, D, 7);
 }
 
 kt::RetrievalOptions small_options() {
@@ -113,9 +104,10 @@ TEST_CASE("retrieval probes: beta calibration hits the requested exact mass", "[
     for (std::size_t i = 0; i < d.head_dim; ++i) qn += double(qr[i]) * qr[i];
     REQUIRE(p.beta <= opt.max_beta * std::sqrt(qn));
     CHECK(p.exact_top1 == (margin < 0));
+    if (opt.masses[p.mass_index] > 0.5) REQUIRE(p.exact_top1);  // more than half the mass: no key beats it
     exact_top1 += p.exact_top1;
   }
-  CHECK(exact_top1 == pr.probes.size());  // at mass >= 0.3 of 2048 the needle is the top key
+  CHECK(exact_top1 > pr.probes.size() * 3 / 4);
   // Larger targets need larger beta for the same needle and query.
   for (std::size_t i = 0; i + 2 * 4 * 8 < pr.probes.size(); ++i) {
     const auto& a = pr.probes[i];
@@ -161,7 +153,7 @@ TEST_CASE("retrieval probes through caches: exact storage is exact, 2-bit loses 
   CHECK(s.n == pr.probes.size());
   CHECK(s.mean_ratio == Approx(1.0).margin(1e-4));
   CHECK(s.min_ratio == Approx(1.0).margin(1e-4));
-  CHECK(s.hit_rate == 1.0);
+  CHECK(s.hit_rate == s.exact_hit_rate);
   CHECK(s.out_rel < 1e-5);
   CHECK(f32.bits() == Approx(32.0));
 
@@ -180,7 +172,8 @@ TEST_CASE("retrieval probes through caches: exact storage is exact, 2-bit loses 
   for (std::size_t b : {0, 1}) {  // ages 16.. and 64..: inside the 128-token window
     const auto w = at(windowed, b, 1);
     CHECK(w.mean_ratio > 0.99);
-    CHECK(w.hit_rate == 1.0);
+    CHECK(w.hit_rate >= 0.9);  // the needle is exact, the keys it competes with are not
+    CHECK(w.hit_rate >= at(two, b, 1).hit_rate);
     CHECK(at(two, b, 1).mean_ratio < w.mean_ratio);
   }
   CHECK(two.bits() < eight.bits());
