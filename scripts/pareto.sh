@@ -95,10 +95,10 @@ for entry in "${CONFIGS[@]}"; do
   label=${entry%%|*} spec=${entry#*|}
   if [[ -z $base_nll ]]; then r=$(result_of "$spec" run); base_nll=$(field base_nll "$r"); else r=$(result_of "$spec" skip); fi
   nll=$(field nll "$r") kb=$(field k_bits "$r") vb=$(field v_bits "$r") tokens=$(field tokens "$r")
-  kd=$(field key_delta "$r") keys=$(field key_tokens "$r") key_base=$(field key_base_nll "$r")
+  kd=$(field key_delta "$r") kse=$(field key_delta_se "$r") keys=$(field key_tokens "$r") key_base=$(field key_base_nll "$r")
   plan=$("$KVQ" plan --model llama-3.2-3b --context 32768,131072 --spec "$spec")
   g32=$(awk '$2 == 32768 {print $4}' <<< "$plan") g128=$(awk '$2 == 131072 {print $4}' <<< "$plan")
-  rows+=("$label|$spec|$nll|$kb|$vb|$g32|$g128|$kd")
+  rows+=("$label|$spec|$nll|$kb|$vb|$g32|$g128|$kd|$kse")
 done
 
 echo "wt2-byte-a, WikiText-2 test, $WINDOWS window(s) of $CTX bytes ($tokens bytes predicted), chunk $CHUNK, decode-mode prefill."
@@ -109,10 +109,10 @@ echo "K/V bits/value: what the cache held after a $CTX-token window (exact windo
 echo "Key tokens: $keys of $tokens bytes, whose exact NLL with the full window is lower than with only the last"
 echo "$KEY_SHORT-$((KEY_SHORT + 63)) bytes by more than $KEY_MARGIN nats (FP32 NLL on them $key_base nats/byte)."
 echo
-echo "| configuration | spec | nats/byte | PPL (per byte) | change vs FP32 | key-token change vs FP32 | K bits/value | V bits/value | GiB at 32K | GiB at 128K | Pareto |"
+echo "| configuration | spec | nats/byte | PPL (per byte) | change vs FP32 | key-token change vs FP32 (± 1 s.e.) | K bits/value | V bits/value | GiB at 32K | GiB at 128K | Pareto |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}" | awk -F'|' -v base="$base_nll" -v eps="$NOISE" '
-  { label[NR]=$1; spec[NR]=$2; nll[NR]=$3; kb[NR]=$4; vb[NR]=$5; g32[NR]=$6; g128[NR]=$7; kd[NR]=$8; n=NR }
+  { label[NR]=$1; spec[NR]=$2; nll[NR]=$3; kb[NR]=$4; vb[NR]=$5; g32[NR]=$6; g128[NR]=$7; kd[NR]=$8; kse[NR]=$9; n=NR }
   END {
     for (i = 1; i <= n; i++) {
       # Pareto-optimal: no other configuration is at most as large at 32K and not worse beyond
@@ -120,7 +120,7 @@ printf '%s\n' "${rows[@]}" | awk -F'|' -v base="$base_nll" -v eps="$NOISE" '
       opt = "yes"
       for (j = 1; j <= n; j++)
         if (j != i && g32[j] <= g32[i] && nll[j] <= nll[i] + eps && (g32[j] < g32[i] || nll[j] < nll[i] - eps)) opt = ""
-      printf "| %s | `%s` | %.5f | %.4f | %+.2f%% | %+.2f%% | %.3f | %.3f | %.3f | %.3f | %s |\n", label[i], spec[i], nll[i],
-             exp(nll[i]), 100 * (exp(nll[i] - base) - 1), 100 * (exp(kd[i]) - 1), kb[i], vb[i], g32[i], g128[i], opt
+      printf "| %s | `%s` | %.5f | %.4f | %+.2f%% | %+.2f%% ± %.2f%% | %.3f | %.3f | %.3f | %.3f | %s |\n", label[i], spec[i], nll[i],
+             exp(nll[i]), 100 * (exp(nll[i] - base) - 1), 100 * (exp(kd[i]) - 1), 100 * kse[i], kb[i], vb[i], g32[i], g128[i], opt
     }
   }'
