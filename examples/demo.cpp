@@ -1,74 +1,376 @@
-// kvq demo: what each codec costs and what it does to attention.
+// kvq demo: a compressed K/V cache driven the way an engine drives it.
 //
-// Builds keys and values with the statistics of real K activations (per-channel
-// offsets, a few outlier channels), compresses them with every codec, and runs
-// one decode step of attention on the compressed rows through the codec's
-// working-space interface (prepare_query -> scores -> softmax -> accumulate ->
-// finish_output). Prints bits/value, memory for 4096 tokens and the attention
-// output's relative error against exact float attention.
-#include <kvq/kvq.hpp>
+// For each configuration a kvq::Cache is filled as an engine's decode loop
+// fills it -- the prompt's K/V appended in one batch per layer (prefill), then
+// one token per layer and step (append, attend) -- on the real post-RoPE
+// Q/K/V of the wt2-byte-a model (../shared/data/kv-dumps/wt2-byte-a), or on
+// synthetic data with the statistics of real K when the dumps are absent. It
+// prints what the configuration costs (memory here and projected to a 3B model
+// at 32K/128K), what it does to attention (against exact attention computed
+// independently in double precision) and how fast a decode step is (against
+// this machine's read bandwidth, measured by the same process).
+//
+//   kvq_demo [--data DIR | --synthetic] [--quick] [--max-q8-error X] [SPEC ...]
+//
+// Exits 1 if a result is wrong: an exact configuration (f16/f32 storage of
+// fp16 data) off by more than float rounding, q8_0 off by more than
+// --max-q8-error (default 0.03; docs/CACHE.md measures ~0.01), or a window
+// making q4_0 worse.
+#include <kvq/kvq.hpp>  // before anything else that includes Highway
 
+#include "bandwidth.hpp"  // bench/: the read-bandwidth probe the benchmarks use
+#include "kv_eval.hpp"    // tools/common: the .npy dump reader
+
+#include <Eigen/Dense>
+
+#include <time.h>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <emmintrin.h>  // _mm_clflush, _mm_mfence (SSE2: every x86-64)
+#endif
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
-int main() {
-  const std::size_t head_dim = 128, tokens = 4096;
+namespace {
+
+// The configurations a newcomer meets first: exact, 8-bit, 4-bit flat and
+// with a recent window + attention sinks, the rotated (turbo) and
+// per-channel-K codecs, and 2 bits, which needs a wide window to be usable.
+const char* const kDefaultSpecs[] = {
+    "k=f16,v=f16",
+    "k=q8_0,v=q8_0",
+    "k=q4_0,v=q4_0",
+    "k=q4_0,v=q4_0,window=128,sinks=4",
+    "k=turbo4,v=turbo4,window=128,sinks=4",
+    "k=pc4,v=q4_1,window=128,sinks=4",
+    "k=turbo3,v=turbo3,window=128,sinks=4",
+    "k=q2_1,v=q2_1,window=512,sinks=4",
+};
+
+// The shape `kvq plan --model llama-3.2-3b` prices: 28 layers, 24 query and
+// 8 KV heads, head_dim 128.
+const kvq::ModelShape kProjectedShape = kvq::ModelShape::dense(28, 24, 8, 128, 131072);
+constexpr const char* kProjectedName = "Llama-3.2-3B";
+
+// Q/K/V of every layer, token-major as an engine hands them to the cache:
+// k, v are [layer][t][kv_head][d], q is [layer][t][q_head][d].
+struct Activations {
+  kvq::ModelShape shape;
+  std::size_t tokens = 0;
+  std::vector<float> q, k, v;
+  std::string source;
+
+  std::size_t kv_stride() const { return shape.n_kv_heads * shape.head_dim; }
+  std::size_t q_stride() const { return shape.n_q_heads * shape.head_dim; }
+  const float* k_at(std::size_t l, std::size_t t) const { return &k[(l * tokens + t) * kv_stride()]; }
+  const float* v_at(std::size_t l, std::size_t t) const { return &v[(l * tokens + t) * kv_stride()]; }
+  const float* q_at(std::size_t l, std::size_t t) const { return &q[(l * tokens + t) * q_stride()]; }
+};
+
+// [layer][head][t][d] -> [layer][t][head][d].
+std::vector<float> token_major(const std::vector<float>& x, std::size_t layers, std::size_t heads, std::size_t T,
+                               std::size_t d) {
+  std::vector<float> out(x.size());
+  for (std::size_t l = 0; l < layers; ++l)
+    for (std::size_t h = 0; h < heads; ++h)
+      for (std::size_t t = 0; t < T; ++t)
+        std::copy_n(&x[((l * heads + h) * T + t) * d], d, &out[((l * T + t) * heads + h) * d]);
+  return out;
+}
+
+Activations real_activations(const std::filesystem::path& dir, std::size_t tokens) {
+  const kvq::tools::KvDumps d = kvq::tools::load_kv_dumps(dir, tokens);
+  Activations a;
+  a.shape = kvq::ModelShape::dense(d.layers, d.q_heads, d.kv_heads, d.head_dim, d.tokens);
+  a.tokens = d.tokens;
+  a.q = token_major(d.q, d.layers, d.q_heads, d.tokens, d.head_dim);
+  a.k = token_major(d.k, d.layers, d.kv_heads, d.tokens, d.head_dim);
+  a.v = token_major(d.v, d.layers, d.kv_heads, d.tokens, d.head_dim);
+  a.source = "real Q/K/V of the wt2-byte-a model (" + dir.string() + ")";
+  return a;
+}
+
+float fp16_value(double x) { return kvq::half_bits_to_float(kvq::float_to_half_bits(static_cast<float>(x))); }
+
+// wt2-byte-a's geometry with the traits its stats.txt reports for real K: per-
+// channel offsets up to ~3 standard deviations (strongest on the slowly
+// rotating RoPE pairs, the upper half of head_dim), a few outlier channel pairs
+// with twice the spread, K rms ~1.4, V rms ~0.6. Queries point at a recent key
+// (geometric lag, mean ~8) plus noise, so attention is as sharp and as recent
+// as a real model's. Values are fp16, as the real dumps are.
+Activations synthetic_activations(std::size_t tokens) {
+  const std::size_t L = 8, HQ = 8, HK = 2, D = 64, G = HQ / HK;
+  Activations a;
+  a.shape = kvq::ModelShape::dense(L, HQ, HK, D, tokens);
+  a.tokens = tokens;
+  a.q.resize(L * tokens * HQ * D);
+  a.k.resize(L * tokens * HK * D);
+  a.v.resize(a.k.size());
+  a.source = "SYNTHETIC data with the statistics of real K (../shared not found; numbers are indicative only)";
   kvq::Rng rng(2026);
-  std::vector<float> offset(head_dim), scale(head_dim);
-  for (std::size_t c = 0; c < head_dim; ++c) {
-    offset[c] = static_cast<float>(rng.normal() * 0.5);
-    scale[c] = c % 37 == 3 ? 6.0f : 1.0f;  // outlier channels, as in models with K biases
-  }
-  std::vector<float> k(tokens * head_dim), v(tokens * head_dim), q(head_dim);
-  for (std::size_t t = 0; t < tokens; ++t)
-    for (std::size_t c = 0; c < head_dim; ++c) {
-      k[t * head_dim + c] = static_cast<float>(offset[c] + scale[c] * rng.normal());
-      v[t * head_dim + c] = static_cast<float>(rng.normal());
+  std::vector<double> offset(HK * D), spread(HK * D);
+  for (std::size_t l = 0; l < L; ++l) {
+    for (std::size_t c = 0; c < HK * D; ++c) {
+      const bool slow_pair = c % D >= D / 2, outlier = (c % D) / 2 == (l * 7 + c / D * 5) % (D / 2);
+      offset[c] = rng.normal() * (slow_pair ? 1.5 : 0.3);
+      spread[c] = (0.8 + 0.4 * rng.uniform()) * (outlier ? 2.5 : 1.0);
     }
-  for (auto& x : q) x = static_cast<float>(rng.normal());
-  const float inv_sqrt_d = 1.0f / std::sqrt(static_cast<float>(head_dim));
-
-  // Exact attention in double: the reference every codec is judged against.
-  std::vector<double> p(tokens), exact(head_dim, 0.0);
-  double mx = -1e300, sum = 0;
-  for (std::size_t t = 0; t < tokens; ++t) {
-    double s = 0;
-    for (std::size_t c = 0; c < head_dim; ++c) s += double(q[c]) * k[t * head_dim + c];
-    p[t] = s * inv_sqrt_d;
-    mx = std::max(mx, p[t]);
-  }
-  for (auto& x : p) sum += (x = std::exp(x - mx));
-  for (std::size_t t = 0; t < tokens; ++t)
-    for (std::size_t c = 0; c < head_dim; ++c) exact[c] += p[t] / sum * v[t * head_dim + c];
-  double exact_norm = 0;
-  for (double x : exact) exact_norm += x * x;
-
-  std::printf("kvq %s demo: one decode step over %zu tokens, head_dim %zu\n", KVQ_VERSION_STRING, tokens, head_dim);
-  std::printf("%-8s %12s %16s %22s\n", "codec", "bits/value", "KiB (K+V)", "attention rel. error");
-  for (const auto& info : kvq::codec_table()) {
-    const kvq::AnyCodec codec = info.make(head_dim);
-    const std::size_t tile = codec.tokens_per_tile();
-    std::vector<std::byte> kc(tokens / tile * codec.bytes_per_tile()), vc(kc.size());
-    for (std::size_t i = 0; i < tokens / tile; ++i) {
-      codec.encode_tile(&k[i * tile * head_dim], &kc[i * codec.bytes_per_tile()]);
-      codec.encode_tile(&v[i * tile * head_dim], &vc[i * codec.bytes_per_tile()]);
+    for (std::size_t t = 0; t < tokens; ++t) {
+      float* k = &a.k[(l * tokens + t) * HK * D];
+      float* v = &a.v[(l * tokens + t) * HK * D];
+      for (std::size_t c = 0; c < HK * D; ++c) {
+        k[c] = fp16_value(offset[c] + spread[c] * rng.normal());
+        v[c] = fp16_value(0.6 * rng.normal());
+      }
+      float* q = &a.q[(l * tokens + t) * HQ * D];
+      for (std::size_t h = 0; h < HQ; ++h) {
+        std::size_t lag = 0;
+        while (lag < t && rng.uniform() > 0.12) ++lag;
+        const float* target = &a.k[(l * tokens + t - lag) * HK * D + h / G * D];
+        for (std::size_t i = 0; i < D; ++i)
+          q[h * D + i] = fp16_value(1.2 * (target[i] - offset[h / G * D + i]) + 0.7 * rng.normal());
+      }
     }
-    std::vector<float> qw(head_dim), s(tokens), acc(head_dim, 0.0f), out(head_dim);
-    codec.prepare_query(q.data(), qw.data());
-    for (std::size_t i = 0; i < tokens / tile; ++i) codec.scores(qw.data(), &kc[i * codec.bytes_per_tile()], &s[i * tile]);
-    float smax = -INFINITY, ssum = 0;
-    for (auto& x : s) smax = std::max(smax, x *= inv_sqrt_d);
-    for (auto& x : s) ssum += (x = std::exp(x - smax));
-    for (auto& x : s) x /= ssum;
-    for (std::size_t i = 0; i < tokens / tile; ++i) codec.accumulate(acc.data(), &s[i * tile], &vc[i * codec.bytes_per_tile()]);
-    codec.finish_output(acc.data(), out.data());
-    double err = 0;
-    for (std::size_t c = 0; c < head_dim; ++c) err += (out[c] - exact[c]) * (out[c] - exact[c]);
-    std::printf("%-8s %12.3f %16.1f %22.5f\n", std::string(codec.name()).c_str(), codec.bits_per_value(),
-                2.0 * kc.size() / 1024.0, std::sqrt(err / exact_norm));
   }
-  std::printf("(fp32 K+V would take %.1f KiB)\n", 2.0 * tokens * head_dim * 4 / 1024.0);
-  return 0;
+  return a;
+}
+
+// Exact attention of the decode steps, in double, straight from the
+// activations (no kvq code involved): per step, layer and query head the
+// output vector and the most-attended position.
+struct Reference {
+  std::vector<Eigen::VectorXd> out;  // [step][layer][q_head]
+  std::vector<Eigen::Index> top;
+};
+
+Reference exact_attention(const Activations& a, std::size_t first_step) {
+  const std::size_t L = a.shape.n_layers, HQ = a.shape.n_q_heads, HK = a.shape.n_kv_heads, D = a.shape.head_dim;
+  const std::size_t T = a.tokens, G = HQ / HK;
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Reference ref;
+  ref.out.resize((T - first_step) * L * HQ);
+  ref.top.resize(ref.out.size());
+  for (std::size_t l = 0; l < L; ++l)
+    for (std::size_t g = 0; g < HK; ++g) {
+      // The KV head's keys and values as T x D double matrices.
+      const Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>> kf(a.k_at(l, 0) + g * D, T, D,
+                                                                    Eigen::OuterStride<>(a.kv_stride()));
+      const Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>> vf(a.v_at(l, 0) + g * D, T, D,
+                                                                    Eigen::OuterStride<>(a.kv_stride()));
+      const Eigen::MatrixXd K = kf.cast<double>(), V = vf.cast<double>();
+      for (std::size_t p = first_step; p < T; ++p)
+        for (std::size_t h = g * G; h < (g + 1) * G; ++h) {
+          const Eigen::VectorXd q = Eigen::Map<const Eigen::VectorXf>(a.q_at(l, p) + h * D, D).cast<double>();
+          const Eigen::Index n = static_cast<Eigen::Index>(p + 1);
+          Eigen::VectorXd s = K.topRows(n) * q / std::sqrt(double(D));
+          const std::size_t i = ((p - first_step) * L + l) * HQ + h;
+          s.maxCoeff(&ref.top[i]);
+          const Eigen::VectorXd w = (s.array() - s.maxCoeff()).exp();
+          ref.out[i] = V.topRows(n).transpose() * w / w.sum();
+        }
+    }
+  return ref;
+}
+
+double thread_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Writes the cache's bytes back and drops them from every CPU cache level, so
+// the next step reads them from DRAM, as in an engine, where the model's
+// weights and its other layers evict a layer's K/V between two steps. Returns
+// false where the demo has no way to do it (the step is then timed warm).
+bool evict(const kvq::Cache& cache) {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__aarch64__)
+  const kvq::ModelShape& s = cache.shape();
+  for (std::size_t l = 0; l < s.n_layers; ++l)
+    for (kvq::StreamKind kind : {kvq::StreamKind::key, kvq::StreamKind::value})
+      for (std::size_t h = 0; h < s.n_kv_heads; ++h)
+        for (const kvq::SegmentView& seg : cache.segments(l, kind, h))
+          for (std::size_t i = 0; i < seg.bytes.size(); i += 64) {
+            const void* line = seg.bytes.data() + i;
+#if defined(__aarch64__)
+            asm volatile("dc civac, %0" : : "r"(line) : "memory");
+#else
+            _mm_clflush(line);
+#endif
+          }
+#if defined(__aarch64__)
+  asm volatile("dsb ish" : : : "memory");
+#else
+  _mm_mfence();
+#endif
+  return true;
+#else
+  (void)cache;
+  return false;
+#endif
+}
+
+struct Row {
+  kvq::CacheSpec spec;
+  double bits = 0, bytes_here = 0, bytes_32k = 0, bytes_128k = 0;
+  double error = 0, top1 = 0;
+  double step_seconds = 0, bandwidth_fraction = 0;
+};
+
+struct Run {
+  std::size_t prompt = 0;      // tokens appended by the prefill
+  std::size_t samples = 15;    // timed decode steps
+  double bandwidth = 0;        // bytes/s
+};
+
+Row run_configuration(const Activations& a, const Reference& ref, const Run& run, const std::string& spec_text) {
+  const std::size_t L = a.shape.n_layers, HQ = a.shape.n_q_heads, D = a.shape.head_dim, T = a.tokens;
+  Row row;
+  row.spec = kvq::CacheSpec::parse(spec_text);
+  kvq::Cache cache(a.shape, row.spec);
+
+  // Prefill: the dump already holds the model's K/V for the prompt, so the
+  // engine's part that matters here is one batch append per layer.
+  for (std::size_t l = 0; l < L; ++l) cache.append(l, run.prompt, a.k_at(l, 0), a.v_at(l, 0));
+
+  // Decode steps: per layer, append the new token's K/V, attend with its query.
+  std::vector<float> out(HQ * D), scores(T);
+  double err2 = 0, ref2 = 0;
+  std::size_t same_top = 0, n_top = 0;
+  for (std::size_t p = run.prompt; p < T; ++p)
+    for (std::size_t l = 0; l < L; ++l) {
+      cache.append(l, a.k_at(l, p), a.v_at(l, p));
+      cache.attend(l, a.q_at(l, p), out.data());
+      for (std::size_t h = 0; h < HQ; ++h) {
+        const std::size_t i = ((p - run.prompt) * L + l) * HQ + h;
+        const Eigen::VectorXd o = Eigen::Map<const Eigen::VectorXf>(&out[h * D], D).cast<double>();
+        err2 += (o - ref.out[i]).squaredNorm();
+        ref2 += ref.out[i].squaredNorm();
+        cache.scores(l, h, a.q_at(l, p) + h * D, scores.data());
+        same_top += std::max_element(scores.begin(), scores.begin() + p + 1) - scores.begin() == ref.top[i];
+        ++n_top;
+      }
+    }
+  row.error = std::sqrt(err2 / ref2);
+  row.top1 = double(same_top) / double(n_top);
+
+  const kvq::MemoryUse held = cache.memory().total;
+  row.bits = held.bits_per_value();
+  row.bytes_here = double(held.total_bytes());
+  row.bytes_32k = double(kvq::plan_memory(kProjectedShape, row.spec, 32768).total.total_bytes());
+  row.bytes_128k = double(kvq::plan_memory(kProjectedShape, row.spec, 131072).total.total_bytes());
+
+  // Decode-step time: the newest token's attention on every layer, repeated.
+  std::vector<double> t(run.samples);
+  for (auto& s : t) {
+    evict(cache);
+    const double t0 = thread_seconds();
+    for (std::size_t l = 0; l < L; ++l) cache.attend(l, a.q_at(l, T - 1), out.data());
+    s = thread_seconds() - t0;
+  }
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  row.step_seconds = t[t.size() / 2];
+  row.bandwidth_fraction = double(held.compressed_bytes + held.exact_bytes) / row.step_seconds / run.bandwidth;
+  return row;
+}
+
+bool exact_storage(const kvq::CacheSpec& s) {
+  auto exact = [](const std::string& c) { return c == "f16" || c == "f32"; };
+  return exact(s.codecs.k) && exact(s.codecs.v) && s.tiers.empty() && s.layers.empty() &&
+         s.boundary.first + s.boundary.last == 0;
+}
+
+int usage() {
+  std::fprintf(stderr, "usage: kvq_demo [--data DIR | --synthetic] [--quick] [--max-q8-error X] [SPEC ...]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  std::filesystem::path data_dir;
+  bool data_given = false, synthetic = false, quick = false;
+  double max_q8_error = 0.03;
+  std::vector<std::string> specs;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--data" && i + 1 < argc) data_dir = argv[++i], data_given = true;
+    else if (arg == "--synthetic") synthetic = true;
+    else if (arg == "--quick") quick = true;
+    else if (arg == "--max-q8-error" && i + 1 < argc) max_q8_error = std::stod(argv[++i]);
+    else if (arg.rfind("--", 0) == 0) return usage();
+    else specs.push_back(arg);
+  }
+  if (specs.empty()) specs.assign(std::begin(kDefaultSpecs), std::end(kDefaultSpecs));
+#ifdef KVQ_SHARED_DIR
+  if (!data_given) data_dir = std::filesystem::path(KVQ_SHARED_DIR) / "data/kv-dumps/wt2-byte-a";
+#endif
+  if (data_given && !std::filesystem::exists(data_dir / "k.npy")) {
+    std::fprintf(stderr, "kvq_demo: no k.npy in %s\n", data_dir.string().c_str());
+    return 1;
+  }
+
+  // The demo's context: the whole 4096-token dump, or 1024 tokens in --quick.
+  const std::size_t context = quick ? 1024 : 4096, steps = quick ? 8 : 64;
+  const Activations a = !synthetic && !data_dir.empty() && std::filesystem::exists(data_dir / "k.npy")
+                            ? real_activations(data_dir, context)
+                            : synthetic_activations(context);
+  Run run;
+  run.prompt = a.tokens - steps;
+  run.samples = quick ? 3 : 15;
+  run.bandwidth = kvq::bench::read_bandwidth();
+  const Reference ref = exact_attention(a, run.prompt);
+
+  const kvq::ModelShape& s = a.shape;
+  std::printf("kvq %s demo: a kvq::Cache driven like an engine's decode loop (%s kernels, 1 thread)\n",
+              KVQ_VERSION_STRING, kvq::kernels::target_name());
+  std::printf("data:  %s\n       %zu layers, %zu query / %zu KV heads, head_dim %zu\n", a.source.c_str(), s.n_layers,
+              s.n_q_heads, s.n_kv_heads, s.head_dim);
+  std::printf("run:   prefill %zu tokens per layer, then %zu decode steps (append, attend) to %zu tokens\n",
+              run.prompt, steps, a.tokens);
+  std::printf("read bandwidth of this machine, 1 thread: %.1f GB/s\n\n", run.bandwidth / 1e9);
+  std::printf("%-38s %8s %7s %7s %7s %8s %6s %8s %6s\n", "configuration", "bits/val", "MiB",
+              "GiB", "GiB", "error", "top-1", "step", "of");
+  std::printf("%-38s %8s %7s %7s %7s %8s %6s %8s %6s\n", "", "", "here", "at 32K", "at 128K", "", "same", "ms", "bw");
+
+  int status = 0;
+  std::vector<Row> rows;
+  for (const auto& spec : specs) {
+    rows.push_back(run_configuration(a, ref, run, spec));
+    const Row& r = rows.back();
+    std::printf("%-38s %8.2f %7.2f %7.2f %7.2f %8.4f %5.1f%% %8.3f %6.2f\n", r.spec.to_string().c_str(), r.bits,
+                r.bytes_here / 1048576.0, r.bytes_32k / 1073741824.0, r.bytes_128k / 1073741824.0, r.error,
+                100.0 * r.top1, 1e3 * r.step_seconds, r.bandwidth_fraction);
+    std::fflush(stdout);
+  }
+  std::printf("\nerror: attention output vs exact attention (double precision, same Q/K/V), relative, over every "
+              "decode step, layer and head; top-1 same: the most-attended token is the exact one\n");
+  std::printf("MiB here: this cache at %zu tokens; GiB: the same spec projected for %s; step: median attend time "
+              "of one decode step (all %zu layers); of bw: share of the read bandwidth its bytes use\n",
+              a.tokens, kProjectedName, s.n_layers);
+
+  // Wrong results fail the run (the ctest relies on it).
+  const Row* q4_flat = nullptr;
+  for (const Row& r : rows) {
+    const std::string text = r.spec.to_string();
+    auto fail = [&](const char* what, double bound) {
+      std::fprintf(stderr, "kvq_demo: %s: error %.3g %s %.3g\n", text.c_str(), r.error, what, bound);
+      status = 1;
+    };
+    if (!std::isfinite(r.error)) fail("is not finite, bound", 0.0);
+    if (exact_storage(r.spec) && !(r.error <= 1e-5)) fail("exceeds float rounding", 1e-5);
+    if (r.spec.codecs.k == "q8_0" && r.spec.codecs.v == "q8_0" && r.spec.window == 0 && !(r.error <= max_q8_error))
+      fail("exceeds the q8_0 bound", max_q8_error);
+    if (text == "k=q4_0,v=q4_0") q4_flat = &r;
+    if (q4_flat && text.rfind("k=q4_0,v=q4_0,window=", 0) == 0 && !(r.error < q4_flat->error))
+      fail("with a window is not below flat q4_0's", q4_flat->error);
+  }
+  return status;
+} catch (const kvq::Error& e) {
+  std::fprintf(stderr, "kvq_demo: %s\n", e.what());
+  return 1;
 }
