@@ -123,10 +123,10 @@ float fp16_value(double x) { return kvq::half_bits_to_float(kvq::float_to_half_b
 
 // wt2-byte-a's geometry with the traits its stats.txt reports for real K: per-
 // channel offsets up to ~3 standard deviations (strongest on the slowly
-// rotating RoPE pairs, the upper half of head_dim), a few outlier channel pairs
-// with twice the spread, K rms ~1.4, V rms ~0.6. Queries point at a recent key
-// (geometric lag, mean ~8) plus noise, so attention is as sharp and as recent
-// as a real model's. Values are fp16, as the real dumps are.
+// rotating RoPE pairs, the upper half of head_dim), one outlier channel pair
+// per head with 2.5x the spread, K rms ~1.4, V rms ~0.6. Queries point at a
+// recent key (geometric lag, mean ~7) plus noise, so attention is sharp and
+// recent, as in a real model. Values are fp16, as the real dumps are.
 Activations synthetic_activations(std::size_t tokens, const std::string& why) {
   const std::size_t L = 8, HQ = 8, HK = 2, D = 64, G = HQ / HK;
   Activations a;
