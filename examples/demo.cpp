@@ -349,7 +349,7 @@ int main(int argc, char** argv) try {
     std::fflush(stdout);
   }
   std::printf("\nerror: attention output vs exact attention (double precision, same Q/K/V); top-1: most-attended"
-              " token unchanged; ppl: real model's perplexity (README)\n");
+              " token unchanged; ppl: the real model's perplexity change, measured offline by kvq-ppl (README)\n");
   std::printf("MiB: this cache now; GiB: the spec for %s; step: median time to attend one new token on all %zu"
               " layers; of bw: share of bandwidth it uses\n", kProjectedName, s.n_layers);
 
