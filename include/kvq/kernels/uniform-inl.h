@@ -158,6 +158,21 @@ HWY_INLINE void NibbleBytes(const std::uint8_t* qs, std::size_t stride, int8_dot
 }
 #endif
 
+// The formats with a minimum (q4_1, q3_1, q2_1): d and m (fp16) open every
+// block; the int8 side adds m * sum(q) per block.
+template <std::size_t Bytes>
+struct MinBlocks : Blocks {
+  static constexpr std::size_t kBytes = Bytes;
+  static constexpr int kInt8Bias = 0;
+  static constexpr bool kInt8Signed = false, kInt8Min = true;
+#if HWY_TARGET != HWY_SCALAR
+  template <std::size_t N>
+  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
+    int8_dot::GroupScaleMin<N>(blk, Bytes, d, m);
+  }
+#endif
+};
+
 struct Q8_0 : Blocks {
   static constexpr std::size_t kBytes = 34;
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
@@ -212,24 +227,17 @@ struct Q4_0 : Blocks {
 #endif
 };
 
-struct Q4_1 : Blocks {
-  static constexpr std::size_t kBytes = 20;
+struct Q4_1 : MinBlocks<20> {
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     const VF d = LoadHalf(blk), m = LoadHalf(blk + 2);
     KVQ_UNROLL
     for (std::size_t k = 0; k < kVecsPerBlock; ++k) x[k] = hn::MulAdd(CodesToFloat(Nibbles(blk + 4, k)), d, m);
   }
   using Reference = kvq::reference::Q4_1Block;
-  static constexpr int kInt8Bias = 0;
-  static constexpr bool kInt8Signed = false, kInt8Min = true;
 #if HWY_TARGET != HWY_SCALAR
   template <std::size_t N>
   static HWY_INLINE void Int8Codes(const std::uint8_t* blk, int8_dot::VB* v) {
     NibbleBytes<N>(blk + 4, kBytes, v);
-  }
-  template <std::size_t N>
-  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
-    int8_dot::GroupScaleMin<N>(blk, kBytes, d, m);
   }
 #endif
 };
@@ -284,8 +292,7 @@ HWY_INLINE void AddHighBits(const std::uint8_t* high, std::size_t stride, int8_d
 #endif
 
 // Bit j of q3_1's high plane is bit 2 of value j (row_kernels::kBitOfValue).
-struct Q3_1 : Blocks {
-  static constexpr std::size_t kBytes = 16;
+struct Q3_1 : MinBlocks<16> {
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     const VF d = LoadHalf(blk), m = LoadHalf(blk + 2);
 #if KVQ_UNIFORM_CODES32
@@ -309,23 +316,16 @@ struct Q3_1 : Blocks {
 #endif
   }
   using Reference = kvq::reference::Q3_1Block;
-  static constexpr int kInt8Bias = 0;
-  static constexpr bool kInt8Signed = false, kInt8Min = true;
 #if HWY_TARGET != HWY_SCALAR
   template <std::size_t N>
   static HWY_INLINE void Int8Codes(const std::uint8_t* blk, int8_dot::VB* v) {
     CrumbBytes<N>(blk + 4, kBytes, v);
     AddHighBits<N>(blk + 12, kBytes, v);
   }
-  template <std::size_t N>
-  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
-    int8_dot::GroupScaleMin<N>(blk, kBytes, d, m);
-  }
 #endif
 };
 
-struct Q2_1 : Blocks {
-  static constexpr std::size_t kBytes = 12;
+struct Q2_1 : MinBlocks<12> {
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     const VF d = LoadHalf(blk), m = LoadHalf(blk + 2);
 #if KVQ_UNIFORM_CODES32
@@ -338,16 +338,10 @@ struct Q2_1 : Blocks {
 #endif
   }
   using Reference = kvq::reference::Q2_1Block;
-  static constexpr int kInt8Bias = 0;
-  static constexpr bool kInt8Signed = false, kInt8Min = true;
 #if HWY_TARGET != HWY_SCALAR
   template <std::size_t N>
   static HWY_INLINE void Int8Codes(const std::uint8_t* blk, int8_dot::VB* v) {
     CrumbBytes<N>(blk + 4, kBytes, v);
-  }
-  template <std::size_t N>
-  static HWY_INLINE void Int8Scales(const std::uint8_t* blk, VF& d, VF& m) {
-    int8_dot::GroupScaleMin<N>(blk, kBytes, d, m);
   }
 #endif
 };
