@@ -37,6 +37,10 @@ TEST_CASE("kernels parallel: ThreadPool runs every task exactly once", "[kernels
 
 TEST_CASE("kernels parallel: the static-only build reports the compiler's target", "[kernels][parallel]") {
   CHECK(std::string(kvq::kernels::target_name()) == hwy::TargetName(HWY_STATIC_TARGET));
+#if HWY_ARCH_ARM_A64
+  // So every static-dispatch test TU (the cache tests) runs NEON kernels there.
+  CHECK(std::string(kvq::kernels::target_name()) == "NEON");
+#endif
 }
 
 TEMPLATE_TEST_CASE("kernels parallel: split runs equal the single-thread kernels", "[kernels][parallel]",

@@ -211,6 +211,18 @@ TEST_CASE("kernels uniform: non-finite scales propagate, never crash", "[kernels
   });
 }
 
+#if HWY_ARCH_ARM_A64 && defined(__linux__)
+TEST_CASE("kernels: AArch64 dispatches to NEON on every CPU, SVE2 ones included", "[kernels][arm]") {
+  kvq::test::require_expected_cpu_features();  // the emulated CPU is the one the run asked for
+  const auto features = kvq::test::arm_cpu_features();
+  REQUIRE(features.count("asimd") == 1);
+  std::string names;
+  for (const auto& f : features) names += " " + f;
+  WARN("kernels: " << kvq::kernels::target_name() << "; CPU:" << names);
+  CHECK(std::string(kvq::kernels::target_name()) == "NEON");
+}
+#endif
+
 TEST_CASE("kernels: dispatch reports a target and refuses inconsistent arguments", "[kernels]") {
   const std::string name = kvq::kernels::target_name();
   CHECK(!name.empty());
