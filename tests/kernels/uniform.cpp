@@ -2,16 +2,11 @@
 // SIMD target this machine can run (each one forced in turn), over the shapes
 // that exercise tails and register tiling: odd row counts, GQA groups of 1..8,
 // head_dim 32..256, and unaligned query/row/output pointers.
-//
-// The kernel tests are the only test TUs that compile every target (slow to
-// build); the rest of kvq_tests, and every binary of an instrumented build,
-// is compiled with KVQ_STATIC_DISPATCH_ONLY (tests/CMakeLists.txt).
-#undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
-#include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
+#include <kvq/kernels/dispatch.hpp>
 
 #include <kvq/codec/uniform.hpp>
 #include <kvq/core/half.hpp>
@@ -210,18 +205,6 @@ TEST_CASE("kernels uniform: non-finite scales propagate, never crash", "[kernels
     CHECK(std::isnan(out[2]));
   });
 }
-
-#if HWY_ARCH_ARM_A64 && defined(__linux__)
-TEST_CASE("kernels: AArch64 dispatches to NEON on every CPU, SVE2 ones included", "[kernels][arm]") {
-  kvq::test::require_expected_cpu_features();  // the emulated CPU is the one the run asked for
-  const auto features = kvq::test::arm_cpu_features();
-  REQUIRE(features.count("asimd") == 1);
-  std::string names;
-  for (const auto& f : features) names += " " + f;
-  WARN("kernels: " << kvq::kernels::target_name() << "; CPU:" << names);
-  CHECK(std::string(kvq::kernels::target_name()) == "NEON");
-}
-#endif
 
 TEST_CASE("kernels: dispatch reports a target and refuses inconsistent arguments", "[kernels]") {
   const std::string name = kvq::kernels::target_name();
