@@ -63,7 +63,7 @@ inline void require_targets_exercised(const std::set<std::string>& ran) {
     REQUIRE(ran.count("AVX3") == 1);
 #elif HWY_ARCH_ARM_A64
   // NEON is the AArch64 baseline, so Highway compiles nothing below it, and
-  // kvq compiles no SVE target (kvq/kernels/dispatch.hpp): exactly NEON, on
+  // kvq compiles no SVE target (kvq/kernels/definitions.hpp): exactly NEON, on
   // every CPU, SVE2 ones included.
   REQUIRE(ran == std::set<std::string>{"NEON"});
 #endif
