@@ -37,6 +37,8 @@ apt_get install -y -qq --no-install-recommends \
 cmake -S . -B "$build" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake \
   -DCMAKE_BUILD_TYPE=Release -DKVQ_BUILD_TOOLS=OFF -DKVQ_BUILD_BENCH=OFF -DKVQ_INSTALL=OFF
 cmake --build "$build" -j"$(nproc)" --target kvq_tests
+# Compile-only checks of the AArch64 target choice (tests/CMakeLists.txt, build.aarch64_*).
+ctest --test-dir "$build" --output-on-failure -R '^build\.'
 
 # One emulated CPU: QEMU_CPU picks it, KVQ_TEST_CPU_FEATURES says what it must
 # (and, with '-', must not) have. Catch2's filter selects the tests.
