@@ -1,6 +1,7 @@
 // Which kernels run: the library reports the targets it compiled and the one
 // it chose, and the choice is the best compiled target the CPU supports.
 #include "kvq_test.hpp"
+#include "support/targets.hpp"
 
 #include <kvq/kernels/dispatch.hpp>
 
@@ -38,5 +39,22 @@ TEST_CASE("kernels dispatch: a release build compiles the x86 SIMD targets", "[k
   CHECK((compiled & HWY_AVX2) != 0);
   CHECK((compiled & HWY_AVX3) != 0);
   CHECK((compiled & HWY_AVX3_DL) != 0);  // the int8 scores' VNNI target (entry_points.hpp)
+}
+#endif
+
+#if HWY_ARCH_ARM_A64 && defined(__linux__)
+// kvq compiles no SVE target (kernels/definitions.hpp) and Highway nothing below
+// the NEON baseline: NEON on every CPU. scripts/arm64.sh runs this under qemu on
+// a NEON-only CPU, one with the dot product and an SVE2 one.
+TEST_CASE("kernels dispatch: AArch64 compiles and runs NEON, SVE2 CPUs included", "[kernels][arm]") {
+  kvq::test::require_expected_cpu_features();  // the emulated CPU is the one the run asked for
+  const auto features = kvq::test::arm_cpu_features();
+  REQUIRE(features.count("asimd") == 1);
+  std::string names;
+  for (const auto& f : features) names += " " + f;
+  WARN("kernels: " << kvq::kernels::target_name() << "; CPU:" << names);
+  hwy::SetSupportedTargetsForTest(0);
+  CHECK(kvq::kernels::compiled_targets() == HWY_NEON);
+  CHECK(std::string(kvq::kernels::target_name()) == "NEON");
 }
 #endif

@@ -10,8 +10,14 @@
 #include <hwy/targets.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <set>
+#include <sstream>
 #include <string>
+
+#if HWY_ARCH_ARM_A64 && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 namespace kvq::test {
 
@@ -46,8 +52,9 @@ inline void require_targets_exercised(const std::set<std::string>& ran) {
     for (const auto& t : ran) s += t + " ";
     return s;
   }());
-  REQUIRE((ran.count("EMU128") + ran.count("SCALAR")) >= 1);
 #if HWY_ARCH_X86
+  // The x86-64 baseline has no SIMD target: Highway compiles its scalar fallback.
+  REQUIRE((ran.count("EMU128") + ran.count("SCALAR")) >= 1);
   __builtin_cpu_init();
   if (__builtin_cpu_supports("sse4.2")) REQUIRE(ran.count("SSE4") == 1);
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) REQUIRE(ran.count("AVX2") == 1);
@@ -60,7 +67,47 @@ inline void require_targets_exercised(const std::set<std::string>& ran) {
       __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("vaes") &&
       __builtin_cpu_supports("vpclmulqdq"))
     REQUIRE(ran.count("AVX3_DL") == 1);
+#elif HWY_ARCH_ARM_A64
+  // NEON is the AArch64 baseline, so Highway compiles nothing below it, and
+  // kvq compiles no SVE target (kvq/kernels/definitions.hpp): exactly NEON, on
+  // every CPU, SVE2 ones included.
+  REQUIRE(ran == std::set<std::string>{"NEON"});
 #endif
 }
+
+#if HWY_ARCH_ARM_A64 && defined(__linux__)
+// The SIMD features the kernel reports for this CPU (under qemu-user: the
+// emulated CPU, QEMU_CPU), by their /proc/cpuinfo names.
+inline std::set<std::string> arm_cpu_features() {
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  std::set<std::string> f;
+  if (hw & HWCAP_ASIMD) f.insert("asimd");
+  if (hw & HWCAP_ASIMDHP) f.insert("asimdhp");
+  if (hw & HWCAP_ASIMDDP) f.insert("asimddp");  // sdot/udot
+  if (hw2 & HWCAP2_I8MM) f.insert("i8mm");
+  if (hw & HWCAP_SVE) f.insert("sve");
+  if (hw2 & HWCAP2_SVE2) f.insert("sve2");
+  return f;
+}
+
+// KVQ_TEST_CPU_FEATURES="asimddp -sve" (scripts/arm64.sh sets it per emulated
+// CPU): features this CPU must have, and with '-' must lack, so a run meant for
+// an SVE2 or a NEON-only CPU fails if the emulator gave it another one.
+inline void require_expected_cpu_features() {
+  const auto have = arm_cpu_features();
+  std::string names;
+  for (const auto& f : have) names += f + " ";
+  INFO("CPU features: " << names);
+  const char* env = std::getenv("KVQ_TEST_CPU_FEATURES");
+  std::istringstream want(env ? env : "");
+  for (std::string f; want >> f;) {
+    INFO("KVQ_TEST_CPU_FEATURES: " << f);
+    if (f[0] == '-')
+      CHECK(have.count(f.substr(1)) == 0);
+    else
+      CHECK(have.count(f) == 1);
+  }
+}
+#endif
 
 }  // namespace kvq::test

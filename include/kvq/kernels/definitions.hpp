@@ -48,6 +48,21 @@
 #define HWY_COMPILE_ONLY_STATIC
 #endif
 
+// AArch64: NEON only. The kernels keep register tiles in arrays of vectors
+// (VF x[kBlock / kLanes], acc[rows][queries]), and SVE vectors are sizeless
+// types that cannot be array elements, so none of Highway's SVE targets (SVE,
+// SVE2, SVE_256, SVE2_128) compiles. Every SVE CPU also implements NEON, which
+// the dispatcher then picks. Bits as in hwy/detect_targets.h (1.0.3), which
+// must not be included before HWY_DISABLED_TARGETS is set.
+#if defined(__aarch64__) && !defined(HWY_DISABLED_TARGETS)
+#define HWY_DISABLED_TARGETS ((1LL << 24) | (1LL << 25) | (1LL << 26) | (1LL << 27))
+#endif
+#include <hwy/detect_targets.h>
+// A user's own HWY_DISABLED_TARGETS must keep the SVE targets out as well.
+#if HWY_ARCH_ARM_A64 && (HWY_TARGETS & (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128))
+#error "kvq: the kernels cannot be compiled for SVE targets (arrays of sizeless vectors); HWY_DISABLED_TARGETS must include HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128"
+#endif
+
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kvq/kernels/all-inl.h"
 #include <hwy/foreach_target.h>  // must come before highway.h
