@@ -15,6 +15,7 @@
 // "[.soak]": 1,000,000 tokens, hidden from the default run; the short variant
 // runs in every suite so the logic stays exercised.
 #include "support/cache_fixtures.hpp"
+#include "support/segments.hpp"
 
 #include <kvq/cache/cache.hpp>
 
@@ -104,7 +105,7 @@ struct Soak {
       for (StreamKind kind : {StreamKind::key, StreamKind::value}) {
         const auto names = segment_codecs(layer, kind);
         for (std::size_t h = 0; h < kKvHeads; ++h) {
-          const auto segs = cache.segments(layer, kind, h);
+          const auto segs = kvq::test::segments_of(cache, layer, kind, h);
           REQUIRE(segs.size() == counts.size());
           for (std::size_t j = 0; j < segs.size(); ++j) {
             INFO("layer " << layer << " segment " << j << " length " << length);
@@ -141,7 +142,7 @@ struct Soak {
       for (StreamKind kind : {StreamKind::key, StreamKind::value})
         for (std::size_t h = 0; h < kKvHeads; ++h) {
           std::size_t position = 0;
-          for (const SegmentView& s : cache.segments(layer, kind, h)) {
+          for (const auto& s : cache.segments(layer, kind, h)) {  // page by page: no copy
             REQUIRE(s.first_position == position);
             const std::size_t bpt = s.codec->bytes_per_tile();
             for (std::size_t t = 0; t < s.n_tokens; ++t, ++position) {

@@ -18,8 +18,10 @@
 // tiles differently (per-channel K tiles of 128 tokens beside row-wise V, K
 // and V tiers of different ages): weights of positions whose V tile is not
 // complete yet wait in the weight buffer (fewer than one V tile's worth)
-// and are rescaled with the rest. A run can be any contiguous piece of a
-// segment, so paged storage only changes how the run list is built.
+// and are rescaled with the rest. A run is one page of a segment (a
+// contiguous piece of it); consecutive runs of one codec share the prepared
+// query and the working-space accumulator, so a page boundary costs one
+// more kernel call and nothing else.
 //
 // The pass works on a token range [begin, end) of the runs (tile boundaries
 // of both streams) and returns an unnormalized partial (m, l, acc): ranges
@@ -219,21 +221,21 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
   float* const w = ws.w;
   std::size_t k_pos = begin, v_pos = begin;  // next K position to score; W column 0 is v_pos
   std::size_t kr = run_at(k_runs, begin), vr = run_at(v_runs, begin);
-  std::size_t prepared = static_cast<std::size_t>(-1);  // K run whose codec prepared q_work
-  std::size_t working = static_cast<std::size_t>(-1);   // V run accumulating in acc_work
+  const AnyCodec* prepared = nullptr;  // K codec that prepared q_work
+  const AnyCodec* working = nullptr;   // V codec accumulating in acc_work
 
-  // Maps the working-space accumulator of V run `working` into out.acc.
+  // Maps the working-space accumulator of V codec `working` into out.acc.
   const auto finish_working = [&] {
-    if (working == static_cast<std::size_t>(-1)) return;
-    const AnyCodec& c = *v_runs[working].codec;
+    if (working == nullptr) return;
+    const AnyCodec& c = *working;
     float* tmp = ws.q_work;  // free while V is swept: q_work is re-prepared for the next K run
-    prepared = static_cast<std::size_t>(-1);
+    prepared = nullptr;
     for (std::size_t i = 0; i < n_q; ++i) {
       c.finish_output(ws.acc_work + i * d, tmp);
       float* a = out.acc + i * d;
       for (std::size_t j = 0; j < d; ++j) a[j] += tmp[j];
     }
-    working = static_cast<std::size_t>(-1);
+    working = nullptr;
   };
 
   // Accumulates the waiting weights of every whole V tile before `limit`;
@@ -252,10 +254,10 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
       }
       float* acc = out.acc;
       if (!vk[vr].model_space) {
-        if (working != vr) {
+        if (working != run.codec) {
           finish_working();
           std::fill(ws.acc_work, ws.acc_work + n_q * d, 0.0f);
-          working = vr;
+          working = run.codec;
         }
         acc = ws.acc_work;
       }
@@ -276,9 +278,9 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
     const std::size_t want = (std::min(stop, run.end()) - k_pos + g - 1) / g;  // tiles up to stop
     const std::size_t nt = std::min(want, std::max<std::size_t>(1, kChunkTokens / g));
     const std::size_t n = nt * g, col = k_pos - v_pos;
-    if (prepared != kr) {
+    if (prepared != run.codec) {
       for (std::size_t i = 0; i < n_q; ++i) run.codec->prepare_query(qb.q[i], ws.q_work + i * d);
-      prepared = kr;
+      prepared = run.codec;
     }
     kk[kr].scores(kk[kr].codec, ws.q_work, n_q, d, run.tiles + tile0 * run.tile_bytes, nt, w + col, ws_stride);
     for (std::size_t i = 0; i < n_q; ++i)
@@ -291,7 +293,7 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
       for (std::size_t t = 0; t < col; ++t) wi[t] *= c;
       float* a = out.acc + i * d;
       for (std::size_t j = 0; j < d; ++j) a[j] *= c;
-      if (working != static_cast<std::size_t>(-1)) {
+      if (working != nullptr) {
         float* aw = ws.acc_work + i * d;
         for (std::size_t j = 0; j < d; ++j) aw[j] *= c;
       }
