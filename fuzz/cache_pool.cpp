@@ -123,6 +123,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::vector<CachePool::SequenceId> batch;
         for (auto id : ids)
           if (oracle.at(id).length(layer) > 0) batch.push_back(id);
+        if (batch.empty()) break;  // attend requires q and out (non-null arrays)
         std::vector<float> q = tokens(b, 2), out(batch.size() * qd), ref(qd);
         q.resize(qd);
         std::vector<const float*> qp(batch.size(), q.data());

@@ -45,19 +45,21 @@ std::vector<Step> make_steps(std::size_t t) {
   return steps;
 }
 
-// Applies one step; false when the budget refused it (nothing changed).
-bool apply(Cache& c, const Step& s) {
+// Applies one step to at most `layers` layers; returns the layers (calls) the
+// budget admitted: a refused call changes nothing, the ones before it stay.
+std::size_t apply(Cache& c, const Step& s, std::size_t layers = kShape.n_layers) {
+  std::size_t done = 0;
   try {
     if (s.n == 0) {
       c.truncate(c.length(0) >= 3 ? c.length(0) - 3 : 0);
+      done = kShape.n_layers;
     } else {
-      for (std::size_t l = 0; l < kShape.n_layers; ++l) c.append(l, s.n, s.k.data(), s.v.data());
+      for (; done < layers; ++done) c.append(done, s.n, s.k.data(), s.v.data());
     }
   } catch (const Error& e) {
     if (e.code() != Errc::budget_exceeded) throw;
-    return false;
   }
-  return true;
+  return done;
 }
 
 void prefill(Cache& c) {
@@ -79,7 +81,7 @@ TEST_CASE("threads: pool sequences sharing a prefix and a budget, on different t
     for (std::size_t t = 0; t < kThreads; ++t) own.push_back(pool.fork(parent));
     std::vector<std::vector<Step>> steps;
     for (std::size_t t = 0; t < kThreads; ++t) steps.push_back(make_steps(t));
-    std::vector<std::vector<bool>> applied(kThreads);
+    std::vector<std::vector<std::size_t>> applied(kThreads);
     std::atomic<int> errors{0}, over_budget{0}, parent_changed{0};
 
     std::vector<std::thread> threads;
@@ -133,7 +135,7 @@ TEST_CASE("threads: pool sequences sharing a prefix and a budget, on different t
       Cache oracle(kShape, CacheSpec::parse(kSpec));
       prefill(oracle);
       for (std::size_t i = 0; i < kSteps; ++i)
-        if (applied[t][i]) REQUIRE(apply(oracle, steps[t][i]));
+        if (applied[t][i]) REQUIRE(apply(oracle, steps[t][i], applied[t][i]) == applied[t][i]);
       CHECK(snap(pool.sequence(own[t])) == snap(oracle));
     }
     for (auto id : pool.sequences()) pool.destroy(id);

@@ -296,9 +296,11 @@ class Cache {
     for (std::size_t o = 0; o < shape_.n_kv_layers(); ++o) {
       layers_.push_back(Layer{0,
                               detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::key),
-                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_),
+                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
+                                             2 * o),
                               detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::value),
-                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_)});
+                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
+                                             2 * o + 1)});
     }
   }
 

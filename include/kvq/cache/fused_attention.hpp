@@ -273,16 +273,27 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
   while (k_pos < stop) {
     kr = run_at(k_runs, k_pos, kr);
     const TileRun& run = k_runs[kr];
-    const std::size_t g = run.tile_tokens;
-    const std::size_t tile0 = (k_pos - run.first) / g;
-    const std::size_t want = (std::min(stop, run.end()) - k_pos + g - 1) / g;  // tiles up to stop
-    const std::size_t nt = std::min(want, std::max<std::size_t>(1, kChunkTokens / g));
-    const std::size_t n = nt * g, col = k_pos - v_pos;
+    const std::size_t g = run.tile_tokens, col = k_pos - v_pos;
     if (prepared != run.codec) {
       for (std::size_t i = 0; i < n_q; ++i) run.codec->prepare_query(qb.q[i], ws.q_work + i * d);
       prepared = run.codec;
     }
-    kk[kr].scores(kk[kr].codec, ws.q_work, n_q, d, run.tiles + tile0 * run.tile_bytes, nt, w + col, ws_stride);
+    // A chunk of up to kChunkTokens continues into the next runs (pages) of
+    // the same codec: chunks, and so the softmax steps, do not depend on
+    // where pages end.
+    const std::size_t max_tiles = std::max<std::size_t>(1, kChunkTokens / g);
+    std::size_t nt = 0, pos = k_pos;
+    for (std::size_t r = kr; nt < max_tiles && pos < stop && r < k_runs.size() && k_runs[r].codec == run.codec; ++r) {
+      const TileRun& piece = k_runs[r];
+      const std::size_t tile0 = (pos - piece.first) / g;
+      const std::size_t m = std::min((std::min(stop, piece.end()) - pos + g - 1) / g, max_tiles - nt);
+      kk[r].scores(kk[r].codec, ws.q_work, n_q, d, piece.tiles + tile0 * piece.tile_bytes, m, w + col + nt * g,
+                   ws_stride);
+      nt += m;
+      pos += m * g;
+      if (pos < piece.end()) break;
+    }
+    const std::size_t n = nt * g;
     for (std::size_t i = 0; i < n_q; ++i)
       ws.valid[i] = static_cast<std::uint32_t>(qb.visible[i] > k_pos ? std::min(qb.visible[i] - k_pos, n) : 0);
     kernels::online_softmax(w + col, n_q, ws_stride, n, ws.valid.data(), qb.scale, out.m, out.l, ws.corr);

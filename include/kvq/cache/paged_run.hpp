@@ -12,6 +12,18 @@
 // Pages may be shared with forks (page_pool.hpp): a write into a shared page
 // (appending into the last, undoing into the first) copies that page first.
 //
+// Where page boundaries fall is a function of the tiles' positions alone:
+// the tile whose token position is P (tile index P / G) sits in slot
+// (P / G + phase) % per_page of its page. So two caches holding the same
+// tokens -- one grown token by token, one restored from a snapshot, a fork --
+// have the same pages, and attention over them runs the same kernel calls
+// and gives the same bits. The cache gives its many runs (layers x heads x
+// streams) different phases, so runs that grow in lockstep cross page
+// boundaries at different appends: without that, every run of a model takes
+// a fresh page (and its first-touch page faults) in the same decode step.
+// The push functions take the tile index of the first new tile (used when
+// the run is empty).
+//
 // RunCounts is the page arithmetic alone: the cache runs it without data to
 // bound what an operation will allocate before it changes anything.
 #pragma once
@@ -31,14 +43,15 @@ namespace kvq::detail {
 // sharing is not known (one that became first or last by a pop) counts as shared.
 struct RunCounts {
   std::size_t per_page = 1;  // tiles per page
+  std::size_t phase = 0;     // slot of the first tile of an empty run
   std::size_t front = 0;     // consumed slots of the first page
   std::size_t size = 0;      // tiles held
   std::size_t pages = 0;
   bool first_shared = false, last_shared = false;
 
-  std::size_t push_back(std::size_t m) {
+  std::size_t push_back(std::size_t m, std::size_t first_tile) {
     if (m == 0) return 0;
-    if (size == 0) return fresh(m);
+    if (size == 0) return fresh(m, first_tile);
     std::size_t n = 0;
     const std::size_t slot = (front + size) % per_page, room = slot == 0 ? 0 : per_page - slot;
     if (room > 0 && last_shared) {
@@ -55,9 +68,9 @@ struct RunCounts {
     size += m;
     return n;
   }
-  std::size_t push_front(std::size_t m) {
+  std::size_t push_front(std::size_t m, std::size_t first_tile) {
     if (m == 0) return 0;
-    if (size == 0) return fresh(m);
+    if (size == 0) return fresh(m, first_tile);
     std::size_t n = 0;
     if (front > 0 && first_shared) {
       ++n;
@@ -97,10 +110,10 @@ struct RunCounts {
   }
 
  private:
-  std::size_t fresh(std::size_t m) {
-    front = 0;
+  std::size_t fresh(std::size_t m, std::size_t first_tile) {
+    front = (first_tile + phase) % per_page;
     size = m;
-    pages = (m + per_page - 1) / per_page;
+    pages = (front + m + per_page - 1) / per_page;
     first_shared = last_shared = false;
     return pages;
   }
@@ -112,14 +125,18 @@ struct RunCounts {
 
 class PagedRun {
  public:
-  // `per_page` tiles a page (default: as many as fit in kPageBytes).
-  PagedRun(PagePool& pool, std::size_t tile_bytes, std::size_t per_page = 0)
-      : pool_(&pool), tile_bytes_(tile_bytes), per_page_(per_page ? per_page : detail::tiles_per_page(tile_bytes)) {}
+  // `per_page` tiles a page (default: as many as fit in kPageBytes); `phase`
+  // is taken modulo per_page.
+  PagedRun(PagePool& pool, std::size_t tile_bytes, std::size_t per_page = 0, std::size_t phase = 0)
+      : pool_(&pool),
+        tile_bytes_(tile_bytes),
+        per_page_(per_page ? per_page : detail::tiles_per_page(tile_bytes)),
+        phase_(phase % per_page_) {}
   PagedRun(const PagedRun&) = delete;
   PagedRun& operator=(const PagedRun&) = delete;
   PagedRun(PagedRun&& o) noexcept
-      : pool_(o.pool_), tile_bytes_(o.tile_bytes_), per_page_(o.per_page_), pages_(std::move(o.pages_)),
-        front_(o.front_), size_(o.size_) {
+      : pool_(o.pool_), tile_bytes_(o.tile_bytes_), per_page_(o.per_page_), phase_(o.phase_),
+        pages_(std::move(o.pages_)), front_(o.front_), size_(o.size_) {
     o.pages_.clear();
     o.front_ = o.size_ = 0;
   }
@@ -129,6 +146,7 @@ class PagedRun {
       pool_ = o.pool_;
       tile_bytes_ = o.tile_bytes_;
       per_page_ = o.per_page_;
+      phase_ = o.phase_;
       pages_ = std::move(o.pages_);
       front_ = o.front_;
       size_ = o.size_;
@@ -163,8 +181,10 @@ class PagedRun {
     }
   }
 
+  // Bookkeeping of an empty run of this shape.
+  RunCounts empty_counts() const noexcept { return RunCounts{per_page_, phase_}; }
   RunCounts counts() const noexcept {
-    RunCounts c{per_page_, front_, size_, pages_.size(), false, false};
+    RunCounts c{per_page_, phase_, front_, size_, pages_.size(), false, false};
     if (!pages_.empty()) {
       c.first_shared = PagePool::shared(pages_.front());
       c.last_shared = PagePool::shared(pages_.back());
@@ -172,12 +192,12 @@ class PagedRun {
     return c;
   }
 
-  // The slot of a new tile at the back.
-  std::byte* push_back(Allowance& a) {
+  // The slot of a new tile at the back (tile index `first_tile` if the run is empty).
+  std::byte* push_back(Allowance& a, std::size_t first_tile) {
     if (size_ == 0) {
       drop_pages();
       pages_.push_back(a.new_page(page_bytes()));
-      front_ = 0;
+      front_ = (first_tile + phase_) % per_page_;
     } else {
       const std::size_t slot = (front_ + size_) % per_page_;
       if (slot == 0) {
@@ -190,14 +210,14 @@ class PagedRun {
     const std::size_t s = front_ + size_++;
     return pages_[s / per_page_] + (s % per_page_) * tile_bytes_;
   }
-  void append(const std::byte* tiles, std::size_t n, Allowance& a) {
-    for (std::size_t i = 0; i < n; ++i) std::memcpy(push_back(a), tiles + i * tile_bytes_, tile_bytes_);
+  void append(const std::byte* tiles, std::size_t n, Allowance& a, std::size_t first_tile) {
+    for (std::size_t i = 0; i < n; ++i) std::memcpy(push_back(a, first_tile + i), tiles + i * tile_bytes_, tile_bytes_);
   }
 
   // n tiles before the first (rollback of a move out of this run).
-  void push_front(const std::byte* tiles, std::size_t n, Allowance& a) {
+  void push_front(const std::byte* tiles, std::size_t n, Allowance& a, std::size_t first_tile) {
     if (n == 0) return;
-    if (size_ == 0) return append(tiles, n, a);
+    if (size_ == 0) return append(tiles, n, a, first_tile);
     if (front_ > 0 && PagePool::shared(pages_.front()))
       unshare(0, front_, std::min(per_page_, front_ + size_), a);
     for (std::size_t i = n; i-- > 0;) {
@@ -257,7 +277,7 @@ class PagedRun {
   }
 
   PagePool* pool_;
-  std::size_t tile_bytes_, per_page_;
+  std::size_t tile_bytes_, per_page_, phase_;
   std::vector<std::byte*> pages_;
   std::size_t front_ = 0, size_ = 0;
 };

@@ -153,12 +153,16 @@ struct SnapshotIO {
       if (bytes != lay.bytes_of(j, n)) r.corrupt("segment " + std::to_string(j) + " byte count mismatch");
       if (j == 0 && n > sinks) r.corrupt("more sink tokens than configured");
       if (bytes * s.n_heads > r.remaining()) r.corrupt("truncated while reading segment bytes");
-      RunCounts fresh{lay.tiles_per_page(j)};
-      Allowance a(pool, fresh.push_back(n / g) * s.page_bytes(j) * s.n_heads, "restore");
+      std::size_t need = 0;
+      for (std::size_t h = 0; h < s.n_heads; ++h) {
+        RunCounts fresh = s.data[j][h].empty_counts();
+        need += fresh.push_back(n / g, total / g) * s.page_bytes(j);
+      }
+      Allowance a(pool, need, "restore");
       for (std::size_t h = 0; h < s.n_heads; ++h) {
         const std::byte* p = r.take(bytes, "segment bytes");
         require_valid_tiles(r, s.codecs[j], p, n, lay.is_exact(j));
-        s.data[j][h].append(p, n / g, a);
+        s.data[j][h].append(p, n / g, a, total / g);
       }
       s.counts[j] = n;
       total += n;

@@ -221,7 +221,10 @@ class LogBytes {
 
 class Stream {
  public:
-  Stream(StreamConfig config, std::size_t n_heads, std::size_t head_dim, std::size_t reserve, PagePool& pool)
+  // `stagger`: distinct for the streams of a cache, so their runs cross page
+  // boundaries at different appends (paged_run.hpp).
+  Stream(StreamConfig config, std::size_t n_heads, std::size_t head_dim, std::size_t reserve, PagePool& pool,
+         std::size_t stagger = 0)
       : codecs(std::move(config.codecs)),
         layout(std::move(config.layout)),
         n_heads(n_heads),
@@ -231,8 +234,12 @@ class Stream {
         log_bytes_(pool) {
     data.resize(layout.n_segments());
     for (std::size_t j = 0; j < layout.n_segments(); ++j)
-      for (std::size_t h = 0; h < n_heads; ++h)
-        data[j].emplace_back(pool, layout.segment(j).bytes_per_tile, layout.tiles_per_page(j));
+      for (std::size_t h = 0; h < n_heads; ++h) {
+        // Spread over the page by a multiplicative hash of (stream, head,
+        // segment); the sinks fill once, at the start, and waste nothing.
+        const std::size_t phase = j == 0 ? 0 : ((stagger * n_heads + h) * 8 + j) * 2654435761u >> 8;
+        data[j].emplace_back(pool, layout.segment(j).bytes_per_tile, layout.tiles_per_page(j), phase);
+      }
   }
 
   std::size_t length() const noexcept { return std::accumulate(counts.begin(), counts.end(), std::size_t{0}); }
@@ -240,7 +247,8 @@ class Stream {
   // One token, x = [n_heads][head_dim], already validated; `length` counts it.
   void append(const float* x, std::size_t length, Allowance& a) {
     const std::size_t seg = layout.entry_segment(counts);
-    for (std::size_t h = 0; h < n_heads; ++h) codecs[seg].encode_tile(x + h * head_dim, data[seg][h].push_back(a));
+    const std::size_t ft = first_tile(seg);
+    for (std::size_t h = 0; h < n_heads; ++h) codecs[seg].encode_tile(x + h * head_dim, data[seg][h].push_back(a, ft));
     ++counts[seg];
     while (auto t = layout.next(counts, length)) move(*t, length, a);
     while (!log.empty() && log.front().trigger + reserve <= length) {
@@ -257,11 +265,13 @@ class Stream {
     UndoEntry entry{length, from, n, {}};
     std::vector<float>& values = scratch;
     values.resize(n * head_dim);
+    const std::size_t ft = first_tile(to);
     for (std::size_t h = 0; h < n_heads; ++h) {
       const PagedRun& src = data[from][h];
       for (std::size_t i = 0; i < n / gf; ++i) codecs[from].decode_tile(src.tile(i), values.data() + i * gf * head_dim);
       clamp_to_domain(values.data(), n, head_dim);
-      for (std::size_t i = 0; i < n / gt; ++i) codecs[to].encode_tile(values.data() + i * gt * head_dim, data[to][h].push_back(a));
+      for (std::size_t i = 0; i < n / gt; ++i)
+        codecs[to].encode_tile(values.data() + i * gt * head_dim, data[to][h].push_back(a, ft + i));
       if (reserve) {
         auto& b = entry.bytes.emplace_back(n / gf * bf);
         for (std::size_t i = 0; i < n / gf; ++i) std::memcpy(b.data() + i * bf, src.tile(i), bf);
@@ -281,9 +291,10 @@ class Stream {
   void undo(const UndoEntry& e, Allowance& a) {
     const std::size_t to = e.from - 1;
     const std::size_t gf = layout.segment(e.from).tokens_per_tile, gt = layout.segment(to).tokens_per_tile;
+    const std::size_t ft = (first_position(e.from) - e.n_tokens) / gf;  // where the tokens return
     for (std::size_t h = 0; h < n_heads; ++h) {
       data[to][h].pop_back(e.n_tokens / gt);
-      data[e.from][h].push_front(e.bytes[h].data(), e.n_tokens / gf, a);
+      data[e.from][h].push_front(e.bytes[h].data(), e.n_tokens / gf, a, ft);
     }
     counts[to] -= e.n_tokens;
     counts[e.from] += e.n_tokens;
@@ -316,7 +327,8 @@ class Stream {
         if (partial) codecs[j].decode_tile(data[j][h].tile(tiles_keep), tile.data());
         data[j][h].pop_back(counts[j] / g - tiles_keep);
         clamp_to_domain(tile.data(), partial, head_dim);
-        for (std::size_t i = 0; i < partial; ++i) codecs[w].encode_tile(tile.data() + i * head_dim, data[w][h].push_back(a));
+        for (std::size_t i = 0; i < partial; ++i)
+          codecs[w].encode_tile(tile.data() + i * head_dim, data[w][h].push_back(a, start + tiles_keep * g + i));
       }
       counts[j] = tiles_keep * g;
       counts[w] += partial;
@@ -340,19 +352,19 @@ class Stream {
   // most (pages, counted before any page it frees, plus the log's net growth).
   std::size_t append_bound(std::size_t length, std::size_t n) const {
     std::vector<std::size_t> c = counts;
-    std::vector<RunCounts> rc = run_counts();
+    std::vector<RunOp> ops;
     std::deque<std::pair<std::size_t, std::size_t>> lg;  // (trigger, bytes) of the log, oldest first
     for (const auto& e : log) lg.emplace_back(e.trigger, entry_bytes(e));
-    std::size_t pages = 0;
     long long log_net = 0, log_peak = 0;
     for (std::size_t L = length + 1; L <= length + n; ++L) {
       const std::size_t seg = layout.entry_segment(c);
-      pages += rc[seg].push_back(1) * page_bytes(seg);
+      ops.push_back({seg, RunOp::push_back, 1, first_position(c, seg)});
       ++c[seg];
       while (auto t = layout.next(c, L)) {
         const std::size_t from = t->from, to = from - 1;
-        pages += rc[to].push_back(t->n_tokens / layout.segment(to).tokens_per_tile) * page_bytes(to);
-        rc[from].pop_front(t->n_tokens / layout.segment(from).tokens_per_tile);
+        ops.push_back({to, RunOp::push_back, t->n_tokens / layout.segment(to).tokens_per_tile,
+                       first_position(c, to) / layout.segment(to).tokens_per_tile});
+        ops.push_back({from, RunOp::pop_front, t->n_tokens / layout.segment(from).tokens_per_tile, 0});
         c[from] -= t->n_tokens;
         c[to] += t->n_tokens;
         if (reserve) {
@@ -367,36 +379,37 @@ class Stream {
         lg.pop_front();
       }
     }
-    return pages * n_heads + static_cast<std::size_t>(log_peak);
+    return page_bound(ops) + static_cast<std::size_t>(log_peak);
   }
 
   // The same for truncate(p).
   std::size_t truncate_bound(std::size_t p) const {
     std::vector<std::size_t> c = counts;
-    std::vector<RunCounts> rc = run_counts();
-    std::size_t pages = 0;
+    std::vector<RunOp> ops;
     for (auto it = log.rbegin(); it != log.rend() && it->trigger > p; ++it) {
       const std::size_t to = it->from - 1;
-      rc[to].pop_back(it->n_tokens / layout.segment(to).tokens_per_tile);
-      pages += rc[it->from].push_front(it->n_tokens / layout.segment(it->from).tokens_per_tile) * page_bytes(it->from);
+      const std::size_t gf = layout.segment(it->from).tokens_per_tile;
+      ops.push_back({to, RunOp::pop_back, it->n_tokens / layout.segment(to).tokens_per_tile, 0});
+      ops.push_back({it->from, RunOp::push_front, it->n_tokens / gf, (first_position(c, it->from) - it->n_tokens) / gf});
       c[to] -= it->n_tokens;
       c[it->from] += it->n_tokens;
     }
     std::size_t start = std::accumulate(c.begin(), c.end(), std::size_t{0});
     const std::size_t w = layout.window_segment();
     for (std::size_t j = layout.n_segments(); j-- > 0;) {
+      const std::size_t g = layout.segment(j).tokens_per_tile;
       start -= c[j];
       if (start >= p) {
-        rc[j].pop_back(rc[j].size);
+        ops.push_back({j, RunOp::pop_back, c[j] / g, 0});
         continue;
       }
       if (start + c[j] <= p) break;
-      const std::size_t g = layout.segment(j).tokens_per_tile, keep = p - start;
-      rc[j].pop_back(c[j] / g - keep / g);
-      pages += rc[w].push_back(keep % g) * page_bytes(w);
+      const std::size_t keep = p - start;
+      ops.push_back({j, RunOp::pop_back, c[j] / g - keep / g, 0});
+      ops.push_back({w, RunOp::push_back, keep % g, start + keep / g * g});
       break;
     }
-    return pages * n_heads;
+    return page_bound(ops);
   }
 
   // This (empty) stream becomes a copy of `o`, sharing its pages or with
@@ -409,7 +422,11 @@ class Stream {
           data[j][h].share(src);
         } else {
           data[j][h].clear();
-          src.for_each_page([&](const std::byte* tiles, std::size_t nt) { data[j][h].append(tiles, nt, a); });
+          std::size_t ft = o.first_tile(j);
+          src.for_each_page([&](const std::byte* tiles, std::size_t nt) {
+            data[j][h].append(tiles, nt, a, ft);
+            ft += nt;
+          });
         }
       }
     counts = o.counts;
@@ -418,12 +435,12 @@ class Stream {
     log = o.log;
     floor = o.floor;
   }
+  // What copy_from(*this, share_pages) allocates at most.
   std::size_t copy_bound(bool share_pages) const {
     std::size_t b = log_bytes();
     if (!share_pages)
       for (std::size_t j = 0; j < data.size(); ++j) {
-        RunCounts fresh{layout.tiles_per_page(j)};
-        b += fresh.push_back(data[j][0].size()) * page_bytes(j) * n_heads;
+        for (std::size_t h = 0; h < n_heads; ++h) b += data[j][h].n_pages() * page_bytes(j);  // the same pages
       }
     return b;
   }
@@ -455,13 +472,39 @@ class Stream {
   std::vector<float> scratch;               // decoded tokens in flight (no allocation per move)
 
  private:
+  // The position of segment j's first token (with counts c), and its tile index.
+  std::size_t first_position(const std::vector<std::size_t>& c, std::size_t j) const noexcept {
+    return std::accumulate(c.begin(), c.begin() + static_cast<std::ptrdiff_t>(j), std::size_t{0});
+  }
+  std::size_t first_position(std::size_t j) const noexcept { return first_position(counts, j); }
+  std::size_t first_tile(std::size_t j) const noexcept { return first_position(j) / layout.segment(j).tokens_per_tile; }
   std::size_t entry_bytes(const UndoEntry& e) const noexcept { return layout.bytes_of(e.from, e.n_tokens) * n_heads; }
-  // Page bookkeeping of head 0: every head's runs go through the same
-  // operations, so their page layouts are the same.
-  std::vector<RunCounts> run_counts() const {
-    std::vector<RunCounts> rc;
-    for (const auto& seg : data) rc.push_back(seg[0].counts());
-    return rc;
+  // A run operation of a planned stream operation (the same for every head).
+  struct RunOp {
+    enum Kind : unsigned char { push_back, push_front, pop_front, pop_back };
+    std::size_t segment;
+    Kind kind;
+    std::size_t tiles;
+    std::size_t first_tile;  // of the pushed tiles
+  };
+  // Page bytes `ops` allocate at most, over every head (heads' pages differ
+  // in phase, so each is counted on its own bookkeeping).
+  std::size_t page_bound(const std::vector<RunOp>& ops) const {
+    std::size_t bytes = 0;
+    std::vector<RunCounts> rc(data.size());
+    for (std::size_t h = 0; h < n_heads; ++h) {
+      for (std::size_t j = 0; j < data.size(); ++j) rc[j] = data[j][h].counts();
+      for (const RunOp& op : ops) {
+        RunCounts& r = rc[op.segment];
+        switch (op.kind) {
+          case RunOp::push_back: bytes += r.push_back(op.tiles, op.first_tile) * page_bytes(op.segment); break;
+          case RunOp::push_front: bytes += r.push_front(op.tiles, op.first_tile) * page_bytes(op.segment); break;
+          case RunOp::pop_front: r.pop_front(std::min(op.tiles, r.size)); break;
+          case RunOp::pop_back: r.pop_back(std::min(op.tiles, r.size)); break;
+        }
+      }
+    }
+    return bytes;
   }
   void clear_log() noexcept {
     log.clear();
