@@ -7,12 +7,20 @@
 # all give the same kvq::kvq. tests/package checks the three.
 include(CMakePackageConfigHelpers)
 
-# kvq is header-only: its package files are architecture-independent, hence DATADIR
-# (<prefix>/share/cmake/kvq, <prefix>/share/pkgconfig), as Eigen and nlohmann_json do.
-set(KVQ_INSTALL_CMAKEDIR "${CMAKE_INSTALL_DATADIR}/cmake/kvq" CACHE STRING
+# Header-only (KVQ_BUILD_KERNELS_LIBRARY=OFF): the package files are architecture-independent,
+# hence DATADIR (<prefix>/share/cmake/kvq, <prefix>/share/pkgconfig), as Eigen and nlohmann_json
+# do. With the compiled kvq::kernels library they belong to the architecture: LIBDIR.
+if(TARGET kvq_kernels)
+  set(_kvq_package_root "${CMAKE_INSTALL_LIBDIR}")
+  set(_kvq_arch_independent)
+else()
+  set(_kvq_package_root "${CMAKE_INSTALL_DATADIR}")
+  set(_kvq_arch_independent ARCH_INDEPENDENT)
+endif()
+set(KVQ_INSTALL_CMAKEDIR "${_kvq_package_root}/cmake/kvq" CACHE STRING
     "Where kvq's CMake package files are installed (relative to the prefix)")
-set(KVQ_INSTALL_PKGCONFIGDIR "${CMAKE_INSTALL_DATADIR}/pkgconfig" CACHE STRING
-    "Where kvq.pc is installed (relative to the prefix)")
+set(KVQ_INSTALL_PKGCONFIGDIR "${_kvq_package_root}/pkgconfig" CACHE STRING
+    "Where kvq.pc (and kvq-kernels.pc) are installed (relative to the prefix)")
 mark_as_advanced(KVQ_INSTALL_CMAKEDIR KVQ_INSTALL_PKGCONFIGDIR)
 
 # While the major version is 0, a minor release may break the API (semver item 4): a request for
@@ -24,6 +32,9 @@ else()
 endif()
 
 install(TARGETS kvq EXPORT kvqTargets)
+if(TARGET kvq_kernels)
+  install(TARGETS kvq_kernels EXPORT kvqTargets)
+endif()
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/kvq" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
 
 # --- Build tree: <build>/kvqConfig.cmake and friends, for kvq_DIR=<build dir> -----------------
@@ -35,7 +46,7 @@ configure_package_config_file("${PROJECT_SOURCE_DIR}/cmake/kvqConfig.cmake.in"
 write_basic_package_version_file("${PROJECT_BINARY_DIR}/kvqConfigVersion.cmake"
   VERSION "${PROJECT_VERSION}"
   COMPATIBILITY ${_kvq_compatibility}
-  ARCH_INDEPENDENT)
+  ${_kvq_arch_independent})
 configure_file("${PROJECT_SOURCE_DIR}/cmake/KvqDependencies.cmake"
   "${PROJECT_BINARY_DIR}/KvqDependencies.cmake" COPYONLY)
 
@@ -66,7 +77,18 @@ else()
 endif()
 configure_file("${PROJECT_SOURCE_DIR}/cmake/kvq.pc.in" "${PROJECT_BINARY_DIR}/kvq-install/kvq.pc" @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/kvq-install/kvq.pc" DESTINATION "${KVQ_INSTALL_PKGCONFIGDIR}")
+if(TARGET kvq_kernels)
+  if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+    set(KVQ_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
+  else()
+    set(KVQ_PC_LIBDIR "\${prefix}/${CMAKE_INSTALL_LIBDIR}")
+  endif()
+  configure_file("${PROJECT_SOURCE_DIR}/cmake/kvq-kernels.pc.in" "${PROJECT_BINARY_DIR}/kvq-install/kvq-kernels.pc" @ONLY)
+  install(FILES "${PROJECT_BINARY_DIR}/kvq-install/kvq-kernels.pc" DESTINATION "${KVQ_INSTALL_PKGCONFIGDIR}")
+endif()
 install(FILES "${PROJECT_SOURCE_DIR}/LICENSE" DESTINATION "${CMAKE_INSTALL_DATADIR}/licenses/kvq")
 
 unset(_kvq_compatibility)
+unset(_kvq_package_root)
+unset(_kvq_arch_independent)
 unset(_kvq_pc_up)

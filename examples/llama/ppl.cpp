@@ -7,8 +7,11 @@
 // per token, paired over the same tokens. Each window of `ctx` tokens is fed as
 // [BOS] + window[:-1] and every token of the window is predicted once.
 // With --dumps DIR the first window's post-RoPE Q/K and V are also compared against the
-// q.npy/k.npy/v.npy activation dumps in DIR.
+// q.npy/k.npy/v.npy activation dumps in DIR. With --key-tokens FILE the change is also reported
+// on the key tokens alone (LongPPL: tokens the long context predicts better than a short one by
+// a margin, see key_tokens.hpp).
 #include "cache_attention.hpp"
+#include "key_tokens.hpp"
 #include "llama_model.hpp"
 #include "npy.hpp"
 
@@ -19,6 +22,7 @@
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -40,7 +44,8 @@ const char* kUsage =
     "               [--chunk 64] [--offset BYTES] [--bos ID] [--rope normal|neox] [--dumps DIR]\n"
     "               [--spec SPEC] [--k NAME] [--v NAME] [--window N] [--sinks N]\n"
     "               [--prefill decode|batch] [--readout kernel|decoded] [--baseline run|skip]\n"
-    "               [--nll-out FILE]\n"
+    "               [--nll-out FILE] [--key-tokens FILE] [--key-margin 0.5] [--key-short 256]\n"
+    "               [--key-block 64]\n"
     "  --model    GGUF llama model (default " KVQ_SHARED_DIR "/models/wt2-byte-a.gguf)\n"
     "  --text     UTF-8 text, byte tokens id = byte + 3 (default " KVQ_SHARED_DIR "/data/wikitext-2/test.txt)\n"
     "  --tokens   whitespace-separated token ids instead of text\n"
@@ -65,7 +70,16 @@ const char* kUsage =
     "  --baseline run: also run exact attention over the same windows and report the change\n"
     "             (default); skip: cache only\n"
     "  --nll-out  write every predicted token's NLL (nats) to FILE, one line per token:\n"
-    "             window, position, exact NLL, cache NLL ('na' where not run)\n";
+    "             window, position, exact NLL, cache NLL ('na' where not run)\n"
+    "  --key-tokens  also report the change on key tokens (LongPPL): tokens whose exact NLL with\n"
+    "             the full window is lower than with only the last --key-short inputs (after BOS)\n"
+    "             by more than --key-margin nats. FILE holds both exact NLLs per token for these\n"
+    "             windows: read if it exists (its header must match the run), else computed\n"
+    "             (exact attention; the short pass costs ~5x a window) and written\n"
+    "  --key-margin  nats (default 0.5: 2.75% of the first 12,288 WikiText-2 test bytes for wt2-byte-a)\n"
+    "  --key-short   short context in tokens (default 256)\n"
+    "  --key-block   targets per short-context pass: their short context is key-short to\n"
+    "             key-short + key-block - 1 tokens (default 64)\n";
 
 std::map<std::string, std::string> parse_args(int argc, char** argv) {
   std::map<std::string, std::string> opt;
@@ -81,7 +95,7 @@ std::map<std::string, std::string> parse_args(int argc, char** argv) {
   }
   static const char* known[] = {"model", "text",   "tokens", "ctx", "windows", "chunk",   "offset", "bos",
                                 "rope",  "dumps",  "spec",   "k",   "v",       "window", "sinks",  "prefill",
-                                "baseline", "readout", "nll-out"};
+                                "baseline", "readout", "nll-out", "key-tokens", "key-margin", "key-short", "key-block"};
   for (const auto& [k, v] : opt) {
     bool ok = false;
     for (const char* n : known) ok = ok || k == n;
@@ -104,6 +118,56 @@ long long to_int(const std::map<std::string, std::string>& opt, const std::strin
     fail(Errc::invalid_argument, "--" + key + " expects an integer, got '" + it->second + "'");
   return v;
 }
+
+double to_double(const std::map<std::string, std::string>& opt, const std::string& key, double fallback) {
+  auto it = opt.find(key);
+  if (it == opt.end()) return fallback;
+  char* end = nullptr;
+  const double v = std::strtod(it->second.c_str(), &end);
+  if (it->second.empty() || !end || *end != '\0' || !std::isfinite(v))
+    fail(Errc::invalid_argument, "--" + key + " expects a number, got '" + it->second + "'");
+  return v;
+}
+
+// The exact full-context and short-context NLL of every token of a run's windows, the reference
+// that defines key tokens. One header line naming what was measured (a file made for other
+// windows, text, model or short context is refused), then "window position full_nll short_nll".
+struct KeyReference {
+  std::string header;
+  std::vector<std::vector<double>> full, shorter;  // per window
+
+  bool load(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) return false;
+    std::string line;
+    if (!std::getline(in, line) || line != header)
+      fail(Errc::invalid_argument, "--key-tokens " + path + " was made for another run:\n  file: " + line +
+                                       "\n  this: " + header + "\n(delete it or give another file)");
+    int w = 0;
+    std::size_t pos = 0;
+    double f = 0.0, s = 0.0;
+    while (in >> w >> pos >> f >> s) {
+      if (w < 0 || static_cast<std::size_t>(w) > full.size() || (static_cast<std::size_t>(w) == full.size()) != (pos == 0) ||
+          (pos != 0 && pos != full.back().size()))
+        fail(Errc::corrupt_data, path + ": token lines out of order at window " + std::to_string(w));
+      if (static_cast<std::size_t>(w) == full.size()) full.emplace_back(), shorter.emplace_back();
+      full.back().push_back(f);
+      shorter.back().push_back(s);
+    }
+    if (!in.eof()) fail(Errc::corrupt_data, path + ": unreadable token line");
+    return true;
+  }
+  void save(const std::string& path) const {
+    const std::string tmp = path + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (!f) fail(Errc::io_error, "cannot write '" + tmp + "'");
+    std::fprintf(f, "%s\n", header.c_str());
+    for (std::size_t w = 0; w < full.size(); ++w)
+      for (std::size_t i = 0; i < full[w].size(); ++i) std::fprintf(f, "%zu %zu %.6f %.6f\n", w, i, full[w][i], shorter[w][i]);
+    if (std::fclose(f) != 0) fail(Errc::io_error, "cannot write '" + tmp + "'");
+    std::filesystem::rename(tmp, path);
+  }
+};
 
 std::vector<int> read_token_file(const std::string& path) {
   std::ifstream in(path);
@@ -185,7 +249,13 @@ int run(int argc, char** argv) {
   if (baseline != "run" && baseline != "skip") fail(Errc::invalid_argument, "--baseline must be run or skip");
   const std::string readout = get("readout", "kernel");
   if (readout != "kernel" && readout != "decoded") fail(Errc::invalid_argument, "--readout must be kernel or decoded");
-  const bool run_exact = !use_cache || baseline == "run";
+  const bool use_keys = opt.count("key-tokens") != 0;
+  const double key_margin = to_double(opt, "key-margin", 0.5);
+  const long long key_short = to_int(opt, "key-short", 256), key_block = to_int(opt, "key-block", 64);
+  if (key_margin < 0) fail(Errc::invalid_argument, "--key-margin must be non-negative");
+  if (key_short < 1 || key_short > (1 << 24) || key_block < 1 || key_block > (1 << 24))
+    fail(Errc::invalid_argument, "--key-short and --key-block must be in [1, 2^24]");
+  const kvq::llama::ShortContext short_ctx{static_cast<int>(key_short), static_cast<int>(key_block)};
   const kvq::CacheSpec parsed_spec = use_cache ? kvq::CacheSpec::parse(spec_text) : kvq::CacheSpec{};
 
   std::fprintf(stderr, "loading %s\n", model_path.c_str());
@@ -208,6 +278,28 @@ int run(int argc, char** argv) {
   if (static_cast<std::size_t>(offset) >= ids.size()) fail(Errc::invalid_argument, "--offset is past the end of the input");
   ids.erase(ids.begin(), ids.begin() + offset);
   const char* unit = use_tokens ? "token" : "byte";
+
+  // Key tokens: the exact full/short NLL reference, from --key-tokens FILE or measured here.
+  KeyReference keyref;
+  bool keys_loaded = false;
+  if (use_keys) {
+    auto canonical = [](const std::string& path) {
+      std::error_code ec;
+      const auto c = std::filesystem::weakly_canonical(path, ec);
+      return ec ? path : c.string();
+    };
+    keyref.header = "# kvq-ppl key-token reference: model=" + canonical(model_path) + " input=" + canonical(input) +
+                    " offset=" + std::to_string(offset) + " ctx=" + std::to_string(ctx) + " windows=" +
+                    std::to_string(max_windows) + " bos=" + std::to_string(bos) + " rope=" + rope +
+                    " short=" + std::to_string(key_short) + " block=" + std::to_string(key_block);
+    keys_loaded = keyref.load(opt.at("key-tokens"));
+    if (!keys_loaded && use_cache && baseline == "skip")
+      std::fprintf(stderr, "note: %s not found: running exact attention too, to measure the key tokens\n",
+                   opt.at("key-tokens").c_str());
+  }
+  const bool run_exact = !use_cache || baseline == "run" || (use_keys && !keys_loaded);
+  double key_sec = 0.0, key_base = 0.0, key_short_sum = 0.0, key_cache = 0.0, key_d = 0.0, key_d2 = 0.0;
+  std::size_t key_n = 0;
 
   std::unique_ptr<kvq::llama::CacheAttention> cached;
   if (use_cache) {
@@ -310,6 +402,49 @@ int run(int argc, char** argv) {
         full_window_len = in.size();
       }
     }
+    if (use_keys) {
+      if (!keys_loaded) {
+        double ksec = 0.0, kcpu = 0.0;
+        keyref.full.push_back(nll);
+        keyref.shorter.push_back(
+            timed([&] { return kvq::llama::short_context_nll(model, in, tgt, bos >= 0, short_ctx, exact, static_cast<int>(chunk)); },
+                  ksec, kcpu));
+        key_sec += ksec;
+      }
+      const std::size_t n_tok = run_exact ? nll.size() : nll_cache.size();
+      if (static_cast<std::size_t>(w) >= keyref.full.size() || keyref.full[static_cast<std::size_t>(w)].size() != n_tok)
+        fail(Errc::corrupt_data, "--key-tokens " + opt.at("key-tokens") + " does not hold window " + std::to_string(w) +
+                                     " with " + std::to_string(n_tok) + " tokens");
+      const auto& full = keyref.full[static_cast<std::size_t>(w)];
+      const auto& shorter = keyref.shorter[static_cast<std::size_t>(w)];
+      if (keys_loaded && run_exact) {
+        double worst = 0.0;
+        for (std::size_t i = 0; i < n_tok; ++i) worst = std::max(worst, std::fabs(nll[i] - full[i]));
+        if (worst > 1e-4)
+          std::fprintf(stderr, "warning: exact NLL differs from --key-tokens file by up to %.2e nats\n", worst);
+      }
+      const auto keys = kvq::llama::key_token_indices(full, shorter, key_margin);
+      double wb = 0.0, wc = 0.0;
+      for (std::size_t i : keys) {
+        wb += full[i];
+        key_short_sum += shorter[i];
+        if (cached) {
+          const double d = nll_cache[i] - full[i];
+          wc += nll_cache[i];
+          key_d += d;
+          key_d2 += d * d;
+        }
+      }
+      key_base += wb;
+      key_cache += wc;
+      key_n += keys.size();
+      std::printf("window %d key tokens: %zu (short - full NLL > %.2f nats), exact nll on them %.6f", w, keys.size(),
+                  key_margin, keys.empty() ? 0.0 : wb / double(keys.size()));
+      if (cached && !keys.empty())
+        std::printf(", cache %.6f, change %+.6f nats (ppl %+.3f%%)", wc / double(keys.size()),
+                    (wc - wb) / double(keys.size()), 100.0 * std::expm1((wc - wb) / double(keys.size())));
+      std::printf("\n");
+    }
     total_n += run_exact ? nll.size() : nll_cache.size();
     if (nll_out) {
       const std::size_t n_tok = run_exact ? nll.size() : nll_cache.size();
@@ -325,6 +460,23 @@ int run(int argc, char** argv) {
   }
   if (total_n == 0) fail(Errc::invalid_argument, "no tokens to evaluate");
   const double n = static_cast<double>(total_n);
+  if (use_keys && !keys_loaded) keyref.save(opt.at("key-tokens"));
+  double key_dm = 0.0, key_se = 0.0;
+  if (use_keys) {
+    const double kn = static_cast<double>(std::max<std::size_t>(key_n, 1));
+    std::printf("key tokens: %zu of %zu %ss (%.2f%%): exact NLL with the full window lower than with the last %lld to "
+                "%lld inputs by more than %.2f nats; exact nll on them %.6f full, %.6f short",
+                key_n, total_n, unit, 100.0 * double(key_n) / n, key_short, key_short + key_block - 1, key_margin,
+                key_base / kn, key_short_sum / kn);
+    if (!keys_loaded) std::printf(" (short-context pass %.1f s)", key_sec);
+    std::printf("\n");
+    if (cached && key_n > 0) {
+      key_dm = key_d / kn;
+      key_se = std::sqrt(std::max(0.0, key_d2 / kn - key_dm * key_dm) / kn);
+      std::printf("key-token change vs exact: %+.6f nats/%s (per-token standard error %.6f), ppl %+.4f%%\n", key_dm,
+                  unit, key_se, 100.0 * std::expm1(key_dm));
+    }
+  }
   if (run_exact) {
     const double mean = total_nll / n;
     std::printf("total: %d windows, %zu %ss, nll %.6f nats/%s, %.6f bits/%s, ppl %.6f, %.1f s (%.2f s/window, cpu %.2f s/window)\n",
@@ -348,12 +500,18 @@ int run(int argc, char** argv) {
     }
     // One machine-readable line (scripts/pareto.sh).
     std::printf("result spec=%s prefill=%s readout=%s chunk=%lld windows=%d tokens=%zu nll=%.6f ppl=%.6f base_nll=%s "
-                "delta=%s delta_se=%s k_bits=%.4f v_bits=%.4f bytes=%zu window_tokens=%zu cpu_s=%.1f\n",
+                "delta=%s delta_se=%s k_bits=%.4f v_bits=%.4f bytes=%zu window_tokens=%zu cpu_s=%.1f key_tokens=%s "
+                "key_margin=%s key_nll=%s key_base_nll=%s key_delta=%s key_delta_se=%s\n",
                 kvq::CacheSpec::parse(spec_text).to_string().c_str(), prefill.c_str(), readout.c_str(), chunk, w, total_n, mean,
                 std::exp(mean), run_exact ? std::to_string(total_nll / n).c_str() : "na",
                 run_exact ? std::to_string(dm).c_str() : "na", run_exact ? std::to_string(se).c_str() : "na",
                 full_window_bytes.k_bits(), full_window_bytes.v_bits(), full_window_total, full_window_len,
-                cache_cpu);
+                cache_cpu, use_keys ? std::to_string(key_n).c_str() : "na",
+                use_keys ? std::to_string(key_margin).c_str() : "na",
+                use_keys && key_n ? std::to_string(key_cache / double(key_n)).c_str() : "na",
+                use_keys && key_n ? std::to_string(key_base / double(key_n)).c_str() : "na",
+                use_keys && key_n ? std::to_string(key_dm).c_str() : "na",
+                use_keys && key_n ? std::to_string(key_se).c_str() : "na");
   }
   return 0;
 }

@@ -1,4 +1,5 @@
-# vcpkg port of kvq (header-only). Two ways to get the source:
+# vcpkg port of kvq: the headers (kvq::kvq) and the kernels compiled once (kvq::kernels, a static
+# or shared library per the triplet). Two ways to get the source:
 #  - overlay port from a kvq checkout (`vcpkg install kvq --overlay-ports=<kvq>/ports`): this file
 #    sits in <kvq>/ports/kvq, so the checkout two levels up is the source. vcpkg does not hash that
 #    tree: after changing it, use --no-binarycaching or `vcpkg remove kvq` first.
@@ -19,9 +20,6 @@ else()
   )
 endif()
 
-# Header-only: one configuration is enough, and nothing is architecture-specific.
-set(VCPKG_BUILD_TYPE release)
-
 vcpkg_cmake_configure(
   SOURCE_PATH "${SOURCE_PATH}"
   OPTIONS
@@ -29,6 +27,7 @@ vcpkg_cmake_configure(
     -DKVQ_BUILD_BENCH=OFF
     -DKVQ_BUILD_TOOLS=OFF
     -DKVQ_INSTALL=ON
+    -DKVQ_BUILD_KERNELS_LIBRARY=ON
     # vcpkg's layout: the CMake package in share/<port> (kvq's default is share/cmake/kvq).
     -DKVQ_INSTALL_CMAKEDIR=share/${PORT}
 )
@@ -37,10 +36,11 @@ vcpkg_cmake_install()
 # Installed straight to share/kvq (with KvqDependencies.cmake, which kvqConfig.cmake includes by
 # relative path); the fixup only normalizes paths and checks the package.
 vcpkg_cmake_config_fixup(PACKAGE_NAME kvq CONFIG_PATH share/kvq)
-# kvq.pc lives in share/pkgconfig (header-only ports keep it there); make its paths relative.
+# kvq.pc and kvq-kernels.pc: make their paths relative.
 vcpkg_fixup_pkgconfig()
 
-file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/debug" "${CURRENT_PACKAGES_DIR}/lib")
+# The headers are installed once (release); the debug tree keeps only its library.
+file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}/debug/include" "${CURRENT_PACKAGES_DIR}/debug/share")
 
 file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")
 vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE")

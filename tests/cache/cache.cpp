@@ -266,7 +266,10 @@ TEST_CASE("cache: decode attend, prefill attend and scores/accumulate agree", "[
     std::vector<float> pre(q.size()), dec(nq * d);
     c.attend(layer, 4, q.data(), pre.data());
     c.attend(layer, q.data() + 3 * nq * d, dec.data());
-    CHECK(std::equal(dec.begin(), dec.end(), pre.begin() + 3 * nq * d));  // same operations, same bits
+    // The same arithmetic up to the kernels' register tiling, which depends on
+    // how many queries share a pass (8-query tiles on AVX-512): equal within
+    // float rounding, not bit for bit.
+    for (std::size_t j = 0; j < nq * d; ++j) CHECK(std::abs(dec[j] - pre[3 * nq * d + j]) < 1e-6f * (1 + std::abs(dec[j])));
     // The engine-side path: raw scores, own softmax, accumulate.
     const std::size_t L = c.length(layer);
     for (std::size_t qh = 0; qh < nq; ++qh) {

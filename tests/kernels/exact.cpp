@@ -2,12 +2,11 @@
 // codecs' scalar calls, on every SIMD target this machine can run: head_dim
 // multiples of 16 (SIMD) and others (the scalar fallback), odd row counts,
 // GQA 1..8, unaligned pointers, fp16 subnormals and extremes.
-#undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
-#include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
+#include <kvq/kernels/dispatch.hpp>
 
 #include <kvq/cache/exact_codec.hpp>
 #include <kvq/core/half.hpp>

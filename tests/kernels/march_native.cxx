@@ -1,7 +1,7 @@
-// Compile-only check (built by tests/CMakeLists.txt with -march=native where
+// Syntax check (the build.march_native test, with -march=native where
 // the compiler accepts it): with Highway 1.0.3, an AVX-512 VNNI/VBMI2 machine's
 // native flags make AVX3_DL the static target, which fails to compile unless
-// HWY_WANT_AVX3_DL is defined; kvq/kernels/dispatch.hpp must take care of it.
+// HWY_WANT_AVX3_DL is defined; kvq/kernels/entry_points.hpp must take care of it.
 #include <kvq/kvq.hpp>
 
 float kvq_march_native_check(const float* q, const std::byte* rows, float* out) {

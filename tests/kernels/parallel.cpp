@@ -1,14 +1,6 @@
 // Splitting a run across threads gives the single-thread result: exactly for
 // scores (disjoint outputs), within float tolerance for accumulate (partial
-// sums added in chunk order). This TU is built with KVQ_STATIC_DISPATCH_ONLY,
-// which also checks that a static-only TU links beside the all-targets TU of
-// tests/kernels/uniform.cpp without their dispatch tables mixing.
-#ifndef KVQ_STATIC_DISPATCH_ONLY
-#define KVQ_STATIC_DISPATCH_ONLY
-#endif
-#ifndef KVQ_ALLOW_SCALAR_KERNELS
-#define KVQ_ALLOW_SCALAR_KERNELS
-#endif
+// sums added in chunk order).
 #include <kvq/kernels/parallel.hpp>
 
 #include "kvq_test.hpp"
@@ -33,10 +25,6 @@ TEST_CASE("kernels parallel: ThreadPool runs every task exactly once", "[kernels
       }
     }
   }
-}
-
-TEST_CASE("kernels parallel: the static-only build reports the compiler's target", "[kernels][parallel]") {
-  CHECK(std::string(kvq::kernels::target_name()) == hwy::TargetName(HWY_STATIC_TARGET));
 }
 
 TEMPLATE_TEST_CASE("kernels parallel: split runs equal the single-thread kernels", "[kernels][parallel]",

@@ -4,8 +4,6 @@
 // runs of several tiles, unaligned pointers, every code in every position and
 // hostile fp16 metadata.
 //
-// A kernel test TU compiles every target (tests/CMakeLists.txt).
-#undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
 #include "support/targets.hpp"

@@ -2,11 +2,10 @@
 // target: applied chunk by chunk with the running max and rescaling the
 // caller does, it must give the softmax of the whole row; masked lanes get
 // weight 0; NaN stays visible.
-#undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
 #include "support/targets.hpp"
 
-#include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
+#include <kvq/kernels/dispatch.hpp>
 
 #include <kvq/core/rng.hpp>
 

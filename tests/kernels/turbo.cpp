@@ -4,8 +4,6 @@
 // counts, unaligned pointers, every index value in every lane, and hostile
 // fp16 scales.
 //
-// A kernel test TU compiles every target (tests/CMakeLists.txt).
-#undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
 #include "support/targets.hpp"

@@ -2,16 +2,11 @@
 // SIMD target this machine can run (each one forced in turn), over the shapes
 // that exercise tails and register tiling: odd row counts, GQA groups of 1..8,
 // head_dim 32..256, and unaligned query/row/output pointers.
-//
-// The kernel tests are the only test TUs that compile every target (slow to
-// build); the rest of kvq_tests, and every binary of an instrumented build,
-// is compiled with KVQ_STATIC_DISPATCH_ONLY (tests/CMakeLists.txt).
-#undef KVQ_STATIC_DISPATCH_ONLY
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
-#include <kvq/kernels/dispatch.hpp>  // before anything that could include Highway
+#include <kvq/kernels/dispatch.hpp>
 
 #include <kvq/codec/uniform.hpp>
 #include <kvq/core/half.hpp>

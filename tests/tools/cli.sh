@@ -94,5 +94,18 @@ rc=$?
 check "empty input gives empty output (status $rc, $(stat -c %s "$tmp/out") bytes, stderr: $(head -c 200 "$tmp/err"))" \
   test "$rc" -eq 0 -a ! -s "$tmp/out"
 
+# kvq eval --retrieval: bad options and a missing dump directory are one-line errors.
+expect_error "retrieval --context 0" /dev/null eval --retrieval --context 0 k=q8_0,v=q8_0
+expect_error "retrieval --needles x" /dev/null eval --retrieval --needles x k=q8_0,v=q8_0
+expect_error "retrieval --max-beta -1" /dev/null eval --retrieval --max-beta -1 k=q8_0,v=q8_0
+expect_error "retrieval --masses x" /dev/null eval --retrieval --masses 0.5,x k=q8_0,v=q8_0
+expect_error "retrieval bad spec" /dev/null eval --retrieval k=nope,v=q8_0
+expect_error "retrieval missing dumps" /dev/null eval --retrieval --dir "$tmp/none" k=q8_0,v=q8_0
+shared_dumps="$(dirname "$0")/../../../shared/data/kv-dumps/wt2-byte-a"
+if [ -f "$shared_dumps/k.npy" ]; then  # ages that do not fit the context are refused before any output
+  expect_error "retrieval ages past the context" /dev/null eval --retrieval --dir "$shared_dumps" --context 4096 \
+    --ages 16,8192 k=q8_0,v=q8_0
+fi
+
 echo "$pass passed, $fails failed"
 [ "$fails" -eq 0 ]

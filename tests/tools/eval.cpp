@@ -3,25 +3,16 @@
 // window covering everything is exact again, bits/value are the codecs'), and on the real
 // wt2-byte-a dumps q8_0's errors are far below q2_1's.
 #include "kvq_test.hpp"
+#include "support/synthetic_dumps.hpp"
 
 #include "kv_eval.hpp"
 
 #include <cmath>
-#include <random>
 
 namespace {
 
 kvq::tools::KvDumps synthetic(std::size_t L, std::size_t HQ, std::size_t HK, std::size_t T, std::size_t D) {
-  kvq::tools::KvDumps d{L, HQ, HK, T, D, {}, {}, {}};
-  std::mt19937 rng(5);
-  std::normal_distribution<float> n01(0.0f, 1.0f);
-  d.q.resize(L * HQ * T * D);
-  d.k.resize(L * HK * T * D);
-  d.v.resize(d.k.size());
-  for (auto& x : d.q) x = 2.0f * n01(rng);
-  for (auto& x : d.k) x = n01(rng);
-  for (auto& x : d.v) x = n01(rng);
-  return d;
+  return kvq::test::synthetic_dumps(L, HQ, HK, T, D, 5);
 }
 
 }  // namespace

@@ -16,8 +16,10 @@
 //
 //   e.g. "k=turbo4,v=q4_1,window=128,sinks=4,boundary=2+2:q8_0/q8_0,tier=4096:q2_1/q2_1"
 #pragma once
+#define KVQ_CACHE_SPEC_INCLUDED  // checked by kernels/definitions.hpp
 
 #include <kvq/cache/model_shape.hpp>
+#include <kvq/core/compiled.hpp>
 #include <kvq/core/error.hpp>
 
 #include <algorithm>
@@ -80,155 +82,164 @@ struct CacheSpec {
   }
 
   // Errc::invalid_argument naming the first inconsistency with `shape`.
-  void validate(const ModelShape& shape) const {
-    auto bad = [](const std::string& m) { detail::fail(Errc::invalid_argument, "CacheSpec: " + m); };
-    auto named = [&](const CodecPair& p, const std::string& what) {
-      if (p.k.empty() || p.v.empty()) bad(what + " needs both a K and a V codec name");
-    };
-    named(codecs, "k/v");
-    const std::size_t n = shape.n_kv_layers();
-    if (boundary.first + boundary.last > 0) {
-      named(boundary.codecs, "boundary");
-      if (boundary.first + boundary.last > n)
-        bad("boundary " + std::to_string(boundary.first) + "+" + std::to_string(boundary.last) +
-            " exceeds the " + std::to_string(n) + " KV layers");
-      if (!layers.empty()) bad("boundary and layers= are exclusive (the table already names every layer)");
-    }
-    if (!layers.empty()) {
-      if (layers.size() != n)
-        bad("layers= names " + std::to_string(layers.size()) + " KV layers, the model has " + std::to_string(n));
-      for (std::size_t i = 0; i < layers.size(); ++i) named(layers[i], "layers[" + std::to_string(i) + "]");
-    }
-    for (std::size_t i = 0; i < tiers.size(); ++i) {
-      named(tiers[i].codecs, "tier " + std::to_string(i));
-      if (tiers[i].after_tokens < window)
-        bad("tier after " + std::to_string(tiers[i].after_tokens) + " tokens lies inside the window of " +
-            std::to_string(window));
-      if (i > 0 && tiers[i].after_tokens <= tiers[i - 1].after_tokens)
-        bad("tiers must have ascending after_tokens (" + std::to_string(tiers[i].after_tokens) + " after " +
-            std::to_string(tiers[i - 1].after_tokens) + ")");
-    }
-    if (sinks > shape.max_context) bad("sinks " + std::to_string(sinks) + " exceed max_context");
-  }
+  void validate(const ModelShape& shape) const;
 
   // The canonical compact string; parse(to_string()) == *this.
-  std::string to_string() const {
-    auto pair = [](const CodecPair& p) { return p.k + "/" + p.v; };
-    std::string s = "k=" + codecs.k + ",v=" + codecs.v;
-    if (boundary.first + boundary.last > 0)
-      s += ",boundary=" + std::to_string(boundary.first) + "+" + std::to_string(boundary.last) + ":" +
-           pair(boundary.codecs);
-    if (!layers.empty()) {
-      s += ",layers=";
-      for (std::size_t i = 0; i < layers.size(); ++i) {
-        if (i) s += ';';
-        s += pair(layers[i]);
-      }
-    }
-    if (window) s += ",window=" + std::to_string(window);
-    if (sinks) s += ",sinks=" + std::to_string(sinks);
-    for (const auto& t : tiers) s += ",tier=" + std::to_string(t.after_tokens) + ":" + pair(t.codecs);
-    if (window_precision == WindowPrecision::f16) s += ",precision=f16";
-    if (rollback_reserve) s += ",rollback=" + std::to_string(rollback_reserve);
-    return s;
-  }
+  std::string to_string() const;
 
   // Errc::invalid_argument naming the offending item.
-  static CacheSpec parse(std::string_view text) {
-    CacheSpec spec;
-    bool boundary_seen = false;
-    auto bad = [&](std::string_view item, const std::string& why) -> void {
-      detail::fail(Errc::invalid_argument, "cache spec item '" + std::string(item) + "': " + why);
-    };
-    auto number = [&](std::string_view item, std::string_view digits) {
-      std::size_t v = 0;
-      auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
-      if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size())
-        bad(item, "expected a non-negative integer, got '" + std::string(digits) + "'");
-      return v;
-    };
-    // "/gN" after a name is a per-channel tile length (make_codec's NAME/gN),
-    // not the K/V separator.
-    auto is_tile_suffix = [](std::string_view part) {
-      return part.size() >= 2 && part[0] == 'g' &&
-             std::all_of(part.begin() + 1, part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    };
-    auto name = [&](std::string_view item, std::string_view n) {
-      const auto slash = n.find('/');
-      const std::string_view base = n.substr(0, slash);
-      if (base.empty()) bad(item, "empty codec name");
-      for (char c : base)
-        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
-          bad(item, "codec name '" + std::string(n) + "' has a character outside [A-Za-z0-9_-]");
-      if (slash != std::string_view::npos && !is_tile_suffix(n.substr(slash + 1)))
-        bad(item, "codec name '" + std::string(n) + "': after '/' only a tile length gN may follow");
-      return std::string(n);
-    };
-    // K/V names separated by '/', each possibly with a /gN suffix: "pc4/g32/q4_1".
-    auto pair = [&](std::string_view item, std::string_view p) {
-      std::size_t sep = std::string_view::npos;
-      for (std::size_t i = p.find('/'); i != std::string_view::npos; i = p.find('/', i + 1)) {
-        const std::size_t next = p.find('/', i + 1);
-        if (!is_tile_suffix(p.substr(i + 1, next == std::string_view::npos ? std::string_view::npos : next - i - 1))) {
-          sep = i;
-          break;
-        }
-      }
-      if (sep == std::string_view::npos) bad(item, "expected K/V codec names, got '" + std::string(p) + "'");
-      return CodecPair{name(item, p.substr(0, sep)), name(item, p.substr(sep + 1))};
-    };
-    if (text.empty()) detail::fail(Errc::invalid_argument, "cache spec is empty");
-    std::size_t pos = 0;
-    while (pos <= text.size()) {
-      const std::size_t comma = std::min(text.find(',', pos), text.size());
-      const std::string_view item = text.substr(pos, comma - pos);
-      pos = comma + 1;
-      const std::size_t eq = item.find('=');
-      if (eq == std::string_view::npos) bad(item, "expected key=value");
-      const std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
-      if (key == "k") {
-        spec.codecs.k = name(item, val);
-      } else if (key == "v") {
-        spec.codecs.v = name(item, val);
-      } else if (key == "window") {
-        spec.window = number(item, val);
-      } else if (key == "sinks") {
-        spec.sinks = number(item, val);
-      } else if (key == "rollback") {
-        spec.rollback_reserve = number(item, val);
-      } else if (key == "precision") {
-        if (val == "f32") spec.window_precision = WindowPrecision::f32;
-        else if (val == "f16") spec.window_precision = WindowPrecision::f16;
-        else bad(item, "precision is f32 or f16");
-      } else if (key == "boundary") {
-        if (boundary_seen) bad(item, "boundary given twice");
-        boundary_seen = true;
-        const auto plus = val.find('+'), colon = val.find(':');
-        if (plus == std::string_view::npos || colon == std::string_view::npos || plus > colon)
-          bad(item, "expected FIRST+LAST:K/V, e.g. boundary=2+2:q8_0/q8_0");
-        spec.boundary.first = number(item, val.substr(0, plus));
-        spec.boundary.last = number(item, val.substr(plus + 1, colon - plus - 1));
-        spec.boundary.codecs = pair(item, val.substr(colon + 1));
-        if (spec.boundary.first + spec.boundary.last == 0) spec.boundary = BoundarySpec{};  // canonical "none"
-      } else if (key == "layers") {
-        if (!spec.layers.empty()) bad(item, "layers given twice");
-        std::size_t p = 0;
-        while (p <= val.size()) {
-          const std::size_t semi = std::min(val.find(';', p), val.size());
-          spec.layers.push_back(pair(item, val.substr(p, semi - p)));
-          p = semi + 1;
-        }
-      } else if (key == "tier") {
-        const auto colon = val.find(':');
-        if (colon == std::string_view::npos) bad(item, "expected AFTER:K/V, e.g. tier=4096:q2_1/q2_1");
-        spec.tiers.push_back(TierSpec{number(item, val.substr(0, colon)), pair(item, val.substr(colon + 1))});
-      } else {
-        bad(item, "unknown key '" + std::string(key) +
-                      "' (known: k, v, window, sinks, precision, rollback, boundary, layers, tier)");
+  static CacheSpec parse(std::string_view text);
+};
+
+// Out of line with KVQ_EXTERN_KERNELS (core/compiled.hpp).
+#if KVQ_COMPILED_DEFINITIONS
+KVQ_COMPILED_INLINE void CacheSpec::validate(const ModelShape& shape) const {
+  auto bad = [](const std::string& m) { detail::fail(Errc::invalid_argument, "CacheSpec: " + m); };
+  auto named = [&](const CodecPair& p, const std::string& what) {
+    if (p.k.empty() || p.v.empty()) bad(what + " needs both a K and a V codec name");
+  };
+  named(codecs, "k/v");
+  const std::size_t n = shape.n_kv_layers();
+  if (boundary.first + boundary.last > 0) {
+    named(boundary.codecs, "boundary");
+    if (boundary.first + boundary.last > n)
+      bad("boundary " + std::to_string(boundary.first) + "+" + std::to_string(boundary.last) +
+          " exceeds the " + std::to_string(n) + " KV layers");
+    if (!layers.empty()) bad("boundary and layers= are exclusive (the table already names every layer)");
+  }
+  if (!layers.empty()) {
+    if (layers.size() != n)
+      bad("layers= names " + std::to_string(layers.size()) + " KV layers, the model has " + std::to_string(n));
+    for (std::size_t i = 0; i < layers.size(); ++i) named(layers[i], "layers[" + std::to_string(i) + "]");
+  }
+  for (std::size_t i = 0; i < tiers.size(); ++i) {
+    named(tiers[i].codecs, "tier " + std::to_string(i));
+    if (tiers[i].after_tokens < window)
+      bad("tier after " + std::to_string(tiers[i].after_tokens) + " tokens lies inside the window of " +
+          std::to_string(window));
+    if (i > 0 && tiers[i].after_tokens <= tiers[i - 1].after_tokens)
+      bad("tiers must have ascending after_tokens (" + std::to_string(tiers[i].after_tokens) + " after " +
+          std::to_string(tiers[i - 1].after_tokens) + ")");
+  }
+  if (sinks > shape.max_context) bad("sinks " + std::to_string(sinks) + " exceed max_context");
+}
+
+KVQ_COMPILED_INLINE std::string CacheSpec::to_string() const {
+  auto pair = [](const CodecPair& p) { return p.k + "/" + p.v; };
+  std::string s = "k=" + codecs.k + ",v=" + codecs.v;
+  if (boundary.first + boundary.last > 0)
+    s += ",boundary=" + std::to_string(boundary.first) + "+" + std::to_string(boundary.last) + ":" +
+         pair(boundary.codecs);
+  if (!layers.empty()) {
+    s += ",layers=";
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      if (i) s += ';';
+      s += pair(layers[i]);
+    }
+  }
+  if (window) s += ",window=" + std::to_string(window);
+  if (sinks) s += ",sinks=" + std::to_string(sinks);
+  for (const auto& t : tiers) s += ",tier=" + std::to_string(t.after_tokens) + ":" + pair(t.codecs);
+  if (window_precision == WindowPrecision::f16) s += ",precision=f16";
+  if (rollback_reserve) s += ",rollback=" + std::to_string(rollback_reserve);
+  return s;
+}
+
+KVQ_COMPILED_INLINE CacheSpec CacheSpec::parse(std::string_view text) {
+  CacheSpec spec;
+  bool boundary_seen = false;
+  auto bad = [&](std::string_view item, const std::string& why) -> void {
+    detail::fail(Errc::invalid_argument, "cache spec item '" + std::string(item) + "': " + why);
+  };
+  auto number = [&](std::string_view item, std::string_view digits) {
+    std::size_t v = 0;
+    auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size())
+      bad(item, "expected a non-negative integer, got '" + std::string(digits) + "'");
+    return v;
+  };
+  // "/gN" after a name is a per-channel tile length (make_codec's NAME/gN),
+  // not the K/V separator.
+  auto is_tile_suffix = [](std::string_view part) {
+    return part.size() >= 2 && part[0] == 'g' &&
+           std::all_of(part.begin() + 1, part.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  auto name = [&](std::string_view item, std::string_view n) {
+    const auto slash = n.find('/');
+    const std::string_view base = n.substr(0, slash);
+    if (base.empty()) bad(item, "empty codec name");
+    for (char c : base)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+        bad(item, "codec name '" + std::string(n) + "' has a character outside [A-Za-z0-9_-]");
+    if (slash != std::string_view::npos && !is_tile_suffix(n.substr(slash + 1)))
+      bad(item, "codec name '" + std::string(n) + "': after '/' only a tile length gN may follow");
+    return std::string(n);
+  };
+  // K/V names separated by '/', each possibly with a /gN suffix: "pc4/g32/q4_1".
+  auto pair = [&](std::string_view item, std::string_view p) {
+    std::size_t sep = std::string_view::npos;
+    for (std::size_t i = p.find('/'); i != std::string_view::npos; i = p.find('/', i + 1)) {
+      const std::size_t next = p.find('/', i + 1);
+      if (!is_tile_suffix(p.substr(i + 1, next == std::string_view::npos ? std::string_view::npos : next - i - 1))) {
+        sep = i;
+        break;
       }
     }
-    return spec;
+    if (sep == std::string_view::npos) bad(item, "expected K/V codec names, got '" + std::string(p) + "'");
+    return CodecPair{name(item, p.substr(0, sep)), name(item, p.substr(sep + 1))};
+  };
+  if (text.empty()) detail::fail(Errc::invalid_argument, "cache spec is empty");
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', pos), text.size());
+    const std::string_view item = text.substr(pos, comma - pos);
+    pos = comma + 1;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos) bad(item, "expected key=value");
+    const std::string_view key = item.substr(0, eq), val = item.substr(eq + 1);
+    if (key == "k") {
+      spec.codecs.k = name(item, val);
+    } else if (key == "v") {
+      spec.codecs.v = name(item, val);
+    } else if (key == "window") {
+      spec.window = number(item, val);
+    } else if (key == "sinks") {
+      spec.sinks = number(item, val);
+    } else if (key == "rollback") {
+      spec.rollback_reserve = number(item, val);
+    } else if (key == "precision") {
+      if (val == "f32") spec.window_precision = WindowPrecision::f32;
+      else if (val == "f16") spec.window_precision = WindowPrecision::f16;
+      else bad(item, "precision is f32 or f16");
+    } else if (key == "boundary") {
+      if (boundary_seen) bad(item, "boundary given twice");
+      boundary_seen = true;
+      const auto plus = val.find('+'), colon = val.find(':');
+      if (plus == std::string_view::npos || colon == std::string_view::npos || plus > colon)
+        bad(item, "expected FIRST+LAST:K/V, e.g. boundary=2+2:q8_0/q8_0");
+      spec.boundary.first = number(item, val.substr(0, plus));
+      spec.boundary.last = number(item, val.substr(plus + 1, colon - plus - 1));
+      spec.boundary.codecs = pair(item, val.substr(colon + 1));
+      if (spec.boundary.first + spec.boundary.last == 0) spec.boundary = BoundarySpec{};  // canonical "none"
+    } else if (key == "layers") {
+      if (!spec.layers.empty()) bad(item, "layers given twice");
+      std::size_t p = 0;
+      while (p <= val.size()) {
+        const std::size_t semi = std::min(val.find(';', p), val.size());
+        spec.layers.push_back(pair(item, val.substr(p, semi - p)));
+        p = semi + 1;
+      }
+    } else if (key == "tier") {
+      const auto colon = val.find(':');
+      if (colon == std::string_view::npos) bad(item, "expected AFTER:K/V, e.g. tier=4096:q2_1/q2_1");
+      spec.tiers.push_back(TierSpec{number(item, val.substr(0, colon)), pair(item, val.substr(colon + 1))});
+    } else {
+      bad(item, "unknown key '" + std::string(key) +
+                    "' (known: k, v, window, sinks, precision, rollback, boundary, layers, tier)");
+    }
   }
-};
+  return spec;
+}
+#endif  // KVQ_COMPILED_DEFINITIONS
 
 }  // namespace kvq

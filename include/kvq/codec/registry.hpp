@@ -5,11 +5,13 @@
 // one value type that holds any of them. Name lookup is the single place that
 // knows every codec; the `kvq` tool, the schedules and the evaluators use it.
 #pragma once
+#define KVQ_CODEC_REGISTRY_INCLUDED  // checked by kernels/definitions.hpp
 
 #include <kvq/codec/codec.hpp>
 #include <kvq/codec/per_channel.hpp>
 #include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
+#include <kvq/core/compiled.hpp>
 
 #include <cstddef>
 #include <functional>
@@ -89,7 +91,18 @@ struct CodecInfo {
 };
 
 // Every codec kvq ships, in the order `kvq codecs` lists them.
-inline const std::vector<CodecInfo>& codec_table() {
+const std::vector<CodecInfo>& codec_table();
+// Their names, comma-separated.
+std::string codec_names();
+// The codec called `name` for head_dim; Errc::invalid_argument for an unknown
+// name, Errc::shape_mismatch for a head_dim the codec cannot encode. Tile
+// codecs accept a tile length suffix: "pc4/g64" is pc4 with G = 64 tokens.
+AnyCodec make_codec(std::string_view name, std::size_t head_dim);
+
+// Out of line with KVQ_EXTERN_KERNELS (core/compiled.hpp): constructing every
+// codec type is most of what a TU that builds a Cache compiles.
+#if KVQ_COMPILED_DEFINITIONS
+KVQ_COMPILED_INLINE const std::vector<CodecInfo>& codec_table() {
   static const std::vector<CodecInfo> table = {
       {"q8_0", "uniform", "ggml q8_0: 32 x int8 + fp16 scale", [](std::size_t d) { return AnyCodec(Q8_0(d)); }},
       {"q4_0", "uniform", "ggml q4_0: 32 x 4-bit + fp16 scale", [](std::size_t d) { return AnyCodec(Q4_0(d)); }},
@@ -109,7 +122,7 @@ inline const std::vector<CodecInfo>& codec_table() {
   return table;
 }
 
-inline std::string codec_names() {
+KVQ_COMPILED_INLINE std::string codec_names() {
   std::string names;
   for (const auto& info : codec_table()) names += (names.empty() ? "" : ", ") + std::string(info.name);
   return names;
@@ -134,10 +147,7 @@ inline AnyCodec make_tiled_codec(std::string_view base, std::string_view option,
 }
 }  // namespace detail
 
-// The codec called `name` for head_dim; Errc::invalid_argument for an unknown
-// name, Errc::shape_mismatch for a head_dim the codec cannot encode. Tile
-// codecs accept a tile length suffix: "pc4/g64" is pc4 with G = 64 tokens.
-inline AnyCodec make_codec(std::string_view name, std::size_t head_dim) {
+KVQ_COMPILED_INLINE AnyCodec make_codec(std::string_view name, std::size_t head_dim) {
   if (const auto slash = name.find('/'); slash != std::string_view::npos)
     return detail::make_tiled_codec(name.substr(0, slash), name.substr(slash + 1), head_dim);
   for (const auto& info : codec_table())
@@ -145,5 +155,6 @@ inline AnyCodec make_codec(std::string_view name, std::size_t head_dim) {
   detail::fail(Errc::invalid_argument,
                "unknown codec '" + std::string(name) + "' (known: " + codec_names() + ")");
 }
+#endif  // KVQ_COMPILED_DEFINITIONS
 
 }  // namespace kvq

@@ -1,34 +1,18 @@
-// The one header that compiles kvq's SIMD kernels and picks the best one for
-// the running CPU (Highway dynamic dispatch).
+// The kernels' public API: typed wrappers (one overload per codec) that check
+// their arguments and call the entry points (entry_points.hpp) of the SIMD
+// kernels, which Highway dispatches to the best target for the running CPU.
 //
-// A translation unit may contain only one hwy/foreach_target.h, and
-// hwy/highway.h must not come before it, so every kernel family is pulled in
-// here through all-inl.h; kvq/kvq.hpp includes this header. Include kvq
-// before any Highway header; a TU that already uses foreach_target.h for its
-// own kernels cannot also include this header (put kvq in another TU).
-//
-// Configuration macros, to be defined identically in every TU of a program:
-//   KVQ_STATIC_DISPATCH_ONLY  compile only the target of the compiler flags
-//                             (HWY_COMPILE_ONLY_STATIC): much faster builds,
-//                             no run-time choice. On x86 it needs -march=
-//                             x86-64-v2 or better: the baseline's static
-//                             target is SCALAR/EMU128, which stops the build
-//                             unless KVQ_ALLOW_SCALAR_KERNELS is defined too.
-//   HWY_WANT_AVX3_DL          also compile Highway 1.0.3's AVX3_DL target
-//                             (Ice Lake / Zen 4+). Defined automatically when
-//                             the compiler flags already imply it
-//                             (-march=native on such a CPU), because 1.0.3
-//                             otherwise fails with "Logic error: best baseline
-//                             should be included in dynamic targets".
-// The wrappers live in an inline namespace named after this configuration, so
-// TUs built with different settings link without sharing (and mixing up)
-// dispatch tables.
-//
-// Consumers link hwy::hwy (hwy::SupportedTargets lives in libhwy).
+// Header-only by default: this header then also compiles the kernels for
+// every target (definitions.hpp), which costs ~40 s per TU. With
+// KVQ_EXTERN_KERNELS defined in every TU, it only declares them: exactly one
+// TU includes <kvq/kernels/definitions.hpp>, or the program links the CMake
+// target kvq::kernels (docs/PACKAGING.md). Without KVQ_EXTERN_KERNELS,
+// include kvq before any Highway header (definitions.hpp says why).
 #pragma once
 
-#if defined(HWY_HIGHWAY_INCLUDED) || defined(HIGHWAY_HWY_FOREACH_TARGET_H_)
-#error "kvq: include <kvq/kvq.hpp> (or kvq/kernels/dispatch.hpp) before any Highway header"
+#include <kvq/kernels/entry_points.hpp>
+#if !defined(KVQ_EXTERN_KERNELS)
+#include <kvq/kernels/definitions.hpp>
 #endif
 
 #include <kvq/cache/exact_codec.hpp>
@@ -43,78 +27,7 @@
 #include <cstdint>
 #include <string>
 
-#if defined(KVQ_STATIC_DISPATCH_ONLY) && !defined(HWY_COMPILE_ONLY_STATIC)
-#define HWY_COMPILE_ONLY_STATIC
-#endif
-
-// Mirrors the AVX3_DL baseline test of hwy/detect_targets.h (1.0.3).
-#if !defined(HWY_WANT_AVX3_DL) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && \
-    defined(__AVX512VL__) && defined(__AVXVNNI__) && defined(__VAES__) && defined(__VPCLMULQDQ__) &&       \
-    defined(__AVX512VBMI__) && defined(__AVX512VBMI2__) && defined(__AVX512VPOPCNTDQ__) &&                 \
-    defined(__AVX512BITALG__)
-#define HWY_WANT_AVX3_DL
-#endif
-
-#undef HWY_TARGET_INCLUDE
-#define HWY_TARGET_INCLUDE "kvq/kernels/all-inl.h"
-#include <hwy/foreach_target.h>  // must come before highway.h
-#include <hwy/highway.h>
-
-#include <kvq/kernels/all-inl.h>  // the static target's copy
-
-// Static dispatch on an x86 baseline without -march compiles Highway's
-// SCALAR/EMU128 kernels only: attention ~10x slower, silently. Refuse unless
-// asked for (the project's own sanitizer, fuzz and test builds do ask).
-#if defined(HWY_COMPILE_ONLY_STATIC) && HWY_ARCH_X86 && \
-    (HWY_STATIC_TARGET == HWY_SCALAR || HWY_STATIC_TARGET == HWY_EMU128) && !defined(KVQ_ALLOW_SCALAR_KERNELS)
-#error "kvq: KVQ_STATIC_DISPATCH_ONLY with these compiler flags compiles only scalar kernels (about 10x slower attention). Add -march=x86-64-v2 (SSE4), -march=x86-64-v3 (AVX2), -march=x86-64-v4 (AVX-512) or -march=native, drop KVQ_STATIC_DISPATCH_ONLY (run-time dispatch), or define KVQ_ALLOW_SCALAR_KERNELS to accept scalar kernels."
-#endif
-
-#if HWY_ONCE
-
-#if defined(HWY_COMPILE_ONLY_STATIC)
-#define KVQ_KERNELS_ABI abi_static
-#elif defined(HWY_WANT_AVX3_DL)
-#define KVQ_KERNELS_ABI abi_dynamic_dl
-#else
-#define KVQ_KERNELS_ABI abi_dynamic
-#endif
-
 namespace kvq::kernels {
-
-// Dispatch tables. Each TU owns its tables (anonymous namespace): a table
-// lists exactly the targets that TU compiled, so it can never be paired with
-// another TU's target list.
-namespace {
-HWY_EXPORT(KernelTargetName);
-HWY_EXPORT(ScoresQ8_0);
-HWY_EXPORT(ScoresQ4_0);
-HWY_EXPORT(ScoresQ4_1);
-HWY_EXPORT(ScoresQ3_1);
-HWY_EXPORT(ScoresQ2_1);
-HWY_EXPORT(AccumulateQ8_0);
-HWY_EXPORT(AccumulateQ4_0);
-HWY_EXPORT(AccumulateQ4_1);
-HWY_EXPORT(AccumulateQ3_1);
-HWY_EXPORT(AccumulateQ2_1);
-HWY_EXPORT(ScoresTurbo2);
-HWY_EXPORT(ScoresTurbo3);
-HWY_EXPORT(ScoresTurbo4);
-HWY_EXPORT(AccumulateTurbo2);
-HWY_EXPORT(AccumulateTurbo3);
-HWY_EXPORT(AccumulateTurbo4);
-HWY_EXPORT(ScoresPc2);
-HWY_EXPORT(ScoresPc3);
-HWY_EXPORT(ScoresPc4);
-HWY_EXPORT(AccumulatePc2);
-HWY_EXPORT(AccumulatePc3);
-HWY_EXPORT(AccumulatePc4);
-HWY_EXPORT(ScoresF32);
-HWY_EXPORT(ScoresF16);
-HWY_EXPORT(AccumulateF32);
-HWY_EXPORT(AccumulateF16);
-HWY_EXPORT(OnlineSoftmax);
-}  // namespace
 
 inline namespace KVQ_KERNELS_ABI {
 
@@ -137,7 +50,11 @@ inline void check_run(const char* what, std::size_t vec_min_stride, const void* 
 }  // namespace detail
 
 // Name of the SIMD target the kernels run on ("AVX3", "AVX2", "SSE4", "EMU128", ...).
-inline const char* target_name() { return HWY_DYNAMIC_DISPATCH(KernelTargetName)(); }
+inline const char* target_name() { return entry::KernelTargetName(); }
+// The Highway targets the kernels were compiled for (a mask of HWY_* target
+// bits): the run-time choice is the best of these the CPU supports. With
+// KVQ_STATIC_DISPATCH_ONLY, the static target alone.
+inline std::int64_t compiled_targets() { return entry::KernelCompiledTargets(); }
 
 // Every kernel works in the codec's *working space* (codec.hpp): queries are
 // codec.prepare_query(q) and accumulators are mapped back with
@@ -158,14 +75,14 @@ inline const char* target_name() { return HWY_DYNAMIC_DISPATCH(KernelTargetName)
     detail::check_run("kvq::kernels::scores", codec.head_dim(), q, n_q, q_stride, rows, n_rows, out,       \
                       out_stride, n_rows);                                                                 \
     if (n_q == 0 || n_rows == 0) return;                                                                   \
-    HWY_DYNAMIC_DISPATCH(Scores##FMT)(q, n_q, q_stride, rows, n_rows, codec.head_dim(), out, out_stride); \
+    entry::Scores##FMT(q, n_q, q_stride, rows, n_rows, codec.head_dim(), out, out_stride); \
   }                                                                                                        \
   inline void accumulate(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride,         \
                          const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) {  \
     detail::check_run("kvq::kernels::accumulate", n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride, \
                       codec.head_dim());                                                                   \
     if (n_q == 0 || n_rows == 0) return;                                                                   \
-    HWY_DYNAMIC_DISPATCH(Accumulate##FMT)(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc,          \
+    entry::Accumulate##FMT(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc,          \
                                           acc_stride);                                                     \
   }
 KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q8_0, Q8_0)
@@ -185,19 +102,18 @@ struct PaddedCodebook {
     std::copy(codec.levels().begin(), codec.levels().end(), levels);
   }
 };
-using TurboKernel = void (*)(const float*, const float*, std::size_t, std::size_t, const std::byte*,
-                             std::size_t, std::size_t, float*, std::size_t);
+using TurboKernel = entry::TurboKernel*;
 template <unsigned B>
 TurboKernel turbo_scores_kernel() {
-  if constexpr (B == 2) return HWY_DYNAMIC_DISPATCH(ScoresTurbo2);
-  if constexpr (B == 3) return HWY_DYNAMIC_DISPATCH(ScoresTurbo3);
-  if constexpr (B == 4) return HWY_DYNAMIC_DISPATCH(ScoresTurbo4);
+  if constexpr (B == 2) return &entry::ScoresTurbo2;
+  if constexpr (B == 3) return &entry::ScoresTurbo3;
+  if constexpr (B == 4) return &entry::ScoresTurbo4;
 }
 template <unsigned B>
 TurboKernel turbo_accumulate_kernel() {
-  if constexpr (B == 2) return HWY_DYNAMIC_DISPATCH(AccumulateTurbo2);
-  if constexpr (B == 3) return HWY_DYNAMIC_DISPATCH(AccumulateTurbo3);
-  if constexpr (B == 4) return HWY_DYNAMIC_DISPATCH(AccumulateTurbo4);
+  if constexpr (B == 2) return &entry::AccumulateTurbo2;
+  if constexpr (B == 3) return &entry::AccumulateTurbo3;
+  if constexpr (B == 4) return &entry::AccumulateTurbo4;
 }
 }  // namespace detail
 
@@ -226,19 +142,18 @@ void accumulate(const Turbo<B>& codec, const float* w, std::size_t n_q, std::siz
 }
 
 namespace detail {
-using PerChannelKernel = void (*)(const float*, std::size_t, std::size_t, const std::byte*, std::size_t,
-                                  std::size_t, std::size_t, float*, float*, std::size_t);
+using PerChannelKernel = entry::PerChannelKernel*;
 template <unsigned B>
 PerChannelKernel per_channel_scores_kernel() {
-  if constexpr (B == 2) return HWY_DYNAMIC_DISPATCH(ScoresPc2);
-  if constexpr (B == 3) return HWY_DYNAMIC_DISPATCH(ScoresPc3);
-  if constexpr (B == 4) return HWY_DYNAMIC_DISPATCH(ScoresPc4);
+  if constexpr (B == 2) return &entry::ScoresPc2;
+  if constexpr (B == 3) return &entry::ScoresPc3;
+  if constexpr (B == 4) return &entry::ScoresPc4;
 }
 template <unsigned B>
 PerChannelKernel per_channel_accumulate_kernel() {
-  if constexpr (B == 2) return HWY_DYNAMIC_DISPATCH(AccumulatePc2);
-  if constexpr (B == 3) return HWY_DYNAMIC_DISPATCH(AccumulatePc3);
-  if constexpr (B == 4) return HWY_DYNAMIC_DISPATCH(AccumulatePc4);
+  if constexpr (B == 2) return &entry::AccumulatePc2;
+  if constexpr (B == 3) return &entry::AccumulatePc3;
+  if constexpr (B == 4) return &entry::AccumulatePc4;
 }
 // Per-call working floats of the per-channel kernels (decoded metadata and
 // folded queries): on the stack for the usual shapes.
@@ -276,7 +191,7 @@ void accumulate(const PerChannel<B>& codec, const float* w, std::size_t n_q, std
     const std::size_t d = codec.head_dim();                                                                \
     detail::check_run("kvq::kernels::scores", d, q, n_q, q_stride, rows, n_rows, out, out_stride, n_rows); \
     if (n_q == 0 || n_rows == 0) return;                                                                   \
-    if (d % 16 == 0) return HWY_DYNAMIC_DISPATCH(Scores##FMT)(q, n_q, q_stride, rows, n_rows, d, out, out_stride); \
+    if (d % 16 == 0) return entry::Scores##FMT(q, n_q, q_stride, rows, n_rows, d, out, out_stride); \
     for (std::size_t i = 0; i < n_q; ++i)                                                                  \
       for (std::size_t t = 0; t < n_rows; ++t)                                                             \
         codec.scores(q + i * q_stride, rows + t * codec.bytes_per_tile(), out + i * out_stride + t);       \
@@ -286,7 +201,7 @@ void accumulate(const PerChannel<B>& codec, const float* w, std::size_t n_q, std
     const std::size_t d = codec.head_dim();                                                                \
     detail::check_run("kvq::kernels::accumulate", n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride, d); \
     if (n_q == 0 || n_rows == 0) return;                                                                   \
-    if (d % 16 == 0) return HWY_DYNAMIC_DISPATCH(Accumulate##FMT)(w, n_q, w_stride, rows, n_rows, d, acc, acc_stride); \
+    if (d % 16 == 0) return entry::Accumulate##FMT(w, n_q, w_stride, rows, n_rows, d, acc, acc_stride); \
     for (std::size_t i = 0; i < n_q; ++i)                                                                  \
       for (std::size_t t = 0; t < n_rows; ++t)                                                             \
         codec.accumulate(acc + i * acc_stride, w + i * w_stride + t, rows + t * codec.bytes_per_tile());   \
@@ -303,11 +218,10 @@ KVQ_KERNELS_EXACT_WRAPPERS(kvq::ExactF16, F16)
 // rounded up to kSoftmaxPad floats.
 inline void online_softmax(float* s, std::size_t n_q, std::size_t stride, std::size_t n, const std::uint32_t* n_valid,
                            float scale, float* m, float* l, float* corr) {
-  HWY_DYNAMIC_DISPATCH(OnlineSoftmax)(s, n_q, stride, n, n_valid, scale, m, l, corr);
+  entry::OnlineSoftmax(s, n_q, stride, n, n_valid, scale, m, l, corr);
 }
 inline constexpr std::size_t kSoftmaxPad = 16;  // the widest vector of any target (softmax-inl.h)
 
 }  // namespace KVQ_KERNELS_ABI
 }  // namespace kvq::kernels
 
-#endif  // HWY_ONCE

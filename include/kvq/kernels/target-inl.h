@@ -9,10 +9,15 @@
 
 #include <hwy/highway.h>
 
+#include <cstdint>
+
 HWY_BEFORE_NAMESPACE();
 namespace kvq::kernels {
 namespace HWY_NAMESPACE {
 inline const char* KernelTargetName() { return hwy::TargetName(HWY_TARGET); }
+// The same in every copy: the targets this TU compiled (with
+// HWY_COMPILE_ONLY_STATIC, the static target alone).
+inline std::int64_t KernelCompiledTargets() { return HWY_TARGETS; }
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels
 HWY_AFTER_NAMESPACE();

@@ -1,0 +1,130 @@
+// Compiles kvq's SIMD kernels for every Highway target and defines the entry
+// points (entry_points.hpp) as run-time dispatch to the best target for the
+// running CPU.
+//
+// Header-only mode: dispatch.hpp includes this; nothing to do.
+// KVQ_EXTERN_KERNELS mode: include this in exactly one .cpp of the program
+// (with KVQ_EXTERN_KERNELS defined there too), or link kvq::kernels, whose
+// one source file is just that include:
+//     #define KVQ_EXTERN_KERNELS   // or -DKVQ_EXTERN_KERNELS for every TU
+//     #include <kvq/kernels/definitions.hpp>
+//
+// A translation unit may contain only one hwy/foreach_target.h, and
+// hwy/highway.h must not come before it: include this before any Highway
+// header; a TU that already uses foreach_target.h for its own kernels cannot
+// also compile kvq's (put them in another TU, or use KVQ_EXTERN_KERNELS).
+//
+// Configuration macros (for the TU that compiles the kernels):
+//   KVQ_STATIC_DISPATCH_ONLY  compile only the target of the compiler flags
+//                             (HWY_COMPILE_ONLY_STATIC): faster to build, no
+//                             run-time choice. On x86 it needs -march=
+//                             x86-64-v2 or better: the baseline's static
+//                             target is SCALAR/EMU128, which stops the build
+//                             unless KVQ_ALLOW_SCALAR_KERNELS is defined too.
+//   HWY_WANT_AVX3_DL          also compile Highway 1.0.3's AVX3_DL target
+//                             (Ice Lake / Zen 4+). Defined automatically when
+//                             the compiler flags already imply it
+//                             (-march=native on such a CPU), because 1.0.3
+//                             otherwise fails with "Logic error: best baseline
+//                             should be included in dynamic targets".
+// The program links hwy::hwy (hwy::SupportedTargets lives in libhwy).
+#pragma once
+
+#if defined(HWY_HIGHWAY_INCLUDED) || defined(HIGHWAY_HWY_FOREACH_TARGET_H_)
+#error "kvq: include <kvq/kvq.hpp> (or kvq/kernels/definitions.hpp) before any Highway header, or build with KVQ_EXTERN_KERNELS"
+#endif
+
+// Extern mode: this TU also defines kvq's other out-of-line parts
+// (core/compiled.hpp), which must therefore not have been included yet.
+#if defined(KVQ_EXTERN_KERNELS) && (defined(KVQ_CODEC_REGISTRY_INCLUDED) || defined(KVQ_CACHE_SPEC_INCLUDED)) && !defined(KVQ_DEFINE_COMPILED_PARTS)
+#error "kvq: with KVQ_EXTERN_KERNELS, include <kvq/kernels/definitions.hpp> first in its translation unit"
+#endif
+#define KVQ_DEFINE_COMPILED_PARTS
+
+#include <kvq/core/compiled.hpp>
+#include <kvq/kernels/entry_points.hpp>
+
+#if defined(KVQ_STATIC_DISPATCH_ONLY) && !defined(HWY_COMPILE_ONLY_STATIC)
+#define HWY_COMPILE_ONLY_STATIC
+#endif
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kvq/kernels/all-inl.h"
+#include <hwy/foreach_target.h>  // must come before highway.h
+#include <hwy/highway.h>
+
+#include <kvq/kernels/all-inl.h>  // the static target's copy
+
+// Static dispatch on an x86 baseline without -march compiles Highway's
+// SCALAR/EMU128 kernels only: attention ~10x slower, silently. Refuse unless
+// asked for (the project's own sanitizer, fuzz and test builds do ask).
+#if defined(HWY_COMPILE_ONLY_STATIC) && HWY_ARCH_X86 && \
+    (HWY_STATIC_TARGET == HWY_SCALAR || HWY_STATIC_TARGET == HWY_EMU128) && !defined(KVQ_ALLOW_SCALAR_KERNELS)
+#error "kvq: KVQ_STATIC_DISPATCH_ONLY with these compiler flags compiles only scalar kernels (about 10x slower attention). Add -march=x86-64-v2 (SSE4), -march=x86-64-v3 (AVX2), -march=x86-64-v4 (AVX-512) or -march=native, drop KVQ_STATIC_DISPATCH_ONLY (run-time dispatch), or define KVQ_ALLOW_SCALAR_KERNELS to accept scalar kernels."
+#endif
+
+#if HWY_ONCE
+
+namespace kvq::kernels {
+
+// Dispatch tables. Each TU owns its tables (anonymous namespace): a table
+// lists exactly the targets that TU compiled, so it can never be paired with
+// another TU's target list.
+namespace {
+#define KVQ_EXPORT_ENTRY_POINT(TYPE, NAME) HWY_EXPORT(NAME);
+KVQ_KERNEL_ENTRY_POINTS(KVQ_EXPORT_ENTRY_POINT)
+#undef KVQ_EXPORT_ENTRY_POINT
+}  // namespace
+
+inline namespace KVQ_KERNELS_ABI {
+namespace entry {
+
+// One definition per parameter list of entry_points.hpp; each forwards to the
+// target Highway chose (re-read per call: tests force targets at run time).
+#define KVQ_DEFINE_TargetNameKernel(NAME) \
+  KVQ_COMPILED_INLINE const char* NAME() { return HWY_DYNAMIC_DISPATCH(NAME)(); }
+#define KVQ_DEFINE_TargetMaskKernel(NAME) \
+  KVQ_COMPILED_INLINE std::int64_t NAME() { return HWY_DYNAMIC_DISPATCH(NAME)(); }
+#define KVQ_DEFINE_RowKernel(NAME)                                                                          \
+  KVQ_COMPILED_INLINE void NAME(const float* in, std::size_t n_q, std::size_t in_stride,                \
+                                    const std::byte* rows, std::size_t n_rows, std::size_t head_dim,        \
+                                    float* out, std::size_t out_stride) {                                   \
+    HWY_DYNAMIC_DISPATCH(NAME)(in, n_q, in_stride, rows, n_rows, head_dim, out, out_stride);                \
+  }
+#define KVQ_DEFINE_TurboKernel(NAME)                                                                        \
+  KVQ_COMPILED_INLINE void NAME(const float* levels, const float* in, std::size_t n_q,                  \
+                                    std::size_t in_stride, const std::byte* rows, std::size_t n_rows,       \
+                                    std::size_t head_dim, float* out, std::size_t out_stride) {             \
+    HWY_DYNAMIC_DISPATCH(NAME)(levels, in, n_q, in_stride, rows, n_rows, head_dim, out, out_stride);        \
+  }
+#define KVQ_DEFINE_PerChannelKernel(NAME)                                                                   \
+  KVQ_COMPILED_INLINE void NAME(const float* in, std::size_t n_q, std::size_t in_stride,                \
+                                    const std::byte* tiles, std::size_t n_tiles, std::size_t head_dim,      \
+                                    std::size_t g, float* scratch, float* out, std::size_t out_stride) {    \
+    HWY_DYNAMIC_DISPATCH(NAME)(in, n_q, in_stride, tiles, n_tiles, head_dim, g, scratch, out, out_stride);  \
+  }
+#define KVQ_DEFINE_SoftmaxKernel(NAME)                                                                      \
+  KVQ_COMPILED_INLINE void NAME(float* s, std::size_t n_q, std::size_t stride, std::size_t n,           \
+                                    const std::uint32_t* n_valid, float scale, float* m, float* l,          \
+                                    float* corr) {                                                          \
+    HWY_DYNAMIC_DISPATCH(NAME)(s, n_q, stride, n, n_valid, scale, m, l, corr);                              \
+  }
+#define KVQ_DEFINE_ENTRY_POINT(TYPE, NAME) KVQ_DEFINE_##TYPE(NAME)
+KVQ_KERNEL_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
+#undef KVQ_DEFINE_ENTRY_POINT
+#undef KVQ_DEFINE_TargetNameKernel
+#undef KVQ_DEFINE_TargetMaskKernel
+#undef KVQ_DEFINE_RowKernel
+#undef KVQ_DEFINE_TurboKernel
+#undef KVQ_DEFINE_PerChannelKernel
+#undef KVQ_DEFINE_SoftmaxKernel
+
+}  // namespace entry
+}  // namespace KVQ_KERNELS_ABI
+}  // namespace kvq::kernels
+
+#endif  // HWY_ONCE
+
+// Their out-of-line parts, in extern mode.
+#include <kvq/cache/cache_spec.hpp>
+#include <kvq/codec/registry.hpp>
