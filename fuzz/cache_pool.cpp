@@ -81,9 +81,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const bool big = op % 8 == 7;
         const std::size_t n = big ? 40 + b % 160 : 1 + b % 24;
         const auto k = tokens(a * 977u + b, n), v = tokens(a * 131u + b + 7, n);
-        both(pick(a), [&](Cache& c) {
-          for (std::size_t l = big ? 0 : b % 2; l < (big ? 2 : b % 2 + 1); ++l) c.append(l, n, k.data(), v.data());
-        });
+        // One call per layer: a refused call changes nothing, the layers before it keep theirs.
+        const auto id = pick(a);
+        for (std::size_t l = big ? 0 : b % 2; l < (big ? 2 : b % 2 + 1); ++l)
+          both(id, [&](Cache& c) { c.append(l, n, k.data(), v.data()); });
         break;
       }
       case 2: {  // fork
