@@ -75,6 +75,26 @@ Bytes gguf(bool with_q8) {
   return b;
 }
 
+// cache_pool: [spec][budget] then [op][a][b] triples (op % 8: 0 create,
+// 1 append, 2 fork, 3 truncate, 4 snapshot/restore, 5 destroy, 6 batched
+// attend, 7 a large append). Each seed is a short scenario for every spec:
+// grow and fork, fork then diverge, roll back, exhaust a small budget.
+void pool_seeds(const fs::path& dir, int& counter) {
+  const std::vector<Bytes> scenarios = {
+      {0, 0, 0, 1, 0, 20, 1, 0, 21, 6, 0, 3, 3, 0, 3, 1, 0, 5},                   // append, attend, roll back
+      {0, 0, 0, 7, 0, 90, 2, 0, 0, 1, 1, 5, 1, 0, 7, 6, 1, 0, 3, 1, 3, 6, 0, 0},  // fork, diverge, attend
+      {0, 0, 0, 0, 0, 0, 7, 0, 150, 7, 1, 151, 7, 0, 152, 2, 0, 0, 7, 2, 153, 3, 0, 1},  // exhaust the budget
+      {0, 0, 0, 7, 0, 0, 2, 0, 0, 4, 0, 1, 5, 0, 0, 1, 0, 4, 6, 1, 0},            // snapshot/restore, destroy
+  };
+  for (unsigned char spec = 0; spec < 4; ++spec)
+    for (const Bytes& s : scenarios)
+      for (unsigned char budget : {static_cast<unsigned char>(3), static_cast<unsigned char>(40)}) {
+        Bytes b = {spec, budget};
+        b.insert(b.end(), s.begin(), s.end());
+        write(dir, counter, b);
+      }
+}
+
 // snapshot_restore: [control byte][snapshot]. Control = config | position << 2;
 // bit 7 clear, so the target refits the checksum of a mutated snapshot.
 void snapshot_seeds(const fs::path& dir, int& counter) {
@@ -169,6 +189,9 @@ int main(int argc, char** argv) {
   }
   int ns = 0;
   snapshot_seeds(out / "snapshot_restore", ns);
-  std::printf("wrote %d + %d + %d + %d + %d + %d + %d seeds under %s\n", nd, ne, nc, nn, ng, nm, ns, out.c_str());
+  int np = 0;
+  pool_seeds(out / "cache_pool", np);
+  std::printf("wrote %d + %d + %d + %d + %d + %d + %d + %d seeds under %s\n", nd, ne, nc, nn, ng, nm, ns, np,
+              out.c_str());
   return 0;
 }

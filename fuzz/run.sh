@@ -11,7 +11,7 @@ work="$build/fuzz/work"
 artifacts="$build/fuzz/artifacts"
 mkdir -p "$work" "$artifacts"
 status=0
-for target in codec_decode codec_encode cli_decode npy_reader gguf_reader make_codec snapshot_restore; do
+for target in codec_decode codec_encode cli_decode npy_reader gguf_reader make_codec snapshot_restore cache_pool; do
   rm -rf "$work/$target" && mkdir -p "$work/$target"
   cp "$here/corpus/$target/"* "$work/$target/"
   log="$build/fuzz/$target.log"

@@ -52,7 +52,8 @@ Layout check_segments(const Cache& c) {
     std::size_t layer_bytes = 0;
     for (StreamKind kind : {StreamKind::key, StreamKind::value})
       for (std::size_t h = 0; h < s.n_kv_heads; ++h) {
-        std::size_t next = 0;
+        std::size_t next = 0, segment = 0;
+        bool first = true;
         for (const SegmentView& v : c.segments(layer, kind, h)) {
           check(v.first_position == next, "segments are not contiguous");
           check(v.n_tokens % v.codec->tokens_per_tile() == 0, "a segment holds a partial tile");
@@ -60,7 +61,14 @@ Layout check_segments(const Cache& c) {
                 "a segment's bytes do not match its token count");
           next += v.n_tokens;
           layer_bytes += v.bytes.size();
-          all.emplace_back(v.first_position, v.n_tokens, std::vector<std::byte>(v.bytes.begin(), v.bytes.end()));
+          // One entry per segment (views are pages): a layout is compared by content, not by page cuts.
+          if (v.segment != segment || first) {
+            all.emplace_back(v.first_position, 0, std::vector<std::byte>{});
+            segment = v.segment;
+            first = false;
+          }
+          std::get<1>(all.back()) += v.n_tokens;
+          std::get<2>(all.back()).insert(std::get<2>(all.back()).end(), v.bytes.begin(), v.bytes.end());
         }
         check(next == length, "segments do not sum to the layer length");
       }

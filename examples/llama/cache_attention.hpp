@@ -172,7 +172,7 @@ class CacheAttention final : public AttentionBackend {
  private:
   // The decoded copy of one stream (one layer, KV head, K or V): values[t * head_dim + i] is
   // token t as the cache holds it now; seen[j] is the token range segment j held when it was
-  // last decoded (tiles do not change while they stay in their segment).
+  // last decoded (tiles do not change while they stay in their segment, whatever page they are in).
   struct Mirror {
     std::vector<float> values;
     std::vector<std::pair<std::size_t, std::size_t>> seen;  // [first, first + n) per segment
@@ -189,12 +189,18 @@ class CacheAttention final : public AttentionBackend {
       for (int h = 0; h < s_.n_kv_heads; ++h) {
         Mirror& m = mirror(layer, h, kind);
         const auto segs = cache_.segments(static_cast<std::size_t>(layer), kind, static_cast<std::size_t>(h));
-        m.seen.resize(segs.size(), {0, 0});
-        for (std::size_t j = 0; j < segs.size(); ++j) {
-          const auto& seg = segs[j];
+        // Views are pages; a segment's range is the span of its pages.
+        const std::size_t n_seg = segs.empty() ? 0 : segs.back().segment + 1;
+        std::vector<std::pair<std::size_t, std::size_t>> now(n_seg, {0, 0});
+        for (const auto& seg : segs) {
+          auto& r = now[seg.segment];
+          if (r.first == r.second) r.first = seg.first_position;
+          r.second = seg.first_position + seg.n_tokens;
+        }
+        m.seen.resize(n_seg, {0, 0});
+        for (const auto& seg : segs) {
           const std::size_t a = seg.first_position, b = a + seg.n_tokens;
-          const auto [oa, ob] = m.seen[j];
-          m.seen[j] = {a, b};
+          const auto [oa, ob] = m.seen[seg.segment];
           if (a == b) continue;
           const std::size_t g = seg.codec->tokens_per_tile(), bt = seg.codec->bytes_per_tile();
           auto decode = [&](std::size_t x, std::size_t y) {  // tiles covering tokens [x, y)
@@ -208,6 +214,7 @@ class CacheAttention final : public AttentionBackend {
             if (ob < b) decode(ob, b);
           }
         }
+        m.seen = std::move(now);
       }
   }
 

@@ -15,6 +15,7 @@
 #include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
 #include <kvq/cache/snapshot.hpp>
+#include <kvq/cache/cache_pool.hpp>
 
 // SIMD kernels (Highway dynamic dispatch); must precede any other Highway include.
 #include <kvq/kernels/dispatch.hpp>

@@ -1,4 +1,5 @@
 #include "support/cache_fixtures.hpp"
+#include "support/segments.hpp"
 #include "support/tile_codec.hpp"
 
 #include <kvq/cache/cache.hpp>
@@ -203,7 +204,7 @@ void fill(Cache& c, kvq::Rng& rng, std::size_t n, bool batch) {
 std::vector<float> decode_stream(const Cache& c, std::size_t layer, StreamKind kind, std::size_t head) {
   std::vector<float> x(c.length(layer) * kShape.head_dim);
   std::size_t next = 0;
-  for (const auto& s : c.segments(layer, kind, head)) {
+  for (const auto& s : kvq::test::segments_of(c, layer, kind, head)) {
     CHECK(s.first_position == next);
     const std::size_t g = s.codec->tokens_per_tile();
     for (std::size_t t = 0; t < s.n_tokens / g; ++t)
@@ -308,7 +309,7 @@ TEST_CASE("cache: demotion keeps every token exactly once, bytes as a direct enc
   for (std::size_t t = 0; t < n; ++t) {
     c.append(layer, k.data() + t * row, v.data() + t * row);
     for (StreamKind kind : {StreamKind::key, StreamKind::value}) {
-      const auto segs = c.segments(layer, kind, 1);
+      const auto segs = kvq::test::segments_of(c, layer, kind, 1);
       std::size_t total = 0;
       for (const auto& s : segs) total += s.n_tokens;
       REQUIRE(total == t + 1);
@@ -321,7 +322,7 @@ TEST_CASE("cache: demotion keeps every token exactly once, bytes as a direct enc
   for (StreamKind kind : {StreamKind::key, StreamKind::value}) {
     const float* src = kind == StreamKind::key ? k.data() : v.data();
     for (std::size_t h = 0; h < kShape.n_kv_heads; ++h) {
-      const auto segs = c.segments(layer, kind, h);
+      const auto segs = kvq::test::segments_of(c, layer, kind, h);
       REQUIRE(segs.size() == 5);
       for (std::size_t j = 0; j < segs.size(); ++j) {
         const auto& s = segs[j];
@@ -381,7 +382,7 @@ TEST_CASE("cache: rollback then re-append equals never having appended", "[cache
         for (std::size_t layer : kShape.kv_layers)
           for (StreamKind kind : {StreamKind::key, StreamKind::value})
             for (std::size_t h = 0; h < kShape.n_kv_heads; ++h) {
-              const auto sa = a.segments(layer, kind, h), sb = b.segments(layer, kind, h);
+              const auto sa = kvq::test::segments_of(a, layer, kind, h), sb = kvq::test::segments_of(b, layer, kind, h);
               REQUIRE(sa.size() == sb.size());
               for (std::size_t j = 0; j < sa.size(); ++j) {
                 CHECK(sa[j].n_tokens == sb[j].n_tokens);
@@ -406,7 +407,7 @@ TEST_CASE("cache: rollback deeper than the reserve keeps a valid, close cache", 
     const std::size_t L = c.length(2);
     CHECK(c.exact_rollback_floor(2) == L);
     std::size_t total = 0;
-    for (const auto& s : c.segments(2, StreamKind::key, 0)) total += s.n_tokens;
+    for (const auto& s : kvq::test::segments_of(c, 2, StreamKind::key, 0)) total += s.n_tokens;
     CHECK(total == L);
     fill(c, rng, 30, false);  // keeps working after a deep rollback
     CHECK(c.length(5) == L + 30);
@@ -484,7 +485,7 @@ TEST_CASE("cache: memory accounting is the sum of what is stored, and plan_memor
         std::size_t layer_sum = 0;
         for (StreamKind kind : {StreamKind::key, StreamKind::value})
           for (std::size_t h = 0; h < kShape.n_kv_heads; ++h)
-            for (const auto& s : c.segments(layer, kind, h)) layer_sum += s.bytes.size();
+            for (const auto& s : kvq::test::segments_of(c, layer, kind, h)) layer_sum += s.bytes.size();
         CHECK(layer_sum + c.memory(layer).reserve_bytes == c.bytes_used(layer));
         sum += layer_sum + c.memory(layer).reserve_bytes;
       }
@@ -511,4 +512,43 @@ TEST_CASE("cache: clear empties every layer", "[cache]") {
   CHECK(c.length(5) == 0);
   CHECK(c.bytes_used() == 0);
   CHECK(snap(c) == snap(make(kSpecs[2])));
+}
+
+TEST_CASE("cache: segments are stored in pages; capacity is the payload plus partial pages", "[cache][pool]") {
+  // Long enough for several pages per segment: head_dim 32, q4_0 tiles of 18 bytes
+  // (910 per page), f32 window tokens of 128 bytes.
+  const ModelShape shape = ModelShape::dense(1, 2, 2, 32, 8000);
+  const auto page_of = [](const kvq::AnyCodec* c) {
+    return kvq::detail::tiles_per_page(c->bytes_per_tile()) * c->bytes_per_tile();
+  };
+  for (const char* spec : {"k=q4_0,v=q4_0", "k=q4_0,v=q4_0,window=100,sinks=4,tier=3000:q2_1/q2_1"}) {
+    Cache c(shape, CacheSpec::parse(spec));
+    kvq::Rng rng(6);
+    const auto k = random_tokens(rng, 5000, 2, 32), v = random_tokens(rng, 5000, 2, 32);
+    for (std::size_t t = 0; t < 5000; t += 250) c.append(0, 250, k.data() + t * 64, v.data() + t * 64);
+    std::size_t slack = 0;  // what a page layout may add: per segment and head, a partial first and last page
+    for (StreamKind kind : {StreamKind::key, StreamKind::value})
+      for (std::size_t h = 0; h < 2; ++h) {
+        const auto views = c.segments(0, kind, h);
+        std::size_t pos = 0, most_pages = 0;
+        for (const auto& s : views) {
+          CHECK(s.first_position == pos);  // views tile the positions in order
+          pos += s.n_tokens;
+          CHECK(s.bytes.size() <= page_of(s.codec));
+        }
+        CHECK(pos == 5000);
+        for (const auto& s : segments_of(c, 0, kind, h)) {
+          most_pages = std::max(most_pages, s.pages);
+          slack += 2 * page_of(s.codec);
+        }
+        CHECK(most_pages >= 4);
+      }
+    INFO(spec);
+    CHECK(c.capacity_bytes() >= c.bytes_used());
+    CHECK(c.capacity_bytes() - c.bytes_used() <= slack);
+    // Growth never moved a stored byte: the pages of the oldest tokens stay where they were.
+    const auto before = c.segments(0, StreamKind::key, 0);
+    c.append(0, 250, k.data(), v.data());
+    CHECK(c.segments(0, StreamKind::key, 0).front().bytes.data() == before.front().bytes.data());
+  }
 }

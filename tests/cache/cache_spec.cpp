@@ -1,4 +1,5 @@
 #include "kvq_test.hpp"
+#include "support/segments.hpp"
 
 #include <kvq/cache/cache_spec.hpp>
 #include <kvq/cache/memory.hpp>
@@ -105,7 +106,7 @@ TEST_CASE("cache_spec: per-channel tile lengths (NAME/gN) reach every place a co
     c.append(0, k.data(), v.data());
     c.append(1, k.data(), v.data());
   }
-  const auto segs = c.segments(0, kvq::StreamKind::key, 0);
+  const auto segs = kvq::test::segments_of(c, 0, kvq::StreamKind::key, 0);
   bool has_g32 = false;
   for (const auto& seg : segs) has_g32 |= seg.codec->tokens_per_tile() == 32 && seg.n_tokens > 0;
   CHECK(has_g32);

@@ -7,6 +7,7 @@
 // warmed. With int8 scores (the default) the oracle scores uniform-format keys
 // with reference::dot_row_int8 on the segment bytes (every uniform format); off, with f32 queries.
 #include "kvq_test.hpp"
+#include "support/segments.hpp"
 #include "support/cache_fixtures.hpp"
 
 #include <kvq/cache/cache.hpp>
@@ -47,7 +48,7 @@ using kvq::StreamKind;
 std::vector<double> decoded(const Cache& c, std::size_t layer, StreamKind kind, std::size_t h) {
   const std::size_t d = c.shape().head_dim;
   std::vector<double> x;
-  for (const auto& seg : c.segments(layer, kind, h)) {
+  for (const auto& seg : kvq::test::segments_of(c, layer, kind, h)) {
     const std::size_t g = seg.codec->tokens_per_tile(), bt = seg.codec->bytes_per_tile();
     std::vector<float> tile(g * d);
     for (std::size_t t = 0; t < seg.n_tokens / g; ++t) {

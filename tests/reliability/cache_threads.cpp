@@ -9,6 +9,7 @@
 // ThreadSanitizer (the KVQ_TSAN build, docs/RELIABILITY.md) to also catch races
 // that happen to produce the right numbers.
 #include "support/cache_fixtures.hpp"
+#include "support/segments.hpp"
 
 #include <atomic>
 #include <cmath>
@@ -55,7 +56,7 @@ Reading read_layer(const Cache& c, std::size_t layer, const std::vector<float>& 
   c.accumulate(layer, 1, w.data(), r.acc.data());
   for (StreamKind kind : {StreamKind::key, StreamKind::value})
     for (std::size_t h = 0; h < kShape.n_kv_heads; ++h)
-      for (const SegmentView& s : c.segments(layer, kind, h)) r.segment_tokens.push_back(s.n_tokens);
+      for (const auto& s : kvq::test::segments_of(c, layer, kind, h)) r.segment_tokens.push_back(s.n_tokens);
   return r;
 }
 

@@ -15,12 +15,15 @@
 // "[.soak]": 1,000,000 tokens, hidden from the default run; the short variant
 // runs in every suite so the logic stays exercised.
 #include "support/cache_fixtures.hpp"
+#include "support/segments.hpp"
 
 #include <kvq/cache/cache.hpp>
+#include <kvq/cache/cache_pool.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -78,16 +81,28 @@ std::vector<std::string> segment_codecs(std::size_t layer, StreamKind kind) {
   return {"f32", "q2_1", k ? "q4_1" : "q4_0", policy, "f32"};
 }
 
+const ModelShape kSoakShape = ModelShape::dense(kLayers, kQHeads, kKvHeads, kDim, 1 << kBits);
+
 struct Soak {
-  ModelShape shape = ModelShape::dense(kLayers, kQHeads, kKvHeads, kDim, 1 << kBits);
-  Cache cache{shape, CacheSpec::parse(kSpec)};
+  const ModelShape& shape = kSoakShape;
+  Cache& cache;
+  // A forked sequence's own tokens carry their position XOR its salt, from
+  // the fork point on: (first position, salt), ascending.
+  std::vector<std::pair<std::size_t, std::uint32_t>> salts{};
+
+  std::uint32_t id_of(std::size_t position) const {
+    std::uint32_t salt = 0;
+    for (const auto& [from, s] : salts)
+      if (position >= from) salt = s;
+    return static_cast<std::uint32_t>(position) ^ salt;
+  }
 
   void append_batch(std::size_t first, std::size_t n) {
     std::vector<float> k(n * kKvHeads * kDim), v(k.size());
     for (std::size_t layer = 0; layer < kLayers; ++layer) {
       for (std::size_t t = 0; t < n; ++t)
         for (std::size_t h = 0; h < kKvHeads; ++h) {
-          const auto id = static_cast<std::uint32_t>(first + t);
+          const auto id = id_of(first + t);
           encode_id(id ^ mask(StreamKind::key, layer, h), k.data() + (t * kKvHeads + h) * kDim);
           encode_id(id ^ mask(StreamKind::value, layer, h), v.data() + (t * kKvHeads + h) * kDim);
         }
@@ -104,7 +119,7 @@ struct Soak {
       for (StreamKind kind : {StreamKind::key, StreamKind::value}) {
         const auto names = segment_codecs(layer, kind);
         for (std::size_t h = 0; h < kKvHeads; ++h) {
-          const auto segs = cache.segments(layer, kind, h);
+          const auto segs = kvq::test::segments_of(cache, layer, kind, h);
           REQUIRE(segs.size() == counts.size());
           for (std::size_t j = 0; j < segs.size(); ++j) {
             INFO("layer " << layer << " segment " << j << " length " << length);
@@ -141,14 +156,14 @@ struct Soak {
       for (StreamKind kind : {StreamKind::key, StreamKind::value})
         for (std::size_t h = 0; h < kKvHeads; ++h) {
           std::size_t position = 0;
-          for (const SegmentView& s : cache.segments(layer, kind, h)) {
+          for (const auto& s : cache.segments(layer, kind, h)) {  // page by page: no copy
             REQUIRE(s.first_position == position);
             const std::size_t bpt = s.codec->bytes_per_tile();
             for (std::size_t t = 0; t < s.n_tokens; ++t, ++position) {
               s.codec->decode_tile(s.bytes.data() + t * bpt, row.data());
               bool clean = true;
               const std::uint32_t id = decode_id(row.data(), 0.25f, clean) ^ mask(kind, layer, h);
-              if (!clean || id != position) ++bad;
+              if (!clean || id != id_of(position)) ++bad;
             }
           }
           REQUIRE(position == length);
@@ -169,7 +184,7 @@ struct Soak {
       for (std::size_t target : probes) {
         if (target >= length) continue;  // early checkpoints: not every probe exists yet
         for (std::size_t qh = 0; qh < kQHeads; ++qh)
-          encode_id(static_cast<std::uint32_t>(target) ^ mask(StreamKind::key, layer, qh / (kQHeads / kKvHeads)),
+          encode_id(id_of(target) ^ mask(StreamKind::key, layer, qh / (kQHeads / kKvHeads)),
                     q.data() + qh * kDim);
         // Scale 4: the match outscores a key one bit away by >= 4 * 6 * (1 - 2^-7).
         cache.attend(layer, q.data(), out.data(), 4.0f);
@@ -179,30 +194,100 @@ struct Soak {
               decode_id(out.data() + qh * kDim, 0.25f, clean) ^ mask(StreamKind::value, layer, qh / (kQHeads / kKvHeads));
           INFO("layer " << layer << " q head " << qh << " target " << target << " length " << length);
           REQUIRE(clean);
-          REQUIRE(id == target);
+          REQUIRE(id == id_of(target));
         }
       }
     }
   }
 };
 
-void soak(std::size_t n_tokens, std::size_t checkpoint) {
-  Soak s;
-  Rng rng(2024);
-  std::size_t length = 0, next_check = checkpoint;
-  while (length < n_tokens) {
+// Appends to `s` from `length` up to `until`, checking as it goes.
+void grow(Soak& s, std::size_t& length, std::size_t until, std::size_t checkpoint, Rng& rng) {
+  std::size_t next_check = (length / checkpoint + 1) * checkpoint;
+  while (length < until) {
     // Batches of 1..2048 tokens: thresholds are crossed inside batches and at their edges.
-    const std::size_t n = std::min<std::size_t>(n_tokens - length, 1 + rng.next_u64() % 2048);
+    const std::size_t n = std::min<std::size_t>(until - length, 1 + rng.next_u64() % 2048);
     s.append_batch(length, n);
     length += n;
     s.check_memory(length);
-    if (length >= next_check || length == n_tokens) {
+    if (length >= next_check || length == until) {
       s.check_attention(length, rng);
       s.check_rows(length);
       next_check += checkpoint;
     }
   }
   REQUIRE(s.cache.memory() == plan_memory(s.shape, s.cache.spec(), length));
+}
+
+void soak(std::size_t n_tokens, std::size_t checkpoint) {
+  Cache cache(kSoakShape, CacheSpec::parse(kSpec));
+  Soak s{kSoakShape, cache};
+  Rng rng(2024);
+  std::size_t length = 0;
+  grow(s, length, n_tokens, checkpoint, rng);
+}
+
+// Four sequences on one budget: a root grown to n/4 and forked; root and
+// fork grow to n/2; the fork is forked again and the root once more; all four
+// grow to 3n/4 (each fork's own tokens carry a salt). Every sequence passes
+// every check at every checkpoint, though they share their prefixes' pages
+// and demote them independently; shared pages are held once;
+// then a fifth sequence grows until the budget refuses it, which changes none
+// of the four.
+void pooled_soak(std::size_t n, std::size_t checkpoint) {
+  const CacheSpec spec = CacheSpec::parse(kSpec);
+  // Room for four unshared caches at 3n/4 tokens plus a page per segment and head each.
+  const std::size_t budget = 4 * (plan_memory(kSoakShape, spec, 3 * n / 4).total.total_bytes() + (std::size_t{2} << 20));
+  CachePool pool(kSoakShape, spec, budget);
+  Rng rng(77);
+  struct Seq {
+    CachePool::SequenceId id;
+    std::unique_ptr<Soak> soak;
+    std::size_t length;
+  };
+  std::vector<Seq> seqs;
+  const auto add = [&](CachePool::SequenceId id, const Soak* parent, std::size_t length, std::uint32_t salt) {
+    auto s = std::make_unique<Soak>(Soak{kSoakShape, pool.sequence(id)});
+    if (parent) s->salts = parent->salts;
+    if (salt) s->salts.emplace_back(length, salt);
+    seqs.push_back({id, std::move(s), length});
+  };
+  add(pool.create(), nullptr, 0, 0);
+  grow(*seqs[0].soak, seqs[0].length, n / 4, checkpoint, rng);
+  add(pool.fork(seqs[0].id), seqs[0].soak.get(), seqs[0].length, 0x5A5A5u);
+  for (auto& q : seqs) grow(*q.soak, q.length, n / 2, checkpoint, rng);
+  add(pool.fork(seqs[1].id), seqs[1].soak.get(), seqs[1].length, 0x33333u);
+  add(pool.fork(seqs[0].id), seqs[0].soak.get(), seqs[0].length, 0x0F0F0u);
+  for (auto& q : seqs) {
+    grow(*q.soak, q.length, 3 * n / 4, checkpoint, rng);
+    REQUIRE(pool.committed() <= pool.budget());
+  }
+  std::size_t held = 0;
+  for (const auto& q : seqs) {
+    q.soak->check_rows(q.length);  // the later growth of the others changed nothing
+    held += pool.sequence(q.id).capacity_bytes();
+  }
+  CHECK(pool.committed() < held);  // shared pages are held once
+
+  const auto filler = pool.create();
+  Soak f{kSoakShape, pool.sequence(filler)};
+  std::size_t length = 0;
+  bool refused = false;
+  while (!refused && length + 2048 <= kSoakShape.max_context) {
+    try {
+      f.append_batch(length, 2048);
+      length += 2048;
+    } catch (const Error& e) {
+      REQUIRE(e.code() == Errc::budget_exceeded);
+      refused = true;
+    }
+    REQUIRE(pool.committed() <= pool.budget());
+  }
+  REQUIRE(refused);
+  for (auto& q : seqs) {
+    q.soak->check_memory(q.length);
+    q.soak->check_rows(q.length);
+  }
 }
 }  // namespace
 
@@ -211,6 +296,20 @@ TEST_CASE("soak: 1M tokens through window, sinks and two tiers", "[.soak]") {
   soak(1'000'000, 100'000);
   WARN("1M-token soak took "
        << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s");
+}
+
+TEST_CASE("soak: four forked sequences sharing a budget, 1.05M tokens appended in all", "[.soak]") {
+  const auto start = std::chrono::steady_clock::now();
+  pooled_soak(600'000, 150'000);
+  WARN("pooled soak took " << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s");
+}
+
+TEST_CASE("soak (short): forked sequences sharing a budget", "[reliability][pool]") {
+#ifdef KVQ_SANITIZED_BUILD
+  pooled_soak(12'000, 6'000);
+#else
+  pooled_soak(40'000, 10'000);
+#endif
 }
 
 TEST_CASE("soak (short): tokens through window, sinks and two tiers", "[reliability][cache]") {

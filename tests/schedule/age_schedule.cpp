@@ -1,4 +1,5 @@
 #include "kvq_test.hpp"
+#include "support/segments.hpp"
 #include "support/cache_fixtures.hpp"
 #include "support/tile_codec.hpp"
 
@@ -13,7 +14,7 @@ using P2 = kvq::Policy<kvq::Q2_1, kvq::Q2_1>;
 
 std::vector<std::size_t> token_counts(const kvq::Cache& c, std::size_t layer, StreamKind kind) {
   std::vector<std::size_t> n;
-  for (const auto& s : c.segments(layer, kind, 0)) n.push_back(s.n_tokens);
+  for (const auto& s : kvq::test::segments_of(c, layer, kind, 0)) n.push_back(s.n_tokens);
   return n;
 }
 
@@ -38,11 +39,11 @@ TEST_CASE("age_schedule: RecentWindow keeps sinks and the newest tokens exact", 
   CHECK(token_counts(c, 0, StreamKind::key) == std::vector<std::size_t>{3, 0, 0});
   feed(c, 50);
   CHECK(token_counts(c, 0, StreamKind::value) == std::vector<std::size_t>{4, 33, 16});
-  CHECK(c.segments(0, StreamKind::key, 0).back().codec->name() == "f32");
+  CHECK(kvq::test::segments_of(c, 0, StreamKind::key, 0).back().codec->name() == "f32");
   kvq::KVCache<P4, kvq::UniformLayers, kvq::RecentWindow> h(ModelShape::dense(1, 1, 1, 32, 100), {},
                                                            {8, 0, kvq::WindowPrecision::f16});
   feed(h, 20);
-  CHECK(h.segments(0, StreamKind::key, 0).back().codec->name() == "f16");
+  CHECK(kvq::test::segments_of(h, 0, StreamKind::key, 0).back().codec->name() == "f16");
   CHECK(h.memory(0).exact_bytes == 2 * 8 * 32 * 2);  // K and V, 8 tokens, fp16
 }
 
@@ -52,7 +53,7 @@ TEST_CASE("age_schedule: Tiered demotes old tokens to the lower policy", "[sched
   feed(c, 100);
   // sinks 2 | q2_1: tokens with >= 32 newer ones (positions 2..67) | q4_1 | window 8
   CHECK(token_counts(c, 0, StreamKind::key) == std::vector<std::size_t>{2, 66, 24, 8});
-  const auto segs = c.segments(0, StreamKind::key, 0);
+  const auto segs = kvq::test::segments_of(c, 0, StreamKind::key, 0);
   CHECK(segs[1].codec->name() == "q2_1");
   CHECK(segs[2].codec->name() == "q4_1");
 

@@ -1,4 +1,5 @@
 #include "kvq_test.hpp"
+#include "support/segments.hpp"
 
 #include <kvq/cache/cache.hpp>
 
@@ -10,7 +11,7 @@ using High = kvq::Policy<kvq::Q8_0, kvq::Q8_0>;
 using Low = kvq::Policy<kvq::Q4_1, kvq::Q2_1>;
 
 std::string_view policy_codec(const kvq::Cache& c, std::size_t layer, StreamKind kind) {
-  const auto segs = c.segments(layer, kind, 0);
+  const auto segs = kvq::test::segments_of(c, layer, kind, 0);
   return segs[segs.size() - 2].codec->name();  // the segment before the window
 }
 }  // namespace

@@ -6,7 +6,9 @@
 // from compile-time codec types. Per KV layer and KV head the K and V streams
 // (stream.hpp) hold sinks, compressed tiers and an exact recent window, and
 // attention runs segment by segment in each codec's working space, never on a
-// decompressed copy of the cache.
+// decompressed copy of the cache. Segments are stored in pages (paged_run.hpp)
+// from a page pool: a Cache owns one without a budget; the sequences of a
+// CachePool (cache_pool.hpp) share one with a budget, and pages with forks.
 //
 // Input domain: finite K/V vectors whose Euclidean norm (per KV head) is at
 // most 65504, fp16's largest finite value; that bound keeps every codec's fp16
@@ -19,6 +21,7 @@
 #include <kvq/cache/cache_spec.hpp>
 #include <kvq/cache/memory.hpp>
 #include <kvq/cache/model_shape.hpp>
+#include <kvq/cache/page_pool.hpp>
 #include <kvq/cache/policy.hpp>
 #include <kvq/cache/stream.hpp>
 #include <kvq/core/scratch.hpp>
@@ -29,6 +32,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -38,14 +42,17 @@
 namespace kvq {
 
 // One stretch of a stream for one KV head: `n_tokens` tokens from
-// `first_position`, stored as whole tiles of `codec` in `bytes`.
+// `first_position`, stored as whole tiles of `codec` in `bytes` -- one page,
+// or all of segment `segment` when it fits in one.
 struct SegmentView {
   const AnyCodec* codec = nullptr;
   std::size_t first_position = 0;
   std::size_t n_tokens = 0;
   std::span<const std::byte> bytes;
+  std::size_t segment = 0;  // position order: sinks, tiers oldest first, policy tier, window
 };
 
+class CachePool;
 namespace detail {
 struct SnapshotIO;
 }
@@ -55,17 +62,34 @@ class Cache {
   static constexpr float max_vector_norm = 65504.0f;
 
   Cache(ModelShape shape, CacheSpec spec, CodecFactory make = default_codec_factory)
-      : shape_(std::move(shape)), spec_(std::move(spec)), make_(std::move(make)) {
-    shape_.validate();
-    spec_.validate(shape_);
-    layers_.reserve(shape_.n_kv_layers());
-    for (std::size_t o = 0; o < shape_.n_kv_layers(); ++o) {
-      layers_.push_back(Layer{0,
-                              detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::key),
-                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve),
-                              detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::value),
-                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve)});
+      : Cache(std::move(shape), std::move(spec), std::move(make), std::make_shared<detail::PagePool>()) {}
+
+  // A copy owns its bytes (fresh pages in the same page pool); fork() is the
+  // cheap one.
+  Cache(const Cache& o) : Cache(o.shape_, o.spec_, o.make_, o.pool_) { copy_from(o, false); }
+  Cache& operator=(const Cache& o) {
+    if (this != &o) {
+      Cache c(o);
+      swap(c);
     }
+    return *this;
+  }
+  Cache(Cache&&) noexcept = default;
+  // By swap: the old contents go with their page pool (a member-wise move
+  // would drop the pool before the pages returning to it).
+  Cache& operator=(Cache&& o) noexcept {
+    Cache old(std::move(o));
+    swap(old);
+    return *this;
+  }
+
+  // A copy sharing every page with this cache until either side writes into
+  // it (copy on write: appends, demotions, rollbacks of one side never change
+  // the other). Costs O(pages) bookkeeping and a copy of the undo log.
+  Cache fork() const {
+    Cache c(shape_, spec_, make_, pool_);
+    c.copy_from(*this, true);
+    return c;
   }
 
   const ModelShape& shape() const noexcept { return shape_; }
@@ -88,11 +112,15 @@ class Cache {
                         std::to_string(L.length) + " exceed max_context " + std::to_string(shape_.max_context));
     check_tokens("k", k, n);
     check_tokens("v", v, n);
+    const std::size_t bound = detail::Allowance::needs_bound(*pool_)
+                                  ? L.k.append_bound(L.length, n) + L.v.append_bound(L.length, n)
+                                  : 0;
+    detail::Allowance a(*pool_, bound, "append");
     const std::size_t stride = shape_.n_kv_heads * shape_.head_dim;
     for (std::size_t t = 0; t < n; ++t) {
       ++L.length;
-      L.k.append(k + t * stride, L.length);
-      L.v.append(v + t * stride, L.length);
+      L.k.append(k + t * stride, L.length, a);
+      L.v.append(v + t * stride, L.length, a);
     }
   }
 
@@ -162,7 +190,7 @@ class Cache {
   void scores(std::size_t layer, std::size_t q_head, const float* q, float* out) const {
     const Layer& L = layers_[ordinal(layer, "scores")];
     const std::size_t h = kv_head_of(q_head, "scores");
-    for_each_segment(L.k, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt) {
+    for_each_run(L.k, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t) {
       detail::segment_scores(c, q, 1, shape_.head_dim, tiles, nt, out + first, 0);
     });
   }
@@ -173,7 +201,7 @@ class Cache {
     const Layer& L = layers_[ordinal(layer, "accumulate")];
     const std::size_t h = kv_head_of(q_head, "accumulate");
     std::fill(out, out + shape_.head_dim, 0.0f);
-    for_each_segment(L.v, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt) {
+    for_each_run(L.v, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t) {
       detail::segment_accumulate(c, weights + first, 1, 0, tiles, nt, out, 0);
     });
   }
@@ -184,11 +212,20 @@ class Cache {
   // which is guaranteed for rollbacks of up to spec().rollback_reserve of the
   // newest tokens. Deeper rollbacks keep older tokens in the representation
   // they have (see docs/CACHE.md).
+  //
+  // In a CachePool a rollback can need pages (undone moves return tokens to
+  // the pages they left); one that does not fit the budget fails with
+  // Errc::budget_exceeded before changing anything.
   void truncate(std::size_t position) {
+    std::size_t bound = 0;
+    if (detail::Allowance::needs_bound(*pool_))
+      for (const Layer& L : layers_)
+        if (L.length > position) bound += L.k.truncate_bound(position) + L.v.truncate_bound(position);
+    detail::Allowance a(*pool_, bound, "truncate");
     for (Layer& L : layers_) {
       if (L.length <= position) continue;
-      L.k.truncate(position);
-      L.v.truncate(position);
+      L.k.truncate(position, a);
+      L.v.truncate(position, a);
       L.length = position;
     }
   }
@@ -207,16 +244,24 @@ class Cache {
     }
   }
 
-  // The segments of one stream of one KV head, in position order (empty ones included).
+  // The stored stretches of one stream of one KV head, in position order: one
+  // per page of every segment, and one empty view for an empty segment (so a
+  // cache whose segments fit in one page each gives one view per segment).
   std::vector<SegmentView> segments(std::size_t layer, StreamKind kind, std::size_t kv_head) const {
     const Layer& L = layers_[ordinal(layer, "segments")];
     detail::require(kv_head < shape_.n_kv_heads, Errc::out_of_range,
                     "segments: kv_head " + std::to_string(kv_head) + " >= n_kv_heads");
+    const detail::Stream& s = kind == StreamKind::key ? L.k : L.v;
     std::vector<SegmentView> views;
-    for_each_segment(kind == StreamKind::key ? L.k : L.v, kv_head,
-                     [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt) {
-                       views.push_back({&c, first, nt * c.tokens_per_tile(), {tiles, nt * c.bytes_per_tile()}});
-                     });
+    std::size_t first = 0;
+    for (std::size_t j = 0; j < s.counts.size(); ++j) {
+      const AnyCodec& c = s.codecs[j];
+      if (s.counts[j] == 0) views.push_back({&c, first, 0, {}, j});
+      s.data[j][kv_head].for_each_page([&](const std::byte* tiles, std::size_t nt) {
+        views.push_back({&c, first, nt * c.tokens_per_tile(), {tiles, nt * c.bytes_per_tile()}, j});
+        first += nt * c.tokens_per_tile();
+      });
+    }
     return views;
   }
 
@@ -232,16 +277,60 @@ class Cache {
   std::size_t bytes_used() const { return memory().total.total_bytes(); }
   std::size_t bytes_used(std::size_t layer) const { return memory(layer).total_bytes(); }
 
+  // Bytes allocated for what bytes_used() counts: whole pages (shared ones
+  // included) and the undo log. Pages hold whole tiles, so this is the payload
+  // plus, per segment and KV head, the unused part of a partly filled last
+  // page and the consumed part of a partly consumed first page.
+  std::size_t capacity_bytes() const noexcept {
+    std::size_t b = 0;
+    for (const Layer& L : layers_) b += layer_capacity(L);
+    return b;
+  }
+  std::size_t capacity_bytes(std::size_t layer) const { return layer_capacity(layers_[ordinal(layer, "capacity_bytes")]); }
+
   void swap(Cache& other) noexcept {
     std::swap(shape_, other.shape_);
     std::swap(spec_, other.spec_);
     std::swap(make_, other.make_);
+    std::swap(pool_, other.pool_);
     std::swap(layers_, other.layers_);
     std::swap(int8_scores_, other.int8_scores_);
   }
 
  private:
   friend struct detail::SnapshotIO;
+  friend class CachePool;
+
+  // A cache taking its pages from `pool`.
+  Cache(ModelShape shape, CacheSpec spec, CodecFactory make, std::shared_ptr<detail::PagePool> pool)
+      : shape_(std::move(shape)), spec_(std::move(spec)), make_(std::move(make)), pool_(std::move(pool)) {
+    shape_.validate();
+    spec_.validate(shape_);
+    layers_.reserve(shape_.n_kv_layers());
+    for (std::size_t o = 0; o < shape_.n_kv_layers(); ++o) {
+      layers_.push_back(Layer{0,
+                              detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::key),
+                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
+                                             2 * o),
+                              detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::value),
+                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
+                                             2 * o + 1)});
+    }
+  }
+
+  // Becomes a copy of `o` (an empty cache of the same shape, spec and pool),
+  // sharing its pages or with pages of its own.
+  void copy_from(const Cache& o, bool share_pages) {
+    std::size_t bound = 0;
+    for (const Layer& L : o.layers_) bound += L.k.copy_bound(share_pages) + L.v.copy_bound(share_pages);
+    detail::Allowance a(*pool_, bound, share_pages ? "fork" : "copy");
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      layers_[i].length = o.layers_[i].length;
+      layers_[i].k.copy_from(o.layers_[i].k, share_pages, a);
+      layers_[i].v.copy_from(o.layers_[i].v, share_pages, a);
+    }
+  }
+
   struct Layer {
     std::size_t length = 0;
     detail::Stream k, v;
@@ -285,112 +374,159 @@ class Cache {
       }
   }
 
-  // The runs of one stream and head, in position order (one per segment).
-  static std::size_t stream_runs(const detail::Stream& s, std::size_t head, detail::TileRun* runs) {
-    std::size_t n = 0;
-    for_each_segment(s, head, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt) {
-      runs[n++] = {&c, first, tiles, nt, c.tokens_per_tile(), c.bytes_per_tile()};
+  // The runs of one stream and head (one per page) in position order, with
+  // their segments' kernels.
+  struct StreamRuns {
+    std::vector<detail::TileRun> runs;
+    std::vector<detail::RunKernels> kernels;
+  };
+  static void stream_runs(const detail::Stream& s, std::size_t head, const detail::RunKernels* seg_kernels,
+                          StreamRuns& out) {
+    out.runs.clear();
+    out.kernels.clear();
+    for_each_run(s, head, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t j) {
+      out.runs.push_back({&c, first, tiles, nt, c.tokens_per_tile(), c.bytes_per_tile()});
+      out.kernels.push_back(seg_kernels[j]);
     });
-    return n;
   }
 
-  template <class ParallelFor>
-  void fused_attend(const Layer& L, std::size_t n_pos, const float* q, float* out, float scale,
-                    ParallelFor& parallel_for, std::size_t n_threads) const {
-    using detail::kMaxBlockQueries;
-    const std::size_t d = shape_.head_dim, g = shape_.group_size(), n = L.length, hq = shape_.n_q_heads;
-    const std::size_t n_seg_k = L.k.counts.size(), n_seg_v = L.v.counts.size();
-    // Kernels per segment (the same for every head), and the largest tiles.
-    detail::Scratch<detail::RunKernels, 16> kk(n_seg_k), vk(n_seg_v);
-    std::size_t max_k_tile = 1, max_v_tile = 1;
-    for (std::size_t j = 0; j < n_seg_k; ++j) {
-      kk.data()[j] = detail::resolve_kernels(L.k.codecs[j], int8_scores_);
-      max_k_tile = std::max(max_k_tile, L.k.codecs[j].tokens_per_tile());
+  // One layer's fused pass for one call: the kernels of every segment (the
+  // same for every head), and the jobs (KV head x block of up to
+  // kMaxBlockQueries queries), each run over a token range into a Partial.
+  struct LayerPass {
+    const Layer& L;
+    const float* q;
+    float* out;
+    float scale;
+    std::size_t d, g, hq, n, n_pos, n_flat, n_blocks, max_k_tile = 1, max_v_tile = 1;
+    detail::Scratch<detail::RunKernels, 16> kk, vk;
+
+    LayerPass(const Cache& c, const Layer& layer, std::size_t n_pos_, const float* q_, float* out_, float scale_)
+        : L(layer),
+          q(q_),
+          out(out_),
+          scale(scale_),
+          d(c.shape_.head_dim),
+          g(c.shape_.group_size()),
+          hq(c.shape_.n_q_heads),
+          n(layer.length),
+          n_pos(n_pos_),
+          n_flat(n_pos_ * g),
+          n_blocks((n_flat + detail::kMaxBlockQueries - 1) / detail::kMaxBlockQueries),
+          kk(layer.k.counts.size()),
+          vk(layer.v.counts.size()) {
+      for (std::size_t j = 0; j < L.k.counts.size(); ++j) {
+        kk.data()[j] = detail::resolve_kernels(L.k.codecs[j], c.int8_scores_);
+        max_k_tile = std::max(max_k_tile, L.k.codecs[j].tokens_per_tile());
+      }
+      for (std::size_t j = 0; j < L.v.counts.size(); ++j) {
+        vk.data()[j] = detail::resolve_kernels(L.v.codecs[j]);
+        max_v_tile = std::max(max_v_tile, L.v.codecs[j].tokens_per_tile());
+      }
     }
-    for (std::size_t j = 0; j < n_seg_v; ++j) {
-      vk.data()[j] = detail::resolve_kernels(L.v.codecs[j]);
-      max_v_tile = std::max(max_v_tile, L.v.codecs[j].tokens_per_tile());
+    std::size_t jobs(std::size_t n_kv_heads) const noexcept { return n_kv_heads * n_blocks; }
+    std::size_t block_size(std::size_t b) const noexcept {
+      return std::min(detail::kMaxBlockQueries, n_flat - b * detail::kMaxBlockQueries);
     }
-    // Token ranges: one unless heads x blocks leave threads idle. Their
-    // bounds are tile boundaries of both streams (the same for every head).
-    const std::size_t n_flat = n_pos * g, n_blocks = (n_flat + kMaxBlockQueries - 1) / kMaxBlockQueries;
-    const std::size_t jobs = shape_.n_kv_heads * n_blocks;
-    std::size_t n_ranges = 1;
-    if (n_threads > 1 && jobs < 2 * n_threads) n_ranges = std::min((2 * n_threads + jobs - 1) / jobs, std::max<std::size_t>(1, n / 4096));
-    detail::Scratch<std::size_t, 65> bounds(n_ranges + 1);
-    {
-      detail::Scratch<detail::TileRun, 16> kr(n_seg_k), vr(n_seg_v);
-      const std::span<const detail::TileRun> ks(kr.data(), stream_runs(L.k, 0, kr.data()));
-      const std::span<const detail::TileRun> vs(vr.data(), stream_runs(L.v, 0, vr.data()));
-      bounds.data()[0] = 0;
-      for (std::size_t r = 1; r < n_ranges; ++r)
-        bounds.data()[r] = std::max(bounds.data()[r - 1], detail::common_boundary(ks, vs, r * n / n_ranges, n));
-      bounds.data()[n_ranges] = n;
-    }
-    // Partials (m, l: kMaxBlockQueries each; acc: kMaxBlockQueries x d): one
-    // per thread when each job is one range (written out by the task), one
-    // per job and range otherwise (merged here).
-    const std::size_t per = 2 * kMaxBlockQueries + kMaxBlockQueries * d;
-    thread_local std::vector<float> shared;
-    if (n_ranges > 1 && shared.size() < jobs * n_ranges * per) shared.resize(jobs * n_ranges * per);
-    float* const sbase = shared.data();
-    const auto as_partial = [&](float* p) {
-      return detail::Partial{p, p + kMaxBlockQueries, p + 2 * kMaxBlockQueries};
-    };
-    const auto block_size = [&](std::size_t b) { return std::min(kMaxBlockQueries, n_flat - b * kMaxBlockQueries); };
     // Query i of block b of KV head h: position f / g, query head h * g + f % g.
-    const auto position = [&](std::size_t b, std::size_t i) { return (b * kMaxBlockQueries + i) / g; };
-    const auto offset = [&](std::size_t h, std::size_t b, std::size_t i) {
-      const std::size_t f = b * kMaxBlockQueries + i;
+    std::size_t offset(std::size_t h, std::size_t b, std::size_t i) const noexcept {
+      const std::size_t f = b * detail::kMaxBlockQueries + i;
       return (f / g) * hq * d + (h * g + f % g) * d;
-    };
-    const auto write_out = [&](std::size_t job, const detail::Partial& p) {
+    }
+    static constexpr std::size_t partial_floats = 2 * detail::kMaxBlockQueries;  // + kMaxBlockQueries * d
+    static detail::Partial as_partial(float* p) noexcept {
+      return detail::Partial{p, p + detail::kMaxBlockQueries, p + 2 * detail::kMaxBlockQueries};
+    }
+    // Runs job over [begin, end); p == nullptr: into the thread's own partial.
+    detail::Partial run(std::size_t job, std::size_t begin, std::size_t end, float* p) const {
+      thread_local StreamRuns kr, vr;
+      const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
+      const std::size_t per = partial_floats + detail::kMaxBlockQueries * d;
+      detail::FusedWorkspace& ws = detail::thread_workspace();
+      ws.reserve(detail::kMaxBlockQueries, d, max_k_tile, max_v_tile);
+      if (ws.partial.size() < per) ws.partial.resize(per);
+      const float* qs[detail::kMaxBlockQueries];
+      std::uint32_t visible[detail::kMaxBlockQueries];
+      for (std::size_t i = 0; i < nq; ++i) {
+        qs[i] = q + offset(h, b, i);
+        visible[i] = static_cast<std::uint32_t>(n - n_pos + (b * detail::kMaxBlockQueries + i) / g + 1);
+      }
+      stream_runs(L.k, h, kk.data(), kr);
+      stream_runs(L.v, h, vk.data(), vr);
+      const detail::QueryBlock qb{nq, qs, visible, scale};
+      const detail::Partial part = as_partial(p ? p : ws.partial.data());
+      detail::attend_range(kr.runs, kr.kernels, vr.runs, vr.kernels, d, qb, begin, end, ws, part);
+      return part;
+    }
+    void write_out(std::size_t job, const detail::Partial& p) const {
       const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
       for (std::size_t i = 0; i < nq; ++i) {
         float* o = out + offset(h, b, i);
         const float inv = 1.0f / p.l[i];
         for (std::size_t t = 0; t < d; ++t) o[t] = p.acc[i * d + t] * inv;
       }
-    };
+    }
+  };
 
-    parallel_for(jobs * n_ranges, [&](std::size_t task) {
-      const std::size_t job = task / n_ranges, r = task % n_ranges, h = job / n_blocks, b = job % n_blocks;
-      const std::size_t nq = block_size(b);
-      detail::FusedWorkspace& ws = detail::thread_workspace();
-      ws.reserve(kMaxBlockQueries, d, max_k_tile, max_v_tile);
-      if (ws.partial.size() < per) ws.partial.resize(per);
-      const float* qs[kMaxBlockQueries];
-      std::uint32_t visible[kMaxBlockQueries];
-      for (std::size_t i = 0; i < nq; ++i) {
-        qs[i] = q + offset(h, b, i);
-        visible[i] = static_cast<std::uint32_t>(n - n_pos + position(b, i) + 1);
-      }
-      detail::Scratch<detail::TileRun, 16> kr(n_seg_k), vr(n_seg_v);
-      const std::span<const detail::TileRun> ks(kr.data(), stream_runs(L.k, h, kr.data()));
-      const std::span<const detail::TileRun> vs(vr.data(), stream_runs(L.v, h, vr.data()));
-      const detail::QueryBlock qb{nq, qs, visible, scale};
-      const detail::Partial p = as_partial(n_ranges == 1 ? ws.partial.data() : sbase + task * per);
-      detail::attend_range(ks, {kk.data(), n_seg_k}, vs, {vk.data(), n_seg_v}, d, qb, bounds.data()[r],
-                           bounds.data()[r + 1], ws, p);
-      if (n_ranges == 1) write_out(job, p);
-    });
-    if (n_ranges == 1) return;
-    for (std::size_t job = 0; job < jobs; ++job) {
-      const detail::Partial p = as_partial(sbase + job * n_ranges * per);
+  template <class ParallelFor>
+  void fused_attend(const Layer& L, std::size_t n_pos, const float* q, float* out, float scale,
+                    ParallelFor& parallel_for, std::size_t n_threads) const {
+    using detail::kMaxBlockQueries;
+    const LayerPass pass(*this, L, n_pos, q, out, scale);
+    const std::size_t n = L.length, d = shape_.head_dim, jobs = pass.jobs(shape_.n_kv_heads);
+    // Token ranges: one unless heads x blocks leave threads idle. Their
+    // bounds are tile boundaries of both streams (the same for every head).
+    std::size_t n_ranges = 1;
+    if (n_threads > 1 && jobs < 2 * n_threads) n_ranges = std::min((2 * n_threads + jobs - 1) / jobs, std::max<std::size_t>(1, n / 4096));
+    if (n_ranges == 1) {
+      parallel_for(jobs, [&](std::size_t job) { pass.write_out(job, pass.run(job, 0, n, nullptr)); });
+      return;
+    }
+    detail::Scratch<std::size_t, 65> bounds(n_ranges + 1);
+    {
+      StreamRuns kr, vr;
+      stream_runs(L.k, 0, pass.kk.data(), kr);
+      stream_runs(L.v, 0, pass.vk.data(), vr);
+      const std::span<const detail::TileRun> ks(kr.runs), vs(vr.runs);
+      bounds.data()[0] = 0;
       for (std::size_t r = 1; r < n_ranges; ++r)
-        detail::merge_partials(p, as_partial(sbase + (job * n_ranges + r) * per), block_size(job % n_blocks), d);
-      write_out(job, p);
+        bounds.data()[r] = std::max(bounds.data()[r - 1], detail::common_boundary(ks, vs, r * n / n_ranges, n));
+      bounds.data()[n_ranges] = n;
+    }
+    // Partials (m, l: kMaxBlockQueries each; acc: kMaxBlockQueries x d), one
+    // per job and range, merged here.
+    const std::size_t per = LayerPass::partial_floats + kMaxBlockQueries * d;
+    thread_local std::vector<float> shared;
+    if (shared.size() < jobs * n_ranges * per) shared.resize(jobs * n_ranges * per);
+    float* const sbase = shared.data();
+    parallel_for(jobs * n_ranges, [&](std::size_t task) {
+      const std::size_t job = task / n_ranges, r = task % n_ranges;
+      pass.run(job, bounds.data()[r], bounds.data()[r + 1], sbase + task * per);
+    });
+    for (std::size_t job = 0; job < jobs; ++job) {
+      const detail::Partial p = LayerPass::as_partial(sbase + job * n_ranges * per);
+      for (std::size_t r = 1; r < n_ranges; ++r)
+        detail::merge_partials(p, LayerPass::as_partial(sbase + (job * n_ranges + r) * per),
+                               pass.block_size(job % pass.n_blocks), d);
+      pass.write_out(job, p);
     }
   }
 
+  // f(codec, first position, tiles, n_tiles, segment) for every page of one
+  // stream and head, in position order.
   template <class F>
-  static void for_each_segment(const detail::Stream& s, std::size_t head, F&& f) {
+  static void for_each_run(const detail::Stream& s, std::size_t head, F&& f) {
     std::size_t first = 0;
     for (std::size_t j = 0; j < s.counts.size(); ++j) {
       const std::size_t g = s.layout.segment(j).tokens_per_tile;
-      f(s.codecs[j], first, s.data[j][head].data(), s.counts[j] / g);
-      first += s.counts[j];
+      s.data[j][head].for_each_page([&](const std::byte* tiles, std::size_t nt) {
+        f(s.codecs[j], first, tiles, nt, j);
+        first += nt * g;
+      });
     }
+  }
+  static std::size_t layer_capacity(const Layer& L) noexcept {
+    return L.k.page_capacity() + L.v.page_capacity() + L.k.log_bytes() + L.v.log_bytes();
   }
 
   MemoryUse layer_use(const Layer& L) const {
@@ -403,6 +539,7 @@ class Cache {
   ModelShape shape_;
   CacheSpec spec_;
   CodecFactory make_;
+  std::shared_ptr<detail::PagePool> pool_;  // before layers_: their pages return to it
   std::vector<Layer> layers_;
   bool int8_scores_ = true;
 };

@@ -18,8 +18,10 @@
 // tiles differently (per-channel K tiles of 128 tokens beside row-wise V, K
 // and V tiers of different ages): weights of positions whose V tile is not
 // complete yet wait in the weight buffer (fewer than one V tile's worth)
-// and are rescaled with the rest. A run can be any contiguous piece of a
-// segment, so paged storage only changes how the run list is built.
+// and are rescaled with the rest. A run is one page of a segment (a
+// contiguous piece of it); consecutive runs of one codec share the prepared
+// query and the working-space accumulator, so a page boundary costs one
+// more kernel call and nothing else.
 //
 // The pass works on a token range [begin, end) of the runs (tile boundaries
 // of both streams) and returns an unnormalized partial (m, l, acc): ranges
@@ -230,22 +232,22 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
   float* const w = ws.w;
   std::size_t k_pos = begin, v_pos = begin;  // next K position to score; W column 0 is v_pos
   std::size_t kr = run_at(k_runs, begin), vr = run_at(v_runs, begin);
-  std::size_t prepared = static_cast<std::size_t>(-1);  // K run whose codec prepared q_work
+  const AnyCodec* prepared = nullptr;  // K codec that prepared q_work
   bool quantized = false;  // ws.q_int8 holds this block's queries (model space: one for every int8 run)
-  std::size_t working = static_cast<std::size_t>(-1);   // V run accumulating in acc_work
+  const AnyCodec* working = nullptr;   // V codec accumulating in acc_work
 
-  // Maps the working-space accumulator of V run `working` into out.acc.
+  // Maps the working-space accumulator of V codec `working` into out.acc.
   const auto finish_working = [&] {
-    if (working == static_cast<std::size_t>(-1)) return;
-    const AnyCodec& c = *v_runs[working].codec;
+    if (working == nullptr) return;
+    const AnyCodec& c = *working;
     float* tmp = ws.q_work;  // free while V is swept: q_work is re-prepared for the next K run
-    prepared = static_cast<std::size_t>(-1);
+    prepared = nullptr;
     for (std::size_t i = 0; i < n_q; ++i) {
       c.finish_output(ws.acc_work + i * d, tmp);
       float* a = out.acc + i * d;
       for (std::size_t j = 0; j < d; ++j) a[j] += tmp[j];
     }
-    working = static_cast<std::size_t>(-1);
+    working = nullptr;
   };
 
   // Accumulates the waiting weights of every whole V tile before `limit`;
@@ -264,10 +266,10 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
       }
       float* acc = out.acc;
       if (!vk[vr].model_space) {
-        if (working != vr) {
+        if (working != run.codec) {
           finish_working();
           std::fill(ws.acc_work, ws.acc_work + n_q * d, 0.0f);
-          working = vr;
+          working = run.codec;
         }
         acc = ws.acc_work;
       }
@@ -283,23 +285,35 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
   while (k_pos < stop) {
     kr = run_at(k_runs, k_pos, kr);
     const TileRun& run = k_runs[kr];
-    const std::size_t g = run.tile_tokens;
-    const std::size_t tile0 = (k_pos - run.first) / g;
-    const std::size_t want = (std::min(stop, run.end()) - k_pos + g - 1) / g;  // tiles up to stop
-    const std::size_t nt = std::min(want, std::max<std::size_t>(1, kChunkTokens / g));
-    const std::size_t n = nt * g, col = k_pos - v_pos;
+    const std::size_t g = run.tile_tokens, col = k_pos - v_pos;
     const bool int8 = kk[kr].scores_int8 != nullptr;
-    if (prepared != kr && !(int8 && quantized)) {
+    if (prepared != run.codec && !(int8 && quantized)) {
       for (std::size_t i = 0; i < n_q; ++i) run.codec->prepare_query(qb.q[i], ws.q_work + i * d);
-      prepared = kr;
+      prepared = run.codec;
     }
-    if (int8) {
-      if (!quantized) kernels::quantize_queries(ws.q_work, n_q, d, d, ws.q_int8);  // once per block and range
+    if (int8 && !quantized) {
+      kernels::quantize_queries(ws.q_work, n_q, d, d, ws.q_int8);  // once per block and range
       quantized = true;
-      kk[kr].scores_int8(kk[kr].codec, ws.q_int8, run.tiles + tile0 * run.tile_bytes, nt, w + col, ws_stride);
-    } else {
-      kk[kr].scores(kk[kr].codec, ws.q_work, n_q, d, run.tiles + tile0 * run.tile_bytes, nt, w + col, ws_stride);
     }
+    // A chunk of up to kChunkTokens continues into the next runs (pages) of
+    // the same codec: chunks, and so the softmax steps, do not depend on
+    // where pages end.
+    const std::size_t max_tiles = std::max<std::size_t>(1, kChunkTokens / g);
+    std::size_t nt = 0, pos = k_pos;
+    for (std::size_t r = kr; nt < max_tiles && pos < stop && r < k_runs.size() && k_runs[r].codec == run.codec; ++r) {
+      const TileRun& piece = k_runs[r];
+      const std::size_t tile0 = (pos - piece.first) / g;
+      const std::size_t m = std::min((std::min(stop, piece.end()) - pos + g - 1) / g, max_tiles - nt);
+      const std::byte* tiles = piece.tiles + tile0 * piece.tile_bytes;
+      if (int8)
+        kk[r].scores_int8(kk[r].codec, ws.q_int8, tiles, m, w + col + nt * g, ws_stride);
+      else
+        kk[r].scores(kk[r].codec, ws.q_work, n_q, d, tiles, m, w + col + nt * g, ws_stride);
+      nt += m;
+      pos += m * g;
+      if (pos < piece.end()) break;
+    }
+    const std::size_t n = nt * g;
     for (std::size_t i = 0; i < n_q; ++i)
       ws.valid[i] = static_cast<std::uint32_t>(qb.visible[i] > k_pos ? std::min(qb.visible[i] - k_pos, n) : 0);
     kernels::online_softmax(w + col, n_q, ws_stride, n, ws.valid.data(), qb.scale, out.m, out.l, ws.corr);
@@ -310,7 +324,7 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
       for (std::size_t t = 0; t < col; ++t) wi[t] *= c;
       float* a = out.acc + i * d;
       for (std::size_t j = 0; j < d; ++j) a[j] *= c;
-      if (working != static_cast<std::size_t>(-1)) {
+      if (working != nullptr) {
         float* aw = ws.acc_work + i * d;
         for (std::size_t j = 0; j < d; ++j) aw[j] *= c;
       }

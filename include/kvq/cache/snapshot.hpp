@@ -10,7 +10,9 @@
 // every exact token to lie in the input domain (norm <= 65504, as append
 // requires; else attention could overflow), and swaps the result in only at
 // the end.
-// Any failure is Errc::corrupt_data and leaves the target untouched. The byte
+// Any failure is Errc::corrupt_data and leaves the target untouched; so does
+// Errc::budget_exceeded, when the target is a CachePool sequence whose pool
+// cannot hold the restored cache beside the one it replaces. The byte
 // layout is in docs/CACHE.md; all integers are little-endian.
 #pragma once
 
@@ -117,7 +119,8 @@ struct SnapshotIO {
           w.str(s->codecs[j].name());
           w.u64(s->counts[j]);
           w.u64(s->layout.bytes_of(j, s->counts[j]));
-          for (const auto& run : s->data[j]) w.bytes(run.data(), run.size());
+          for (const auto& run : s->data[j])
+            run.for_each_page([&](const std::byte* tiles, std::size_t nt) { w.bytes(tiles, nt * run.tile_bytes()); });
         }
         w.u64(s->log.size());
         for (const auto& e : s->log) {
@@ -132,7 +135,7 @@ struct SnapshotIO {
     return std::move(w.buf);
   }
 
-  static void read_stream(SnapshotReader& r, Stream& s, std::size_t length, std::size_t sinks) {
+  static void read_stream(SnapshotReader& r, Stream& s, std::size_t length, std::size_t sinks, PagePool& pool) {
     const auto& lay = s.layout;
     s.floor = r.u64("rollback floor");
     if (s.floor > length) r.corrupt("rollback floor " + std::to_string(s.floor) + " beyond length " + std::to_string(length));
@@ -149,10 +152,17 @@ struct SnapshotIO {
         r.corrupt("segment " + std::to_string(j) + " token count " + std::to_string(n) + " is inconsistent");
       if (bytes != lay.bytes_of(j, n)) r.corrupt("segment " + std::to_string(j) + " byte count mismatch");
       if (j == 0 && n > sinks) r.corrupt("more sink tokens than configured");
+      if (bytes * s.n_heads > r.remaining()) r.corrupt("truncated while reading segment bytes");
+      std::size_t need = 0;
+      for (std::size_t h = 0; h < s.n_heads; ++h) {
+        RunCounts fresh = s.data[j][h].empty_counts();
+        need += fresh.push_back(n / g, total / g) * s.page_bytes(j);
+      }
+      Allowance a(pool, need, "restore");
       for (std::size_t h = 0; h < s.n_heads; ++h) {
         const std::byte* p = r.take(bytes, "segment bytes");
         require_valid_tiles(r, s.codecs[j], p, n, lay.is_exact(j));
-        s.data[j][h].append(p, bytes);
+        s.data[j][h].append(p, n / g, a, total / g);
       }
       s.counts[j] = n;
       total += n;
@@ -174,6 +184,9 @@ struct SnapshotIO {
         r.corrupt("undo entry " + std::to_string(i) + " is inconsistent");
       last_trigger = e.trigger;
       const std::size_t bytes = lay.bytes_of(e.from, e.n_tokens);
+      if (bytes * s.n_heads > r.remaining()) r.corrupt("truncated while reading undo bytes");
+      Allowance a(pool, bytes * s.n_heads, "restore");
+      s.log_bytes_.add(bytes * s.n_heads, a);
       for (std::size_t h = 0; h < s.n_heads; ++h) {
         const std::byte* p = r.take(bytes, "undo bytes");
         require_valid_tiles(r, s.codecs[e.from], p, e.n_tokens, lay.is_exact(e.from));
@@ -244,12 +257,12 @@ struct SnapshotIO {
     if (spec_text != target.spec().to_string())
       r.corrupt("cache spec '" + spec_text + "' differs from the target's '" + target.spec().to_string() + "'");
 
-    Cache fresh(target.shape(), target.spec(), target.codec_factory());
+    Cache fresh(target.shape(), target.spec(), target.codec_factory(), target.pool_);
     for (auto& L : fresh.layers_) {
       L.length = r.u64("layer length");
       if (L.length > shape.max_context) r.corrupt("layer length " + std::to_string(L.length) + " > max_context");
-      read_stream(r, L.k, L.length, target.spec().sinks);
-      read_stream(r, L.v, L.length, target.spec().sinks);
+      read_stream(r, L.k, L.length, target.spec().sinks, *target.pool_);
+      read_stream(r, L.v, L.length, target.spec().sinks, *target.pool_);
     }
     if (r.remaining() != 0) r.corrupt("trailing bytes after the last layer");
     target.swap(fresh);

@@ -24,6 +24,7 @@ enum class Errc {
   unsupported,       // a valid request this codec/build cannot serve
   corrupt_data,      // bytes that fail validation (truncated, foreign, bad checksum)
   io_error,          // a stream could not be read or written
+  budget_exceeded,   // a cache pool's byte budget cannot hold the request
 };
 
 constexpr std::string_view to_string(Errc e) noexcept {
@@ -35,6 +36,7 @@ constexpr std::string_view to_string(Errc e) noexcept {
     case Errc::unsupported: return "unsupported";
     case Errc::corrupt_data: return "corrupt data";
     case Errc::io_error: return "i/o error";
+    case Errc::budget_exceeded: return "budget exceeded";
   }
   return "unknown error";
 }

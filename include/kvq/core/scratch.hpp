@@ -19,6 +19,7 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   T* data() noexcept { return data_; }
+  const T* data() const noexcept { return data_; }
 
  private:
   std::array<T, StackElems> small_;  // uninitialized on purpose: callers write before reading

@@ -1,0 +1,135 @@
+// The append-latency benchmark (issue 15): a decode loop's cache appends, one
+// token per layer per step, timed step by step up to a long context, on the
+// Llama-3.2-3B shape (28 layers, 24 query / 8 KV heads, head_dim 128). A
+// cache that grows by reallocating stalls a step now and then to copy what it
+// holds; paged storage must not: target worst step <= 3x the median.
+//
+// Prints, per spec: median, mean, p99, p99.9 and worst step, worst / median,
+// and the payload and capacity held at the end. Then the fork: a CachePool
+// sequence of the same shape at the full length forked (median of 15 forks,
+// each destroyed again), the bytes a fork adds to the pool, beside a full
+// copy of the same cache (Cache's copy constructor).
+//
+// Usage: kvq_bench_append [--tokens 32768] [--spec SPEC ...] [--no-fork]
+#include <kvq/kvq.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// This thread's CPU time (user + system, page faults included): on a loaded
+// machine the wall time of a step also holds other processes' time slices.
+double cpu_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+std::string load() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(q * double(v.size())))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::size_t tokens = 32768;
+  std::vector<std::string> specs;
+  bool fork = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--tokens" && i + 1 < argc) tokens = std::stoul(argv[++i]);
+    else if (a == "--spec" && i + 1 < argc) specs.push_back(argv[++i]);
+    else if (a == "--no-fork") fork = false;
+    else {
+      std::fprintf(stderr, "usage: kvq_bench_append [--tokens N] [--spec SPEC ...] [--no-fork]\n");
+      return 2;
+    }
+  }
+  if (specs.empty()) specs = {"k=q4_0,v=q4_0", "k=q4_0,v=q4_0,window=128"};
+  const std::size_t layers = 28, kv_heads = 8, d = 128;
+  const kvq::ModelShape shape = kvq::ModelShape::dense(layers, 24, kv_heads, d, tokens);
+
+  // Distinct random tokens, cycled (generating them per step would dominate).
+  constexpr std::size_t kDistinct = 509;
+  kvq::Rng rng(5);
+  std::vector<float> k(kDistinct * kv_heads * d), v(k.size());
+  for (auto& x : k) x = static_cast<float>(rng.normal());
+  for (auto& x : v) x = static_cast<float>(rng.normal());
+
+  std::printf("# Append latency: %zu layers x %zu KV heads x head_dim %zu, one token per layer per step, %zu steps\n",
+              layers, kv_heads, d, tokens);
+  std::printf("# load average at start: %s\n\n", load().c_str());
+  std::printf("| spec | clock | median ms | mean ms | p99 ms | p99.9 ms | worst ms | worst / median | payload MiB | capacity MiB |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const std::string& spec : specs) {
+    kvq::Cache cache(shape, kvq::CacheSpec::parse(spec));
+    std::vector<double> wall(tokens), cpu(tokens);
+    for (std::size_t t = 0; t < tokens; ++t) {
+      const std::size_t off = (t % kDistinct) * kv_heads * d;
+      const double t0 = now(), c0 = cpu_now();
+      for (std::size_t l = 0; l < layers; ++l) cache.append(l, k.data() + off, v.data() + off);
+      cpu[t] = cpu_now() - c0;
+      wall[t] = now() - t0;
+    }
+    for (const auto* steps : {&wall, &cpu}) {
+      double mean = 0;
+      for (double s : *steps) mean += s;
+      mean /= double(tokens);
+      const double med = quantile(*steps, 0.5), worst = *std::max_element(steps->begin(), steps->end());
+      std::printf("| %s | %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.1f | %.1f |\n", spec.c_str(),
+                  steps == &wall ? "wall" : "thread CPU", 1e3 * med, 1e3 * mean, 1e3 * quantile(*steps, 0.99),
+                  1e3 * quantile(*steps, 0.999), 1e3 * worst, worst / med, double(cache.bytes_used()) / 1048576.0,
+                  double(cache.capacity_bytes()) / 1048576.0);
+    }
+    std::fflush(stdout);
+  }
+  if (fork) {
+    std::printf("\n| spec (fork at %zu tokens) | fork ms | bytes a fork adds | copy ms | copy bytes |\n", tokens);
+    std::printf("|---|---|---|---|---|\n");
+    for (const std::string& spec : specs) {
+      kvq::CachePool pool(shape, kvq::CacheSpec::parse(spec), std::size_t{64} << 30);
+      const auto id = pool.create();
+      for (std::size_t t = 0; t < tokens; t += kDistinct) {
+        const std::size_t n = std::min(kDistinct, tokens - t);
+        for (std::size_t l = 0; l < layers; ++l) pool.sequence(id).append(l, n, k.data(), v.data());
+      }
+      std::vector<double> forks, copies;
+      std::size_t added = 0, copy_bytes = 0;
+      for (int i = 0; i < 15; ++i) {
+        const std::size_t before = pool.committed();
+        double t0 = now();
+        const auto child = pool.fork(id);
+        forks.push_back(now() - t0);
+        added = pool.committed() - before;
+        pool.destroy(child);
+        t0 = now();
+        {
+          const kvq::Cache copy(pool.sequence(id));
+          copies.push_back(now() - t0);
+          copy_bytes = pool.committed() - before;
+        }
+      }
+      std::printf("| %s | %.3f | %zu | %.3f | %zu |\n", spec.c_str(), 1e3 * quantile(forks, 0.5), added,
+                  1e3 * quantile(copies, 0.5), copy_bytes);
+      std::fflush(stdout);
+    }
+  }
+  std::printf("\n# load average at end: %s\n", load().c_str());
+}
