@@ -163,9 +163,14 @@ HWY_INLINE VI DotSigned(const SignedKey& k, VI8 q, VI acc) {
 #else
 inline constexpr int kSignedBias = 0;
 struct SignedKey {
+  // Written out, not implicit: GCC 12 generates an implicit constructor
+  // without the NEON target attribute ("inlining failed ... target specific
+  // option mismatch" for arrays of SignedKey).
+  HWY_INLINE SignedKey() : codes(hn::Zero(DI8())) {}
+  HWY_INLINE explicit SignedKey(VI8 c) : codes(c) {}
   VI8 codes;
 };
-HWY_INLINE SignedKey PrepareSigned(VI8 c) { return {c}; }
+HWY_INLINE SignedKey PrepareSigned(VI8 c) { return SignedKey(c); }
 HWY_INLINE VI DotSigned(const SignedKey& k, VI8 q, VI acc) {
 #if HWY_TARGET == HWY_NEON && defined(__ARM_FEATURE_DOTPROD)
   return VI{vdotq_s32(acc.raw, k.codes.raw, q.raw)};
