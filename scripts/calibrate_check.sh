@@ -92,7 +92,7 @@ if [[ ! -s $OUT/retrieval.tsv ]] || ! cmp -s "$OUT/specs.txt" "$OUT/retrieval.sp
 fi
 
 echo "Budget $BITS bits/value at 32K tokens (Llama-3.2-3B heads and head_dim on 8 layers), window $WINDOW, sinks $SINKS."
-echo "Key tokens: kvq-ppl, $WINDOWS x 4096 bytes of WikiText-2 test. Needle mass: kvq eval --retrieval, exact mass 0.6, mean of needle mass / exact (128 probes per age bucket)."
+echo "Key tokens: kvq-ppl, $WINDOWS x 4096 bytes of WikiText-2 test. Needle mass: kvq eval --retrieval, exact mass 0.6, needle mass / exact, mean (10th percentile) over 128 probes per age bucket."
 echo
 ages=$(awk -F'\t' 'NR > 1 && $6 == "all" && $3 == 0.6 {print $4 "-" $5 - 1}' "$OUT/retrieval.tsv" | awk '!seen[$0]++' | tr '\n' ' ')
 printf '| sensitivity | candidate | spec | bits/value | key-token change vs FP32 (± 1 s.e.) | all-token change |'
@@ -109,7 +109,7 @@ for r in "${ROWS[@]}"; do
     "$(awk -v x="$kd" 'BEGIN {print 100 * (exp(x) - 1)}')" "$(awk -v x="$kse" 'BEGIN {print 100 * x}')" \
     "$(awk -v x="$d" 'BEGIN {print 100 * (exp(x) - 1)}')"
   for a in $ages; do
-    printf ' %s |' "$(awk -F'\t' -v s="$spec" -v a="$a" '$1 == s && $6 == "all" && $3 == 0.6 && $4 "-" $5 - 1 == a {printf "%.3f", $8}' "$OUT/retrieval.tsv")"
+    printf ' %s |' "$(awk -F'\t' -v s="$spec" -v a="$a" '$1 == s && $6 == "all" && $3 == 0.6 && $4 "-" $5 - 1 == a {printf "%.3f (%.2f)", $8, $9}' "$OUT/retrieval.tsv")"
   done
   printf '\n'
 done
