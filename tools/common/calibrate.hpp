@@ -61,11 +61,11 @@ inline bool is_per_channel(const std::string& codec) { return codec.rfind("pc", 
 // Errc::invalid_argument for a codec the registry does not know (or f32/f16), or a
 // per-channel codec offered for V.
 inline void check_codecs(const std::vector<std::string>& codecs, kvq::StreamKind kind, std::size_t head_dim) {
-  kvq::detail::require(!codecs.empty(), Errc::invalid_argument, "calibrate: no candidate codecs");
+  kvq::detail::require(!codecs.empty(), Errc::invalid_argument, "no candidate codecs");
   for (const auto& c : codecs) {
     if (c != "f32" && c != "f16") (void)kvq::make_codec(c, head_dim);  // names the known codecs when unknown
     kvq::detail::require(!(kind == kvq::StreamKind::value && is_per_channel(c)), Errc::invalid_argument,
-                         "calibrate: '" + c + "' is a per-channel K codec, not a V candidate");
+                         "'" + c + "' is a per-channel K codec, not a V candidate");
   }
 }
 
@@ -108,7 +108,7 @@ inline SensitivityTable measure_dump_sensitivity(const KvDumps& dumps, const std
                                                  const kvq::CacheSpec& base, EvalOptions opt,
                                                  const std::string& metric = "out") {
   kvq::detail::require(metric == "out" || metric == "kl", Errc::invalid_argument,
-                       "calibrate: --metric is out or kl, got '" + metric + "'");
+                       "the sensitivity metric is out or kl, got '" + metric + "'");
   check_codecs(key_codecs, kvq::StreamKind::key, dumps.head_dim);
   check_codecs(value_codecs, kvq::StreamKind::value, dumps.head_dim);
   SensitivityTable t;
@@ -304,7 +304,7 @@ struct Allocation {
 inline std::vector<std::vector<std::vector<std::size_t>>> stream_costs(const SensitivityTable& t, const Pricing& p) {
   const std::size_t L = t.n_layers();
   kvq::detail::require(p.shape.n_kv_layers() == L, Errc::shape_mismatch,
-                       "calibrate: the priced shape has " + std::to_string(p.shape.n_kv_layers()) +
+                       "the priced shape has " + std::to_string(p.shape.n_kv_layers()) +
                            " KV layers, the sensitivity table " + std::to_string(L));
   std::vector<std::vector<std::vector<std::size_t>>> cost(2, std::vector<std::vector<std::size_t>>(L));
   std::map<std::pair<int, std::string>, std::size_t> memo;  // dense layers price alike
@@ -332,7 +332,7 @@ inline std::vector<std::vector<std::vector<std::size_t>>> stream_costs(const Sen
 
 // Bytes of a budget of `bits` per value at the pricing (K and V, every KV layer).
 inline std::size_t bits_budget(const Pricing& p, double bits) {
-  kvq::detail::require(std::isfinite(bits) && bits > 0, Errc::invalid_argument, "calibrate: --bits must be positive");
+  kvq::detail::require(std::isfinite(bits) && bits > 0, Errc::invalid_argument, "bits per value must be positive");
   const double values = double(p.context) * double(p.shape.n_kv_heads * p.shape.head_dim) * 2.0 * double(p.shape.n_kv_layers());
   return static_cast<std::size_t>(std::floor(bits * values / 8.0));
 }
@@ -394,7 +394,7 @@ inline Allocation allocate(const SensitivityTable& t, const Pricing& p, std::siz
     const double values = double(p.context) * double(p.shape.n_kv_heads * p.shape.head_dim) * 2.0 * double(L);
     char buf[512];
     std::snprintf(buf, sizeof buf,
-                  "calibrate: the budget, %zu bytes (%.4f bits/value), is below the cheapest assignment of the "
+                  "the budget, %zu bytes (%.4f bits/value), is below the cheapest assignment of the "
                   "candidate codecs, %zu bytes (%.4f bits/value) at %zu tokens",
                   budget, 8.0 * double(budget) / values, c, 8.0 * double(c) / values, p.context);
     kvq::detail::fail(Errc::budget_exceeded, buf);
@@ -423,7 +423,7 @@ inline Allocation allocate(const SensitivityTable& t, const Pricing& p, std::siz
 inline Allocation best_layered(const SensitivityTable& t, const Pricing& p, std::size_t budget, std::size_t first = 0,
                                std::size_t last = 0) {
   const std::size_t L = t.n_layers(), nk = t.codecs[0].size(), nv = t.codecs[1].size();
-  kvq::detail::require(first + last <= L, Errc::invalid_argument, "calibrate: boundary exceeds the layers");
+  kvq::detail::require(first + last <= L, Errc::invalid_argument, "the boundary exceeds the layers");
   const bool boundary = first + last > 0;
   const auto cost = stream_costs(t, p);
   auto is_edge = [&](std::size_t l) { return l < first || l + last >= L; };
@@ -451,7 +451,7 @@ inline Allocation best_layered(const SensitivityTable& t, const Pricing& p, std:
           found = true;
         }
   kvq::detail::require(found, Errc::budget_exceeded,
-                       std::string("calibrate: no ") + (boundary ? "boundary" : "uniform") + " spec fits the budget");
+                       std::string("no ") + (boundary ? "boundary" : "uniform") + " spec fits the budget");
   return best;
 }
 

@@ -18,6 +18,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -81,6 +83,7 @@ int run(const kvq::cli::Args& args) {
                            price_model + "'");
 
   kt::SensitivityTable table;
+  std::function<kt::SensitivityTable()> measure;  // empty when the table is read from a file
   if (args.has("sensitivity")) {
     for (const char* key : {"dumps", "metric", "k-codecs", "v-codecs", "stride", "tokens"})
       kvq::detail::require(!args.has(key), kvq::Errc::invalid_argument,
@@ -100,20 +103,23 @@ int run(const kvq::cli::Args& args) {
     kt::EvalOptions opt;
     opt.stride = non_negative(args, "stride", 16);
     kvq::detail::require(opt.stride > 0, kvq::Errc::invalid_argument, "--stride must be positive");
+    const std::string metric = args.get("metric", "out");
+    kvq::detail::require(metric == "out" || metric == "kl", kvq::Errc::invalid_argument,
+                         "--metric is out or kl, got '" + metric + "'");
     const auto k = args.has("k-codecs") ? parse_names(args.require("k-codecs")) : kt::default_key_codecs();
     const auto v = args.has("v-codecs") ? parse_names(args.require("v-codecs")) : kt::default_value_codecs();
-    const auto dumps = kt::load_kv_dumps(dir, non_negative(args, "tokens", 0));
-    std::fprintf(stderr, "measuring %zu layers x (%zu K + %zu V codecs) on %s ...\n", dumps.layers, k.size(), v.size(),
-                 dir.c_str());
-    table = kt::measure_dump_sensitivity(dumps, k, v, base, opt, args.get("metric", "out"));
-    table.source = "dumps " + dir + " tokens=" + std::to_string(dumps.tokens) + " stride=" + std::to_string(opt.stride);
-  }
-  const double measure_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (args.has("out")) {
-    std::ofstream out(args.require("out"));
-    kvq::detail::require(bool(out), kvq::Errc::io_error, "cannot write --out " + args.require("out"));
-    kt::write_sensitivity(out, table);
-    kvq::detail::require(bool(out), kvq::Errc::io_error, "cannot write --out " + args.require("out"));
+    auto dumps = std::make_shared<const kt::KvDumps>(kt::load_kv_dumps(dir, non_negative(args, "tokens", 0)));
+    // Until measured: the table's shape with zero damages, which is all that pricing and the
+    // budget's feasibility depend on, so bad codecs and budgets are refused before the work.
+    table.q_heads = dumps->q_heads, table.kv_heads = dumps->kv_heads, table.head_dim = dumps->head_dim;
+    table.codecs[0] = k, table.codecs[1] = v;
+    for (int side = 0; side < 2; ++side)
+      table.damage[side].assign(dumps->layers, std::vector<double>(table.codecs[side].size(), 0.0));
+    measure = [=] {
+      auto t = kt::measure_dump_sensitivity(*dumps, k, v, base, opt, metric);
+      t.source = "dumps " + dir + " tokens=" + std::to_string(dumps->tokens) + " stride=" + std::to_string(opt.stride);
+      return t;
+    };
   }
 
   kt::Pricing pricing;
@@ -124,6 +130,17 @@ int run(const kvq::cli::Args& args) {
                                                 : kvq::ModelShape::dense(L, table.q_heads, table.kv_heads, table.head_dim, context);
   const std::size_t budget =
       args.has("bits") ? kt::bits_budget(pricing, args.get_double("bits", 0.0)) : non_negative(args, "bytes", 0);
+  if (measure) {
+    (void)kt::allocate(table, pricing, budget);
+    table = measure();
+  }
+  const double measure_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (args.has("out")) {
+    std::ofstream out(args.require("out"));
+    kvq::detail::require(bool(out), kvq::Errc::io_error, "cannot write --out " + args.require("out"));
+    kt::write_sensitivity(out, table);
+    kvq::detail::require(bool(out), kvq::Errc::io_error, "cannot write --out " + args.require("out"));
+  }
   const auto a = kt::allocate(table, pricing, budget);
 
   std::printf("sensitivity: %s, metric %s, window %zu, sinks %zu (%.1f s)\n", table.source.c_str(), table.metric.c_str(),
