@@ -152,6 +152,11 @@ KVQ_KERNEL_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
 
 #endif  // HWY_ONCE
 
-// Their out-of-line parts, in extern mode.
+// Their out-of-line parts, in extern mode. (Header-only, cache.hpp defines
+// its members inline wherever it is included; including it here would put it
+// inside dispatch.hpp, which it includes.)
 #include <kvq/cache/cache_spec.hpp>
 #include <kvq/codec/registry.hpp>
+#if defined(KVQ_EXTERN_KERNELS)
+#include <kvq/cache/cache.hpp>
+#endif
