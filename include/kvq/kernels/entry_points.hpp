@@ -80,6 +80,7 @@ using TargetMaskKernel = std::int64_t();
 #define KVQ_KERNEL_ENTRY_POINTS(X)                                                                          \
   X(TargetNameKernel, KernelTargetName)                                                                     \
   X(TargetMaskKernel, KernelCompiledTargets)                                                                \
+  X(TargetNameKernel, Int8DotPath)                                                                          \
   X(RowKernel, ScoresQ8_0) X(RowKernel, ScoresQ4_0) X(RowKernel, ScoresQ4_1) X(RowKernel, ScoresQ3_1)       \
   X(RowKernel, ScoresQ2_1) X(RowKernel, AccumulateQ8_0) X(RowKernel, AccumulateQ4_0)                         \
   X(RowKernel, AccumulateQ4_1) X(RowKernel, AccumulateQ3_1) X(RowKernel, AccumulateQ2_1)                     \
