@@ -5,6 +5,8 @@
 # Prints CPU seconds (user + sys: less sensitive to a loaded machine than wall time) and peak
 # memory. Needs GNU time (Debian: apt-get install time).
 #   bash scripts/compile_cost.sh [compiler]
+#   ROWS=extern bash scripts/compile_cost.sh   # the <hwy/highway.h> and extern-mode rows only
+#                                              # (seconds, not minutes: for repeated runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXX=${1:-${CXX:-g++}}
@@ -34,7 +36,9 @@ echo "uptime: $(uptime)"
 echo "| translation unit ($CXX -O2) | CPU time | peak memory |"
 echo "|---|---|---|"
 measure "<hwy/highway.h> only" "" "$tmp/hwy.cpp"
-measure "engine TU, header-only" "" "$tmp/engine.cpp"
+if [ "${ROWS:-all}" != extern ]; then measure "engine TU, header-only" "" "$tmp/engine.cpp"; fi
 measure "engine TU, -DKVQ_EXTERN_KERNELS" "-DKVQ_EXTERN_KERNELS" "$tmp/engine.cpp"
-measure "every kernel in one TU (definitions.hpp)" "-DKVQ_EXTERN_KERNELS" "$tmp/kernels.cpp"
-for f in src/*.cpp; do measure "$f (kvq::kernels)" "-DKVQ_EXTERN_KERNELS" "$f"; done
+if [ "${ROWS:-all}" != extern ]; then
+  measure "every kernel in one TU (definitions.hpp)" "-DKVQ_EXTERN_KERNELS" "$tmp/kernels.cpp"
+  for f in src/*.cpp; do measure "$f (kvq::kernels)" "-DKVQ_EXTERN_KERNELS" "$f"; done
+fi

@@ -42,6 +42,29 @@ TEST_CASE("kernels dispatch: a release build compiles the x86 SIMD targets", "[k
 }
 #endif
 
+TEST_CASE("kernels dispatch: int8_dot_path names each target's integer dot product", "[kernels][int8]") {
+  const auto ran = kvq::test::for_each_target([] {
+    const std::string target = kvq::kernels::target_name(), path = kvq::kernels::int8_dot_path();
+    INFO("target " << target << ": int8 dot path " << path);
+    if (target == "AVX3_DL") {
+      CHECK(path == "vnni");
+    } else if (target == "AVX3" || target == "AVX2" || target == "SSE4" || target == "SSSE3") {
+      CHECK(path == "maddubs");
+    } else if (target == "NEON") {
+#if HWY_ARCH_ARM_A64 && defined(__linux__)
+      CHECK(path == (kvq::test::arm_cpu_features().count("asimddp") ? "sdot" : "neon-widening"));
+#else
+      CHECK((path == "sdot" || path == "neon-widening"));
+#endif
+    } else if (target == "SCALAR") {
+      CHECK(path == "scalar");
+    } else {
+      CHECK(path == "widening");
+    }
+  });
+  kvq::test::require_targets_exercised(ran);
+}
+
 #if HWY_ARCH_ARM_A64 && defined(__linux__)
 // kvq compiles no SVE target (kernels/definitions.hpp) and Highway nothing below
 // the NEON baseline: NEON on every CPU. scripts/arm64.sh runs this under qemu on
@@ -52,7 +75,7 @@ TEST_CASE("kernels dispatch: AArch64 compiles and runs NEON, SVE2 CPUs included"
   REQUIRE(features.count("asimd") == 1);
   std::string names;
   for (const auto& f : features) names += " " + f;
-  WARN("kernels: " << kvq::kernels::target_name() << "; CPU:" << names);
+  WARN("kernels: " << kvq::kernels::target_name() << ", int8 dot " << kvq::kernels::int8_dot_path() << "; CPU:" << names);
   hwy::SetSupportedTargetsForTest(0);
   CHECK(kvq::kernels::compiled_targets() == HWY_NEON);
   CHECK(std::string(kvq::kernels::target_name()) == "NEON");

@@ -183,6 +183,31 @@ TEMPLATE_TEST_CASE("kernels int8: scores equal the int8 reference and keep the f
   kvq::test::require_targets_exercised(ran);
 }
 
+#if HWY_ARCH_ARM_A64 && defined(__linux__)
+// NEON picks sdot at run time (int8_dot-inl.h): scripts/arm64.sh runs this on
+// a CPU with the dot product (neoverse-n1, max) and one without (cortex-a72),
+// so each path is both chosen where it must be and checked against the oracle.
+TEST_CASE("kernels int8: NEON runs sdot exactly where the CPU has it, and it equals the int8 reference",
+          "[kernels][int8][arm]") {
+  kvq::test::require_expected_cpu_features();
+  const bool dotprod = kvq::test::arm_cpu_features().count("asimddp") == 1;
+  const std::string path = kvq::kernels::int8_dot_path();
+  INFO("int8 dot path " << path << (dotprod ? " on a CPU with" : " on a CPU without") << " the dot product");
+  REQUIRE(path == (dotprod ? "sdot" : "neon-widening"));
+  kvq::Rng rng(14);
+  for (std::size_t hd : {32u, 96u, 128u})
+    for (std::size_t n_q : {1u, 3u, 8u})
+      for (std::size_t n : {1u, 7u, 33u}) {
+        const std::size_t misalign = (hd / 32 + n_q + n) % 4;
+        check_scores_shape(kvq::Q8_0(hd), n_q, n, misalign, rng);
+        check_scores_shape(kvq::Q4_0(hd), n_q, n, misalign, rng);
+        check_scores_shape(kvq::Q4_1(hd), n_q, n, misalign, rng);
+        check_scores_shape(kvq::Q3_1(hd), n_q, n, misalign, rng);
+        check_scores_shape(kvq::Q2_1(hd), n_q, n, misalign, rng);
+      }
+}
+#endif
+
 TEMPLATE_TEST_CASE("kernels int8: hostile rows and queries never crash; non-finite where the reference is",
                    "[kernels][int8]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1, kvq::Q3_1, kvq::Q2_1) {
   // Random bytes: every code (q8_0's -128 included) in every position, with

@@ -122,7 +122,7 @@ int run_retrieval(const kvq::cli::Args& args, const std::string& dir, const std:
   double worst = 0.0;
   for (const auto& p : pr.probes) worst = std::max(worst, std::fabs(p.exact_mass - opt.masses[p.mass_index]));
 
-  std::printf("kernels: %s\n", kvq::kernels::target_name());
+  std::printf("kernels: %s (int8 dot product: %s)\n", kvq::kernels::target_name(), kvq::kernels::int8_dot_path());
   std::printf("retrieval probe on %s: %zu layers x %zu KV heads, contexts of %zu tokens chained from the dumps' "
               "real keys (%zu duplicate keys), %zu probes = %zu layers x %zu age buckets x %zu masses x %zu needles "
               "(needle draws refused: %zu out-projected by another key, %zu needing beta > %g |q_real|), seed %llu; "
@@ -263,7 +263,7 @@ int run(const kvq::cli::Args& args) {
     kvq::detail::require(l < dumps.layers, kvq::Errc::out_of_range,
                          "--layers: layer " + std::to_string(l) + " is out of range (the dump has " +
                              std::to_string(dumps.layers) + " layers)");
-  std::printf("kernels: %s\n", kvq::kernels::target_name());
+  std::printf("kernels: %s (int8 dot product: %s)\n", kvq::kernels::target_name(), kvq::kernels::int8_dot_path());
   std::printf("dumps %s: %zu layers, %zu q heads, %zu KV heads (group %zu), %zu tokens, head_dim %zu; "
               "queries every %zu positions (and the last), scale %s\n\n",
               dir.c_str(), dumps.layers, dumps.q_heads, dumps.kv_heads, dumps.q_heads / dumps.kv_heads, dumps.tokens,

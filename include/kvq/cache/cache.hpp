@@ -24,6 +24,7 @@
 #include <kvq/cache/page_pool.hpp>
 #include <kvq/cache/policy.hpp>
 #include <kvq/cache/stream.hpp>
+#include <kvq/core/compiled.hpp>
 #include <kvq/core/scratch.hpp>
 #include <kvq/kernels/parallel.hpp>
 #include <kvq/schedule/age_schedule.hpp>
@@ -61,68 +62,38 @@ class Cache {
  public:
   static constexpr float max_vector_norm = 65504.0f;
 
-  Cache(ModelShape shape, CacheSpec spec, CodecFactory make = default_codec_factory)
-      : Cache(std::move(shape), std::move(spec), std::move(make), std::make_shared<detail::PagePool>()) {}
+  // Member functions are defined below the class, out of line with
+  // KVQ_EXTERN_KERNELS (core/compiled.hpp): a TU that uses a Cache then
+  // compiles none of the streams, codecs or attention pass.
+  Cache(ModelShape shape, CacheSpec spec, CodecFactory make = default_codec_factory);
 
   // A copy owns its bytes (fresh pages in the same page pool); fork() is the
   // cheap one.
-  Cache(const Cache& o) : Cache(o.shape_, o.spec_, o.make_, o.pool_) { copy_from(o, false); }
-  Cache& operator=(const Cache& o) {
-    if (this != &o) {
-      Cache c(o);
-      swap(c);
-    }
-    return *this;
-  }
-  Cache(Cache&&) noexcept = default;
+  Cache(const Cache& o);
+  Cache& operator=(const Cache& o);
+  Cache(Cache&&) noexcept;
   // By swap: the old contents go with their page pool (a member-wise move
   // would drop the pool before the pages returning to it).
-  Cache& operator=(Cache&& o) noexcept {
-    Cache old(std::move(o));
-    swap(old);
-    return *this;
-  }
+  Cache& operator=(Cache&& o) noexcept;
+  ~Cache();
 
   // A copy sharing every page with this cache until either side writes into
   // it (copy on write: appends, demotions, rollbacks of one side never change
   // the other). Costs O(pages) bookkeeping and a copy of the undo log.
-  Cache fork() const {
-    Cache c(shape_, spec_, make_, pool_);
-    c.copy_from(*this, true);
-    return c;
-  }
+  Cache fork() const;
 
   const ModelShape& shape() const noexcept { return shape_; }
   const CacheSpec& spec() const noexcept { return spec_; }
   const CodecFactory& codec_factory() const noexcept { return make_; }
 
   // Tokens held by `layer` (a raw layer index, like every `layer` argument).
-  std::size_t length(std::size_t layer) const { return layers_[ordinal(layer, "length")].length; }
+  std::size_t length(std::size_t layer) const;
 
   // One token: k and v are [n_kv_heads][head_dim].
   void append(std::size_t layer, const float* k, const float* v) { append(layer, 1, k, v); }
 
   // n tokens (prefill): k and v are [n][n_kv_heads][head_dim].
-  void append(std::size_t layer, std::size_t n, const float* k, const float* v) {
-    Layer& L = layers_[ordinal(layer, "append")];
-    if (n == 0) return;
-    detail::require(k != nullptr && v != nullptr, Errc::invalid_argument, "append: k or v is null");
-    detail::require(n <= shape_.max_context - L.length, Errc::out_of_range,
-                    "append: " + std::to_string(n) + " tokens on layer " + std::to_string(layer) + " holding " +
-                        std::to_string(L.length) + " exceed max_context " + std::to_string(shape_.max_context));
-    check_tokens("k", k, n);
-    check_tokens("v", v, n);
-    const std::size_t bound = detail::Allowance::needs_bound(*pool_)
-                                  ? L.k.append_bound(L.length, n) + L.v.append_bound(L.length, n)
-                                  : 0;
-    detail::Allowance a(*pool_, bound, "append");
-    const std::size_t stride = shape_.n_kv_heads * shape_.head_dim;
-    for (std::size_t t = 0; t < n; ++t) {
-      ++L.length;
-      L.k.append(k + t * stride, L.length, a);
-      L.v.append(v + t * stride, L.length, a);
-    }
-  }
+  void append(std::size_t layer, std::size_t n, const float* k, const float* v);
 
   // Decode attention for the newest token: q and out are [n_q_heads][head_dim].
   // Query head i reads KV head i / (n_q_heads / n_kv_heads); scores are scaled
@@ -141,9 +112,7 @@ class Cache {
   // V are read once, tile by tile, with an online softmax. No heap allocation
   // once the calling thread has attended a shape this large before.
   void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out,
-              std::optional<float> scale = std::nullopt) const {
-    attend(layer, n_pos, q, out, detail::SerialFor{}, 1, scale);
-  }
+              std::optional<float> scale = std::nullopt) const;
 
   // The same on `n_threads` threads of the caller's parallel_for (called as
   // parallel_for(n_tasks, fn): fn(i) once for every i < n_tasks, any thread,
@@ -155,21 +124,11 @@ class Cache {
   void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out, ParallelFor&& parallel_for,
               std::size_t n_threads, std::optional<float> scale = std::nullopt) const {
     const Layer& L = layers_[ordinal(layer, "attend")];
-    detail::require(q != nullptr && out != nullptr, Errc::invalid_argument, "attend: q or out is null");
-    if (L.length == 0)
-      detail::fail(Errc::invalid_argument,
-                   "attend: layer " + std::to_string(layer) + " is empty (append K/V before attending)");
-    if (n_pos == 0 || n_pos > L.length)
-      detail::fail(Errc::out_of_range,
-                   "attend: n_pos " + std::to_string(n_pos) + " not in 1.." + std::to_string(L.length));
-    const float s = scale.value_or(1.0f / std::sqrt(static_cast<float>(shape_.head_dim)));
-    detail::require(std::isfinite(s), Errc::invalid_argument, "attend: scale is not finite");
+    const float s = attend_scale(L, layer, n_pos, q, out, scale);
     fused_attend(L, n_pos, q, out, s, parallel_for, std::max<std::size_t>(1, n_threads));
   }
   void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out, kernels::ThreadPool& pool,
-              std::optional<float> scale = std::nullopt) const {
-    attend(layer, n_pos, q, out, pool, pool.size(), scale);
-  }
+              std::optional<float> scale = std::nullopt) const;
 
   // Whether attend scores uniform-format keys (q8_0, q4_0, q4_1, q3_1, q2_1)
   // with int8-quantized
@@ -187,24 +146,11 @@ class Cache {
   // Raw scores q . k_t (unscaled) of query head q_head against every key of
   // `layer`: q is [head_dim], out is [length(layer)]. For engines running
   // their own softmax.
-  void scores(std::size_t layer, std::size_t q_head, const float* q, float* out) const {
-    const Layer& L = layers_[ordinal(layer, "scores")];
-    const std::size_t h = kv_head_of(q_head, "scores");
-    for_each_run(L.k, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t) {
-      detail::segment_scores(c, q, 1, shape_.head_dim, tiles, nt, out + first, 0);
-    });
-  }
+  void scores(std::size_t layer, std::size_t q_head, const float* q, float* out) const;
 
   // out = sum_t weights[t] v_t over every value of `layer` for query head
   // q_head: weights is [length(layer)], out is [head_dim].
-  void accumulate(std::size_t layer, std::size_t q_head, const float* weights, float* out) const {
-    const Layer& L = layers_[ordinal(layer, "accumulate")];
-    const std::size_t h = kv_head_of(q_head, "accumulate");
-    std::fill(out, out + shape_.head_dim, 0.0f);
-    for_each_run(L.v, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t) {
-      detail::segment_accumulate(c, weights + first, 1, 0, tiles, nt, out, 0);
-    });
-  }
+  void accumulate(std::size_t layer, std::size_t q_head, const float* weights, float* out) const;
 
   // Drops every token at position >= `position` in every layer (speculative
   // decoding rollback). Exact -- the cache is then bit-identical to one that
@@ -216,163 +162,55 @@ class Cache {
   // In a CachePool a rollback can need pages (undone moves return tokens to
   // the pages they left); one that does not fit the budget fails with
   // Errc::budget_exceeded before changing anything.
-  void truncate(std::size_t position) {
-    std::size_t bound = 0;
-    if (detail::Allowance::needs_bound(*pool_))
-      for (const Layer& L : layers_)
-        if (L.length > position) bound += L.k.truncate_bound(position) + L.v.truncate_bound(position);
-    detail::Allowance a(*pool_, bound, "truncate");
-    for (Layer& L : layers_) {
-      if (L.length <= position) continue;
-      L.k.truncate(position, a);
-      L.v.truncate(position, a);
-      L.length = position;
-    }
-  }
+  void truncate(std::size_t position);
 
   // The smallest position truncate() restores exactly on this layer.
-  std::size_t exact_rollback_floor(std::size_t layer) const {
-    const Layer& L = layers_[ordinal(layer, "exact_rollback_floor")];
-    return std::max(L.k.floor, L.v.floor);
-  }
+  std::size_t exact_rollback_floor(std::size_t layer) const;
 
-  void clear() {
-    for (Layer& L : layers_) {
-      L.length = 0;
-      L.k.clear();
-      L.v.clear();
-    }
-  }
+  void clear();
 
   // The stored stretches of one stream of one KV head, in position order: one
   // per page of every segment, and one empty view for an empty segment (so a
   // cache whose segments fit in one page each gives one view per segment).
-  std::vector<SegmentView> segments(std::size_t layer, StreamKind kind, std::size_t kv_head) const {
-    const Layer& L = layers_[ordinal(layer, "segments")];
-    detail::require(kv_head < shape_.n_kv_heads, Errc::out_of_range,
-                    "segments: kv_head " + std::to_string(kv_head) + " >= n_kv_heads");
-    const detail::Stream& s = kind == StreamKind::key ? L.k : L.v;
-    std::vector<SegmentView> views;
-    std::size_t first = 0;
-    for (std::size_t j = 0; j < s.counts.size(); ++j) {
-      const AnyCodec& c = s.codecs[j];
-      if (s.counts[j] == 0) views.push_back({&c, first, 0, {}, j});
-      s.data[j][kv_head].for_each_page([&](const std::byte* tiles, std::size_t nt) {
-        views.push_back({&c, first, nt * c.tokens_per_tile(), {tiles, nt * c.bytes_per_tile()}, j});
-        first += nt * c.tokens_per_tile();
-      });
-    }
-    return views;
-  }
+  std::vector<SegmentView> segments(std::size_t layer, StreamKind kind, std::size_t kv_head) const;
 
-  MemoryUse memory(std::size_t layer) const { return layer_use(layers_[ordinal(layer, "memory")]); }
-  MemoryReport memory() const {
-    MemoryReport r;
-    for (const Layer& L : layers_) {
-      r.layers.push_back(layer_use(L));
-      r.total += r.layers.back();
-    }
-    return r;
-  }
-  std::size_t bytes_used() const { return memory().total.total_bytes(); }
-  std::size_t bytes_used(std::size_t layer) const { return memory(layer).total_bytes(); }
+  MemoryUse memory(std::size_t layer) const;
+  MemoryReport memory() const;
+  std::size_t bytes_used() const;
+  std::size_t bytes_used(std::size_t layer) const;
 
   // Bytes allocated for what bytes_used() counts: whole pages (shared ones
   // included) and the undo log. Pages hold whole tiles, so this is the payload
   // plus, per segment and KV head, the unused part of a partly filled last
   // page and the consumed part of a partly consumed first page.
-  std::size_t capacity_bytes() const noexcept {
-    std::size_t b = 0;
-    for (const Layer& L : layers_) b += layer_capacity(L);
-    return b;
-  }
-  std::size_t capacity_bytes(std::size_t layer) const { return layer_capacity(layers_[ordinal(layer, "capacity_bytes")]); }
+  std::size_t capacity_bytes() const noexcept;
+  std::size_t capacity_bytes(std::size_t layer) const;
 
-  void swap(Cache& other) noexcept {
-    std::swap(shape_, other.shape_);
-    std::swap(spec_, other.spec_);
-    std::swap(make_, other.make_);
-    std::swap(pool_, other.pool_);
-    std::swap(layers_, other.layers_);
-    std::swap(int8_scores_, other.int8_scores_);
-  }
+  void swap(Cache& other) noexcept;
 
  private:
   friend struct detail::SnapshotIO;
   friend class CachePool;
 
   // A cache taking its pages from `pool`.
-  Cache(ModelShape shape, CacheSpec spec, CodecFactory make, std::shared_ptr<detail::PagePool> pool)
-      : shape_(std::move(shape)), spec_(std::move(spec)), make_(std::move(make)), pool_(std::move(pool)) {
-    shape_.validate();
-    spec_.validate(shape_);
-    layers_.reserve(shape_.n_kv_layers());
-    for (std::size_t o = 0; o < shape_.n_kv_layers(); ++o) {
-      layers_.push_back(Layer{0,
-                              detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::key),
-                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
-                                             2 * o),
-                              detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::value),
-                                             shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
-                                             2 * o + 1)});
-    }
-  }
+  Cache(ModelShape shape, CacheSpec spec, CodecFactory make, std::shared_ptr<detail::PagePool> pool);
 
   // Becomes a copy of `o` (an empty cache of the same shape, spec and pool),
   // sharing its pages or with pages of its own.
-  void copy_from(const Cache& o, bool share_pages) {
-    std::size_t bound = 0;
-    for (const Layer& L : o.layers_) bound += L.k.copy_bound(share_pages) + L.v.copy_bound(share_pages);
-    detail::Allowance a(*pool_, bound, share_pages ? "fork" : "copy");
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      layers_[i].length = o.layers_[i].length;
-      layers_[i].k.copy_from(o.layers_[i].k, share_pages, a);
-      layers_[i].v.copy_from(o.layers_[i].v, share_pages, a);
-    }
-  }
+  void copy_from(const Cache& o, bool share_pages);
 
   struct Layer {
     std::size_t length = 0;
     detail::Stream k, v;
   };
 
-  std::size_t ordinal(std::size_t layer, const char* op) const {
-    const long o = shape_.kv_ordinal(layer);
-    if (o < 0) {
-      if (layer >= shape_.n_layers)
-        detail::fail(Errc::out_of_range, std::string(op) + ": layer " + std::to_string(layer) +
-                                             " >= n_layers " + std::to_string(shape_.n_layers));
-      detail::fail(Errc::out_of_range,
-                   std::string(op) + ": layer " + std::to_string(layer) + " has no KV cache (not in kv_layers)");
-    }
-    return static_cast<std::size_t>(o);
-  }
-  std::size_t kv_head_of(std::size_t q_head, const char* op) const {
-    detail::require(q_head < shape_.n_q_heads, Errc::out_of_range,
-                    std::string(op) + ": q_head " + std::to_string(q_head) + " >= n_q_heads " +
-                        std::to_string(shape_.n_q_heads));
-    return q_head / shape_.group_size();
-  }
+  std::size_t ordinal(std::size_t layer, const char* op) const;
+  std::size_t kv_head_of(std::size_t q_head, const char* op) const;
+  // attend's argument checks; the scale to use.
+  float attend_scale(const Layer& L, std::size_t layer, std::size_t n_pos, const float* q, float* out,
+                     std::optional<float> scale) const;
 
-  void check_tokens(const char* what, const float* x, std::size_t n) const {
-    const std::size_t d = shape_.head_dim;
-    for (std::size_t t = 0; t < n; ++t)
-      for (std::size_t h = 0; h < shape_.n_kv_heads; ++h) {
-        const float* row = x + (t * shape_.n_kv_heads + h) * d;
-        double sq = 0.0;
-        for (std::size_t i = 0; i < d; ++i) {
-          if (!std::isfinite(row[i]))
-            detail::fail(Errc::non_finite, std::string("append: ") + what + "[token " + std::to_string(t) +
-                                               "][head " + std::to_string(h) + "][" + std::to_string(i) +
-                                               "] is not finite");
-          sq += double(row[i]) * double(row[i]);
-        }
-        if (std::sqrt(sq) > max_vector_norm)
-          detail::fail(Errc::out_of_range, std::string("append: ") + what + "[token " + std::to_string(t) +
-                                               "][head " + std::to_string(h) + "] has norm " +
-                                               std::to_string(std::sqrt(sq)) + " > 65504 (the cache's input domain)");
-      }
-  }
+  void check_tokens(const char* what, const float* x, std::size_t n) const;
 
   // The runs of one stream and head (one per page) in position order, with
   // their segments' kernels.
@@ -381,14 +219,7 @@ class Cache {
     std::vector<detail::RunKernels> kernels;
   };
   static void stream_runs(const detail::Stream& s, std::size_t head, const detail::RunKernels* seg_kernels,
-                          StreamRuns& out) {
-    out.runs.clear();
-    out.kernels.clear();
-    for_each_run(s, head, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t j) {
-      out.runs.push_back({&c, first, tiles, nt, c.tokens_per_tile(), c.bytes_per_tile()});
-      out.kernels.push_back(seg_kernels[j]);
-    });
-  }
+                          StreamRuns& out);
 
   // One layer's fused pass for one call: the kernels of every segment (the
   // same for every head), and the jobs (KV head x block of up to
@@ -401,29 +232,7 @@ class Cache {
     std::size_t d, g, hq, n, n_pos, n_flat, n_blocks, max_k_tile = 1, max_v_tile = 1;
     detail::Scratch<detail::RunKernels, 16> kk, vk;
 
-    LayerPass(const Cache& c, const Layer& layer, std::size_t n_pos_, const float* q_, float* out_, float scale_)
-        : L(layer),
-          q(q_),
-          out(out_),
-          scale(scale_),
-          d(c.shape_.head_dim),
-          g(c.shape_.group_size()),
-          hq(c.shape_.n_q_heads),
-          n(layer.length),
-          n_pos(n_pos_),
-          n_flat(n_pos_ * g),
-          n_blocks((n_flat + detail::kMaxBlockQueries - 1) / detail::kMaxBlockQueries),
-          kk(layer.k.counts.size()),
-          vk(layer.v.counts.size()) {
-      for (std::size_t j = 0; j < L.k.counts.size(); ++j) {
-        kk.data()[j] = detail::resolve_kernels(L.k.codecs[j], c.int8_scores_);
-        max_k_tile = std::max(max_k_tile, L.k.codecs[j].tokens_per_tile());
-      }
-      for (std::size_t j = 0; j < L.v.counts.size(); ++j) {
-        vk.data()[j] = detail::resolve_kernels(L.v.codecs[j]);
-        max_v_tile = std::max(max_v_tile, L.v.codecs[j].tokens_per_tile());
-      }
-    }
+    LayerPass(const Cache& c, const Layer& layer, std::size_t n_pos_, const float* q_, float* out_, float scale_);
     std::size_t jobs(std::size_t n_kv_heads) const noexcept { return n_kv_heads * n_blocks; }
     std::size_t block_size(std::size_t b) const noexcept {
       return std::min(detail::kMaxBlockQueries, n_flat - b * detail::kMaxBlockQueries);
@@ -438,35 +247,13 @@ class Cache {
       return detail::Partial{p, p + detail::kMaxBlockQueries, p + 2 * detail::kMaxBlockQueries};
     }
     // Runs job over [begin, end); p == nullptr: into the thread's own partial.
-    detail::Partial run(std::size_t job, std::size_t begin, std::size_t end, float* p) const {
-      thread_local StreamRuns kr, vr;
-      const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
-      const std::size_t per = partial_floats + detail::kMaxBlockQueries * d;
-      detail::FusedWorkspace& ws = detail::thread_workspace();
-      ws.reserve(detail::kMaxBlockQueries, d, max_k_tile, max_v_tile);
-      if (ws.partial.size() < per) ws.partial.resize(per);
-      const float* qs[detail::kMaxBlockQueries];
-      std::uint32_t visible[detail::kMaxBlockQueries];
-      for (std::size_t i = 0; i < nq; ++i) {
-        qs[i] = q + offset(h, b, i);
-        visible[i] = static_cast<std::uint32_t>(n - n_pos + (b * detail::kMaxBlockQueries + i) / g + 1);
-      }
-      stream_runs(L.k, h, kk.data(), kr);
-      stream_runs(L.v, h, vk.data(), vr);
-      const detail::QueryBlock qb{nq, qs, visible, scale};
-      const detail::Partial part = as_partial(p ? p : ws.partial.data());
-      detail::attend_range(kr.runs, kr.kernels, vr.runs, vr.kernels, d, qb, begin, end, ws, part);
-      return part;
-    }
-    void write_out(std::size_t job, const detail::Partial& p) const {
-      const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
-      for (std::size_t i = 0; i < nq; ++i) {
-        float* o = out + offset(h, b, i);
-        const float inv = 1.0f / p.l[i];
-        for (std::size_t t = 0; t < d; ++t) o[t] = p.acc[i * d + t] * inv;
-      }
-    }
+    detail::Partial run(std::size_t job, std::size_t begin, std::size_t end, float* p) const;
+    void write_out(std::size_t job, const detail::Partial& p) const;
   };
+  // The token-range bounds of a multi-range pass (fused_attend).
+  static void range_bounds(const Layer& L, const LayerPass& pass, std::size_t n_ranges, std::size_t* bounds);
+  // Merges each job's ranges' partials and writes its output.
+  static void merge_ranges(const LayerPass& pass, std::size_t jobs, std::size_t n_ranges, float* partials);
 
   template <class ParallelFor>
   void fused_attend(const Layer& L, std::size_t n_pos, const float* q, float* out, float scale,
@@ -483,16 +270,7 @@ class Cache {
       return;
     }
     detail::Scratch<std::size_t, 65> bounds(n_ranges + 1);
-    {
-      StreamRuns kr, vr;
-      stream_runs(L.k, 0, pass.kk.data(), kr);
-      stream_runs(L.v, 0, pass.vk.data(), vr);
-      const std::span<const detail::TileRun> ks(kr.runs), vs(vr.runs);
-      bounds.data()[0] = 0;
-      for (std::size_t r = 1; r < n_ranges; ++r)
-        bounds.data()[r] = std::max(bounds.data()[r - 1], detail::common_boundary(ks, vs, r * n / n_ranges, n));
-      bounds.data()[n_ranges] = n;
-    }
+    range_bounds(L, pass, n_ranges, bounds.data());
     // Partials (m, l: kMaxBlockQueries each; acc: kMaxBlockQueries x d), one
     // per job and range, merged here.
     const std::size_t per = LayerPass::partial_floats + kMaxBlockQueries * d;
@@ -503,13 +281,7 @@ class Cache {
       const std::size_t job = task / n_ranges, r = task % n_ranges;
       pass.run(job, bounds.data()[r], bounds.data()[r + 1], sbase + task * per);
     });
-    for (std::size_t job = 0; job < jobs; ++job) {
-      const detail::Partial p = LayerPass::as_partial(sbase + job * n_ranges * per);
-      for (std::size_t r = 1; r < n_ranges; ++r)
-        detail::merge_partials(p, LayerPass::as_partial(sbase + (job * n_ranges + r) * per),
-                               pass.block_size(job % pass.n_blocks), d);
-      pass.write_out(job, p);
-    }
+    merge_ranges(pass, jobs, n_ranges, sbase);
   }
 
   // f(codec, first position, tiles, n_tiles, segment) for every page of one
@@ -525,16 +297,8 @@ class Cache {
       });
     }
   }
-  static std::size_t layer_capacity(const Layer& L) noexcept {
-    return L.k.page_capacity() + L.v.page_capacity() + L.k.log_bytes() + L.v.log_bytes();
-  }
-
-  MemoryUse layer_use(const Layer& L) const {
-    MemoryUse u = detail::stream_use(L.k.layout, L.k.counts, L.k.log_bytes(), shape_.n_kv_heads, shape_.head_dim);
-    u += detail::stream_use(L.v.layout, L.v.counts, L.v.log_bytes(), shape_.n_kv_heads, shape_.head_dim);
-    u.tokens = L.length;
-    return u;
-  }
+  static std::size_t layer_capacity(const Layer& L) noexcept;
+  MemoryUse layer_use(const Layer& L) const;
 
   ModelShape shape_;
   CacheSpec spec_;
@@ -543,6 +307,350 @@ class Cache {
   std::vector<Layer> layers_;
   bool int8_scores_ = true;
 };
+
+#if KVQ_COMPILED_DEFINITIONS
+KVQ_COMPILED_INLINE Cache::Cache(ModelShape shape, CacheSpec spec, CodecFactory make)
+    : Cache(std::move(shape), std::move(spec), std::move(make), std::make_shared<detail::PagePool>()) {}
+
+KVQ_COMPILED_INLINE Cache::Cache(const Cache& o) : Cache(o.shape_, o.spec_, o.make_, o.pool_) { copy_from(o, false); }
+
+KVQ_COMPILED_INLINE Cache& Cache::operator=(const Cache& o) {
+  if (this != &o) {
+    Cache c(o);
+    swap(c);
+  }
+  return *this;
+}
+
+KVQ_COMPILED_INLINE Cache::Cache(Cache&&) noexcept = default;
+
+KVQ_COMPILED_INLINE Cache& Cache::operator=(Cache&& o) noexcept {
+  Cache old(std::move(o));
+  swap(old);
+  return *this;
+}
+
+KVQ_COMPILED_INLINE Cache::~Cache() = default;
+
+KVQ_COMPILED_INLINE Cache Cache::fork() const {
+  Cache c(shape_, spec_, make_, pool_);
+  c.copy_from(*this, true);
+  return c;
+}
+
+KVQ_COMPILED_INLINE std::size_t Cache::length(std::size_t layer) const {
+  return layers_[ordinal(layer, "length")].length;
+}
+
+KVQ_COMPILED_INLINE void Cache::append(std::size_t layer, std::size_t n, const float* k, const float* v) {
+  Layer& L = layers_[ordinal(layer, "append")];
+  if (n == 0) return;
+  detail::require(k != nullptr && v != nullptr, Errc::invalid_argument, "append: k or v is null");
+  detail::require(n <= shape_.max_context - L.length, Errc::out_of_range,
+                  "append: " + std::to_string(n) + " tokens on layer " + std::to_string(layer) + " holding " +
+                      std::to_string(L.length) + " exceed max_context " + std::to_string(shape_.max_context));
+  check_tokens("k", k, n);
+  check_tokens("v", v, n);
+  const std::size_t bound =
+      detail::Allowance::needs_bound(*pool_) ? L.k.append_bound(L.length, n) + L.v.append_bound(L.length, n) : 0;
+  detail::Allowance a(*pool_, bound, "append");
+  const std::size_t stride = shape_.n_kv_heads * shape_.head_dim;
+  for (std::size_t t = 0; t < n; ++t) {
+    ++L.length;
+    L.k.append(k + t * stride, L.length, a);
+    L.v.append(v + t * stride, L.length, a);
+  }
+}
+
+KVQ_COMPILED_INLINE void Cache::attend(std::size_t layer, std::size_t n_pos, const float* q, float* out,
+                                       std::optional<float> scale) const {
+  attend(layer, n_pos, q, out, detail::SerialFor{}, 1, scale);
+}
+
+KVQ_COMPILED_INLINE void Cache::attend(std::size_t layer, std::size_t n_pos, const float* q, float* out,
+                                       kernels::ThreadPool& pool, std::optional<float> scale) const {
+  attend(layer, n_pos, q, out, pool, pool.size(), scale);
+}
+
+KVQ_COMPILED_INLINE float Cache::attend_scale(const Layer& L, std::size_t layer, std::size_t n_pos, const float* q,
+                                              float* out, std::optional<float> scale) const {
+  detail::require(q != nullptr && out != nullptr, Errc::invalid_argument, "attend: q or out is null");
+  if (L.length == 0)
+    detail::fail(Errc::invalid_argument,
+                 "attend: layer " + std::to_string(layer) + " is empty (append K/V before attending)");
+  if (n_pos == 0 || n_pos > L.length)
+    detail::fail(Errc::out_of_range, "attend: n_pos " + std::to_string(n_pos) + " not in 1.." + std::to_string(L.length));
+  const float s = scale.value_or(1.0f / std::sqrt(static_cast<float>(shape_.head_dim)));
+  detail::require(std::isfinite(s), Errc::invalid_argument, "attend: scale is not finite");
+  return s;
+}
+
+KVQ_COMPILED_INLINE void Cache::scores(std::size_t layer, std::size_t q_head, const float* q, float* out) const {
+  const Layer& L = layers_[ordinal(layer, "scores")];
+  const std::size_t h = kv_head_of(q_head, "scores");
+  for_each_run(L.k, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t) {
+    detail::segment_scores(c, q, 1, shape_.head_dim, tiles, nt, out + first, 0);
+  });
+}
+
+KVQ_COMPILED_INLINE void Cache::accumulate(std::size_t layer, std::size_t q_head, const float* weights,
+                                           float* out) const {
+  const Layer& L = layers_[ordinal(layer, "accumulate")];
+  const std::size_t h = kv_head_of(q_head, "accumulate");
+  std::fill(out, out + shape_.head_dim, 0.0f);
+  for_each_run(L.v, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t) {
+    detail::segment_accumulate(c, weights + first, 1, 0, tiles, nt, out, 0);
+  });
+}
+
+KVQ_COMPILED_INLINE void Cache::truncate(std::size_t position) {
+  std::size_t bound = 0;
+  if (detail::Allowance::needs_bound(*pool_))
+    for (const Layer& L : layers_)
+      if (L.length > position) bound += L.k.truncate_bound(position) + L.v.truncate_bound(position);
+  detail::Allowance a(*pool_, bound, "truncate");
+  for (Layer& L : layers_) {
+    if (L.length <= position) continue;
+    L.k.truncate(position, a);
+    L.v.truncate(position, a);
+    L.length = position;
+  }
+}
+
+KVQ_COMPILED_INLINE std::size_t Cache::exact_rollback_floor(std::size_t layer) const {
+  const Layer& L = layers_[ordinal(layer, "exact_rollback_floor")];
+  return std::max(L.k.floor, L.v.floor);
+}
+
+KVQ_COMPILED_INLINE void Cache::clear() {
+  for (Layer& L : layers_) {
+    L.length = 0;
+    L.k.clear();
+    L.v.clear();
+  }
+}
+
+KVQ_COMPILED_INLINE std::vector<SegmentView> Cache::segments(std::size_t layer, StreamKind kind,
+                                                             std::size_t kv_head) const {
+  const Layer& L = layers_[ordinal(layer, "segments")];
+  detail::require(kv_head < shape_.n_kv_heads, Errc::out_of_range,
+                  "segments: kv_head " + std::to_string(kv_head) + " >= n_kv_heads");
+  const detail::Stream& s = kind == StreamKind::key ? L.k : L.v;
+  std::vector<SegmentView> views;
+  std::size_t first = 0;
+  for (std::size_t j = 0; j < s.counts.size(); ++j) {
+    const AnyCodec& c = s.codecs[j];
+    if (s.counts[j] == 0) views.push_back({&c, first, 0, {}, j});
+    s.data[j][kv_head].for_each_page([&](const std::byte* tiles, std::size_t nt) {
+      views.push_back({&c, first, nt * c.tokens_per_tile(), {tiles, nt * c.bytes_per_tile()}, j});
+      first += nt * c.tokens_per_tile();
+    });
+  }
+  return views;
+}
+
+KVQ_COMPILED_INLINE MemoryUse Cache::memory(std::size_t layer) const {
+  return layer_use(layers_[ordinal(layer, "memory")]);
+}
+
+KVQ_COMPILED_INLINE MemoryReport Cache::memory() const {
+  MemoryReport r;
+  for (const Layer& L : layers_) {
+    r.layers.push_back(layer_use(L));
+    r.total += r.layers.back();
+  }
+  return r;
+}
+
+KVQ_COMPILED_INLINE std::size_t Cache::bytes_used() const { return memory().total.total_bytes(); }
+KVQ_COMPILED_INLINE std::size_t Cache::bytes_used(std::size_t layer) const { return memory(layer).total_bytes(); }
+
+KVQ_COMPILED_INLINE std::size_t Cache::capacity_bytes() const noexcept {
+  std::size_t b = 0;
+  for (const Layer& L : layers_) b += layer_capacity(L);
+  return b;
+}
+
+KVQ_COMPILED_INLINE std::size_t Cache::capacity_bytes(std::size_t layer) const {
+  return layer_capacity(layers_[ordinal(layer, "capacity_bytes")]);
+}
+
+KVQ_COMPILED_INLINE void Cache::swap(Cache& other) noexcept {
+  std::swap(shape_, other.shape_);
+  std::swap(spec_, other.spec_);
+  std::swap(make_, other.make_);
+  std::swap(pool_, other.pool_);
+  std::swap(layers_, other.layers_);
+  std::swap(int8_scores_, other.int8_scores_);
+}
+
+KVQ_COMPILED_INLINE Cache::Cache(ModelShape shape, CacheSpec spec, CodecFactory make,
+                                 std::shared_ptr<detail::PagePool> pool)
+    : shape_(std::move(shape)), spec_(std::move(spec)), make_(std::move(make)), pool_(std::move(pool)) {
+  shape_.validate();
+  spec_.validate(shape_);
+  layers_.reserve(shape_.n_kv_layers());
+  for (std::size_t o = 0; o < shape_.n_kv_layers(); ++o) {
+    layers_.push_back(Layer{0,
+                            detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::key),
+                                           shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_, 2 * o),
+                            detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::value),
+                                           shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
+                                           2 * o + 1)});
+  }
+}
+
+KVQ_COMPILED_INLINE void Cache::copy_from(const Cache& o, bool share_pages) {
+  std::size_t bound = 0;
+  for (const Layer& L : o.layers_) bound += L.k.copy_bound(share_pages) + L.v.copy_bound(share_pages);
+  detail::Allowance a(*pool_, bound, share_pages ? "fork" : "copy");
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i].length = o.layers_[i].length;
+    layers_[i].k.copy_from(o.layers_[i].k, share_pages, a);
+    layers_[i].v.copy_from(o.layers_[i].v, share_pages, a);
+  }
+}
+
+KVQ_COMPILED_INLINE std::size_t Cache::ordinal(std::size_t layer, const char* op) const {
+  const long o = shape_.kv_ordinal(layer);
+  if (o < 0) {
+    if (layer >= shape_.n_layers)
+      detail::fail(Errc::out_of_range, std::string(op) + ": layer " + std::to_string(layer) + " >= n_layers " +
+                                           std::to_string(shape_.n_layers));
+    detail::fail(Errc::out_of_range,
+                 std::string(op) + ": layer " + std::to_string(layer) + " has no KV cache (not in kv_layers)");
+  }
+  return static_cast<std::size_t>(o);
+}
+
+KVQ_COMPILED_INLINE std::size_t Cache::kv_head_of(std::size_t q_head, const char* op) const {
+  detail::require(q_head < shape_.n_q_heads, Errc::out_of_range,
+                  std::string(op) + ": q_head " + std::to_string(q_head) + " >= n_q_heads " +
+                      std::to_string(shape_.n_q_heads));
+  return q_head / shape_.group_size();
+}
+
+KVQ_COMPILED_INLINE void Cache::check_tokens(const char* what, const float* x, std::size_t n) const {
+  const std::size_t d = shape_.head_dim;
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::size_t h = 0; h < shape_.n_kv_heads; ++h) {
+      const float* row = x + (t * shape_.n_kv_heads + h) * d;
+      double sq = 0.0;
+      for (std::size_t i = 0; i < d; ++i) {
+        if (!std::isfinite(row[i]))
+          detail::fail(Errc::non_finite, std::string("append: ") + what + "[token " + std::to_string(t) + "][head " +
+                                             std::to_string(h) + "][" + std::to_string(i) + "] is not finite");
+        sq += double(row[i]) * double(row[i]);
+      }
+      if (std::sqrt(sq) > max_vector_norm)
+        detail::fail(Errc::out_of_range, std::string("append: ") + what + "[token " + std::to_string(t) + "][head " +
+                                             std::to_string(h) + "] has norm " + std::to_string(std::sqrt(sq)) +
+                                             " > 65504 (the cache's input domain)");
+    }
+}
+
+KVQ_COMPILED_INLINE void Cache::stream_runs(const detail::Stream& s, std::size_t head,
+                                            const detail::RunKernels* seg_kernels, StreamRuns& out) {
+  out.runs.clear();
+  out.kernels.clear();
+  for_each_run(s, head, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t j) {
+    out.runs.push_back({&c, first, tiles, nt, c.tokens_per_tile(), c.bytes_per_tile()});
+    out.kernels.push_back(seg_kernels[j]);
+  });
+}
+
+KVQ_COMPILED_INLINE Cache::LayerPass::LayerPass(const Cache& c, const Layer& layer, std::size_t n_pos_,
+                                                const float* q_, float* out_, float scale_)
+    : L(layer),
+      q(q_),
+      out(out_),
+      scale(scale_),
+      d(c.shape_.head_dim),
+      g(c.shape_.group_size()),
+      hq(c.shape_.n_q_heads),
+      n(layer.length),
+      n_pos(n_pos_),
+      n_flat(n_pos_ * g),
+      n_blocks((n_flat + detail::kMaxBlockQueries - 1) / detail::kMaxBlockQueries),
+      kk(layer.k.counts.size()),
+      vk(layer.v.counts.size()) {
+  for (std::size_t j = 0; j < L.k.counts.size(); ++j) {
+    kk.data()[j] = detail::resolve_kernels(L.k.codecs[j], c.int8_scores_);
+    max_k_tile = std::max(max_k_tile, L.k.codecs[j].tokens_per_tile());
+  }
+  for (std::size_t j = 0; j < L.v.counts.size(); ++j) {
+    vk.data()[j] = detail::resolve_kernels(L.v.codecs[j]);
+    max_v_tile = std::max(max_v_tile, L.v.codecs[j].tokens_per_tile());
+  }
+}
+
+KVQ_COMPILED_INLINE detail::Partial Cache::LayerPass::run(std::size_t job, std::size_t begin, std::size_t end,
+                                                          float* p) const {
+  thread_local StreamRuns kr, vr;
+  const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
+  const std::size_t per = partial_floats + detail::kMaxBlockQueries * d;
+  detail::FusedWorkspace& ws = detail::thread_workspace();
+  ws.reserve(detail::kMaxBlockQueries, d, max_k_tile, max_v_tile);
+  if (ws.partial.size() < per) ws.partial.resize(per);
+  const float* qs[detail::kMaxBlockQueries];
+  std::uint32_t visible[detail::kMaxBlockQueries];
+  for (std::size_t i = 0; i < nq; ++i) {
+    qs[i] = q + offset(h, b, i);
+    visible[i] = static_cast<std::uint32_t>(n - n_pos + (b * detail::kMaxBlockQueries + i) / g + 1);
+  }
+  stream_runs(L.k, h, kk.data(), kr);
+  stream_runs(L.v, h, vk.data(), vr);
+  const detail::QueryBlock qb{nq, qs, visible, scale};
+  const detail::Partial part = as_partial(p ? p : ws.partial.data());
+  detail::attend_range(kr.runs, kr.kernels, vr.runs, vr.kernels, d, qb, begin, end, ws, part);
+  return part;
+}
+
+KVQ_COMPILED_INLINE void Cache::LayerPass::write_out(std::size_t job, const detail::Partial& p) const {
+  const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
+  for (std::size_t i = 0; i < nq; ++i) {
+    float* o = out + offset(h, b, i);
+    const float inv = 1.0f / p.l[i];
+    for (std::size_t t = 0; t < d; ++t) o[t] = p.acc[i * d + t] * inv;
+  }
+}
+
+KVQ_COMPILED_INLINE void Cache::range_bounds(const Layer& L, const LayerPass& pass, std::size_t n_ranges,
+                                             std::size_t* bounds) {
+  const std::size_t n = L.length;
+  StreamRuns kr, vr;
+  stream_runs(L.k, 0, pass.kk.data(), kr);
+  stream_runs(L.v, 0, pass.vk.data(), vr);
+  const std::span<const detail::TileRun> ks(kr.runs), vs(vr.runs);
+  bounds[0] = 0;
+  for (std::size_t r = 1; r < n_ranges; ++r)
+    bounds[r] = std::max(bounds[r - 1], detail::common_boundary(ks, vs, r * n / n_ranges, n));
+  bounds[n_ranges] = n;
+}
+
+KVQ_COMPILED_INLINE void Cache::merge_ranges(const LayerPass& pass, std::size_t jobs, std::size_t n_ranges,
+                                             float* partials) {
+  const std::size_t per = LayerPass::partial_floats + detail::kMaxBlockQueries * pass.d;
+  for (std::size_t job = 0; job < jobs; ++job) {
+    const detail::Partial p = LayerPass::as_partial(partials + job * n_ranges * per);
+    for (std::size_t r = 1; r < n_ranges; ++r)
+      detail::merge_partials(p, LayerPass::as_partial(partials + (job * n_ranges + r) * per),
+                             pass.block_size(job % pass.n_blocks), pass.d);
+    pass.write_out(job, p);
+  }
+}
+
+KVQ_COMPILED_INLINE std::size_t Cache::layer_capacity(const Layer& L) noexcept {
+  return L.k.page_capacity() + L.v.page_capacity() + L.k.log_bytes() + L.v.log_bytes();
+}
+
+KVQ_COMPILED_INLINE MemoryUse Cache::layer_use(const Layer& L) const {
+  MemoryUse u = detail::stream_use(L.k.layout, L.k.counts, L.k.log_bytes(), shape_.n_kv_heads, shape_.head_dim);
+  u += detail::stream_use(L.v.layout, L.v.counts, L.v.log_bytes(), shape_.n_kv_heads, shape_.head_dim);
+  u.tokens = L.length;
+  return u;
+}
+#endif  // KVQ_COMPILED_DEFINITIONS
 
 namespace detail {
 template <class... Cs>

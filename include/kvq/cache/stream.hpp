@@ -31,6 +31,7 @@
 #include <kvq/cache/model_shape.hpp>
 #include <kvq/cache/paged_run.hpp>
 #include <kvq/codec/registry.hpp>
+#include <kvq/core/compiled.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -50,12 +51,16 @@ namespace kvq {
 // also knows its own compile-time codec types.
 using CodecFactory = std::function<AnyCodec(std::string_view name, std::size_t head_dim)>;
 
-// The registry plus the exact formats "f32" and "f16".
-inline AnyCodec default_codec_factory(std::string_view name, std::size_t head_dim) {
+// The registry plus the exact formats "f32" and "f16". Out of line with
+// KVQ_EXTERN_KERNELS (core/compiled.hpp), as the registry is.
+AnyCodec default_codec_factory(std::string_view name, std::size_t head_dim);
+#if KVQ_COMPILED_DEFINITIONS
+KVQ_COMPILED_INLINE AnyCodec default_codec_factory(std::string_view name, std::size_t head_dim) {
   if (name == ExactF32::name) return AnyCodec(ExactF32(head_dim));
   if (name == ExactF16::name) return AnyCodec(ExactF16(head_dim));
   return make_codec(name, head_dim);
 }
+#endif
 
 enum class StreamKind { key, value };
 

@@ -5,3 +5,9 @@
 
 #include <kvq/cache/cache_spec.hpp>
 #include <kvq/codec/registry.hpp>
+// Header-only, cache.hpp defines its members inline wherever it is included;
+// here (through definitions.hpp) it would come inside dispatch.hpp, which it
+// includes.
+#if defined(KVQ_EXTERN_KERNELS)
+#include <kvq/cache/cache.hpp>
+#endif

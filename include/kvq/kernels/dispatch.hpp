@@ -57,6 +57,11 @@ inline const char* target_name() { return entry::KernelTargetName(); }
 // bits): the run-time choice is the best of these the CPU supports. With
 // KVQ_STATIC_DISPATCH_ONLY, the static target alone.
 inline std::int64_t compiled_targets() { return entry::KernelCompiledTargets(); }
+// The integer dot product the int8-query scores (int8_query.hpp) run on this
+// CPU: "vnni" (AVX3_DL), "maddubs" (AVX3, AVX2, SSE4, SSSE3), "sdot" (NEON on a
+// CPU with the ARMv8.2 dot product: chosen at run time), "neon-widening" (NEON
+// without it), "widening" (other SIMD targets), "scalar".
+inline const char* int8_dot_path() { return entry::Int8DotPath(); }
 
 // Every kernel works in the codec's *working space* (codec.hpp): queries are
 // codec.prepare_query(q) and accumulators are mapped back with

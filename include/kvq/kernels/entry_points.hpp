@@ -90,6 +90,7 @@ using TargetMaskKernel = std::int64_t();
   X(RowKernel, AccumulateQ8_0) X(RowKernel, AccumulateQ4_0) X(RowKernel, AccumulateQ4_1)                     \
   X(RowKernel, AccumulateQ3_1) X(RowKernel, AccumulateQ2_1)
 #define KVQ_INT8_QUERY_ENTRY_POINTS(X)                                                                      \
+  X(TargetNameKernel, Int8DotPath)                                                                          \
   X(QuantizeKernel, QuantizeQueriesInt8) X(Int8ScoresKernel, ScoresInt8Q8_0)                                 \
   X(Int8ScoresKernel, ScoresInt8Q4_0) X(Int8ScoresKernel, ScoresInt8Q4_1) X(Int8ScoresKernel, ScoresInt8Q3_1)   \
   X(Int8ScoresKernel, ScoresInt8Q2_1)

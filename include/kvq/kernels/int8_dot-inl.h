@@ -27,7 +27,15 @@
 //                         maddubs (AVX2, AVX-512 without VNNI, SSSE3/SSE4) the
 //                         sign moves to the query: |c| * (sign(c) q), which
 //                         cannot saturate int16 since |q| <= 127.
-// Query codes are in [-127, 127] on every path.
+// Query codes are in [-127, 127] on every path. TargetDot bundles both for the
+// driver (int8_query-inl.h), which is compiled once per dot-product type.
+//
+// NEON: sdot (ARMv8.2 dot product) is optional, and Highway 1.0.3's NEON
+// target is ARMv8.0 (+crypto). Unless the compiler flags already have it
+// (__ARM_FEATURE_DOTPROD: DotSmall and DotSigned are sdot), GCC on Linux
+// compiles the int8 scores twice, with TargetDot (portable widening) and with
+// SdotDot, and the entry point picks one per call from the CPU's
+// HWCAP_ASIMDDP bit. Int8DotPath() names the path in use.
 #include <kvq/core/half.hpp>
 
 #include <cstddef>
@@ -43,8 +51,26 @@
 
 #include <hwy/highway.h>
 
-#if HWY_TARGET == HWY_NEON && defined(__ARM_FEATURE_DOTPROD)
+#if HWY_TARGET == HWY_NEON
 #include <arm_neon.h>
+#endif
+
+// The run-time sdot choice (see above): the CPU test, once for every copy of
+// this header (only NEON uses it).
+#if HWY_ARCH_ARM_A64 && !defined(__ARM_FEATURE_DOTPROD) && HWY_COMPILER_GCC_ACTUAL && defined(__linux__)
+#ifndef KVQ_INT8_SDOT_AT_RUN_TIME
+#define KVQ_INT8_SDOT_AT_RUN_TIME 1
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)  // asm/hwcap.h, Linux 4.15+
+#endif
+namespace kvq::kernels::cpu {
+inline bool has_sdot() {
+  static const bool has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  return has;
+}
+}  // namespace kvq::kernels::cpu
+#endif
 #endif
 
 HWY_BEFORE_NAMESPACE();
@@ -180,6 +206,34 @@ HWY_INLINE VI DotSigned(const SignedKey& k, VI8 q, VI acc) {
 }
 #endif
 
+// The dot products of this target, for the driver's Dot parameter.
+struct TargetDot {
+  static HWY_INLINE VI Small(VB k, VI8 q, VI acc) { return DotSmall(k, q, acc); }
+  static HWY_INLINE VI Signed(const SignedKey& k, VI8 q, VI acc) { return DotSigned(k, q, acc); }
+};
+
+#if HWY_TARGET == HWY_NEON && KVQ_INT8_SDOT_AT_RUN_TIME
+// sdot for the run-time choice, with the portable form's SignedKey (the codes)
+// and 4 bytes of one block per int32 lane. Inline assembly, as Dpbusd: the
+// intrinsic (vdotq_s32) needs an ARMv8.2+dotprod target attribute on every
+// function it is inlined into, and GCC 12 then refuses to inline the NEON
+// driver's templates into them ("target specific option mismatch"). The
+// directive lets the assembler accept sdot in this ARMv8.0 code (binutils
+// 2.40 takes +dotprod only on ARMv8.2; it holds to the function's end, which
+// GCC compiled for ARMv8.0 + crypto, a subset); the entry point runs it only
+// where HWCAP_ASIMDDP says the CPU has it.
+HWY_INLINE VI Sdot(VI acc, VI8 a, VI8 b) {
+  int32x4_t r = acc.raw;
+  asm(".arch armv8.2-a+crypto+dotprod\n\tsdot %0.4s, %1.16b, %2.16b" : "+w"(r) : "w"(a.raw), "w"(b.raw));
+  return VI{r};
+}
+struct SdotDot {
+  // Codes of at most 127: the same as signed bytes.
+  static HWY_INLINE VI Small(VB k, VI8 q, VI acc) { return Sdot(acc, hn::BitCast(DI8(), k), q); }
+  static HWY_INLINE VI Signed(const SignedKey& k, VI8 q, VI acc) { return Sdot(acc, k.codes, q); }
+};
+#endif
+
 // ---------------------------------------------------------------------------
 // Loads of a group of N (<= kGroupBlocks) blocks of one row, block b at
 // p + b * stride. A missing second block reads as zeros (never read).
@@ -255,9 +309,29 @@ HWY_INLINE void GroupScaleMin(const std::uint8_t* f, std::size_t, VF& d, VF& m) 
 
 #else
 inline constexpr int kSignedBias = 0;
+struct TargetDot {};  // unused: SCALAR runs the reference's loop
 #endif  // HWY_TARGET != HWY_SCALAR
 
 }  // namespace int8_dot
+
+// Which int8 dot product this target's int8 scores use on this CPU.
+inline const char* Int8DotPath() {
+#if HWY_TARGET == HWY_SCALAR
+  return "scalar";
+#elif KVQ_INT8_VNNI
+  return "vnni";
+#elif KVQ_INT8_MADDUBS
+  return "maddubs";
+#elif HWY_TARGET == HWY_NEON && defined(__ARM_FEATURE_DOTPROD)
+  return "sdot";
+#elif HWY_TARGET == HWY_NEON && KVQ_INT8_SDOT_AT_RUN_TIME
+  return ::kvq::kernels::cpu::has_sdot() ? "sdot" : "neon-widening";
+#elif HWY_TARGET == HWY_NEON
+  return "neon-widening";
+#else
+  return "widening";
+#endif
+}
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels
 HWY_AFTER_NAMESPACE();

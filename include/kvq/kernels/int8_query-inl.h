@@ -115,8 +115,9 @@ HWY_INLINE const std::uint8_t* BiasSection(const std::uint8_t* qq, std::size_t s
   return qq;  // unused
 }
 
-// Blocks [b, b + N) of rows [0, R) for queries [0, G), into acc.
-template <class Fmt, std::size_t R, std::size_t G, std::size_t N>
+// Blocks [b, b + N) of rows [0, R) for queries [0, G), into acc, with Dot's
+// dot products (int8_dot-inl.h).
+template <class Fmt, class Dot, std::size_t R, std::size_t G, std::size_t N>
 HWY_INLINE void ScoresInt8Group(const std::uint8_t* HWY_RESTRICT qq, std::size_t q_bytes, std::size_t sec,
                                 const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes, std::size_t b,
                                 VF (&acc)[R][G]) {
@@ -148,9 +149,9 @@ HWY_INLINE void ScoresInt8Group(const std::uint8_t* HWY_RESTRICT qq, std::size_t
         VI s = Fmt::kInt8Bias ? hn::LoadU(di, reinterpret_cast<const std::int32_t*>(qbias + o)) : hn::Zero(di);
         const VI8 qv = hn::LoadU(di8, reinterpret_cast<const std::int8_t*>(qc + o));
         if constexpr (Fmt::kInt8Signed)
-          s = DotSigned(sk[v], qv, s);
+          s = Dot::Signed(sk[v], qv, s);
         else
-          s = DotSmall(k[v], qv, s);
+          s = Dot::Small(k[v], qv, s);
         const VF scale = hn::Mul(d, hn::LoadU(df, reinterpret_cast<const float*>(qstep + o)));
         acc[r][g] = hn::MulAdd(hn::ConvertTo(df, s), scale, acc[r][g]);
         if constexpr (Fmt::kInt8Min)
@@ -160,7 +161,7 @@ HWY_INLINE void ScoresInt8Group(const std::uint8_t* HWY_RESTRICT qq, std::size_t
   }
 }
 
-template <class Fmt>
+template <class Fmt, class Dot>
 struct Int8ScoresTile {
   const std::uint8_t* qq;
   std::size_t q_bytes, sec;
@@ -179,9 +180,9 @@ struct Int8ScoresTile {
     const std::uint8_t* r0 = rows + t * row_bytes;
     std::size_t b = 0;
     for (; b + kGroupBlocks <= n_blocks; b += kGroupBlocks)
-      ScoresInt8Group<Fmt, R, G, kGroupBlocks>(q0, q_bytes, sec, r0, row_bytes, b, acc);
+      ScoresInt8Group<Fmt, Dot, R, G, kGroupBlocks>(q0, q_bytes, sec, r0, row_bytes, b, acc);
     if constexpr (kGroupBlocks == 2)
-      if (b < n_blocks) ScoresInt8Group<Fmt, R, G, 1>(q0, q_bytes, sec, r0, row_bytes, b, acc);
+      if (b < n_blocks) ScoresInt8Group<Fmt, Dot, R, G, 1>(q0, q_bytes, sec, r0, row_bytes, b, acc);
     StoreScores<R, G>(acc, out + g * out_stride + t, out_stride);
   }
 };
@@ -189,7 +190,7 @@ struct Int8ScoresTile {
 
 // out[g * out_stride + t] = int8 score of query g (Int8Queries layout at
 // `qq`) and row t, for n_q queries and n_rows rows of format Fmt.
-template <class Fmt>
+template <class Fmt, class Dot = int8_dot::TargetDot>
 HWY_INLINE void ScoresInt8(const std::byte* qq_in, std::size_t n_q, const std::byte* rows_in, std::size_t n_rows,
                            std::size_t head_dim, float* out, std::size_t out_stride) {
   const auto* qq = reinterpret_cast<const std::uint8_t*>(qq_in);
@@ -197,7 +198,7 @@ HWY_INLINE void ScoresInt8(const std::byte* qq_in, std::size_t n_q, const std::b
   const std::size_t n_blocks = head_dim / 32, n_pb = (n_blocks + 1) / 2 * 2, sec = n_pb * kSection;
   const std::size_t q_bytes = Int8Queries::kSections * sec, row_bytes = n_blocks * Fmt::kBytes;
 #if HWY_TARGET != HWY_SCALAR
-  const Int8ScoresTile<Fmt> tile{qq, q_bytes, sec, rows, row_bytes, n_blocks, out, out_stride};
+  const Int8ScoresTile<Fmt, Dot> tile{qq, q_bytes, sec, rows, row_bytes, n_blocks, out, out_stride};
   ScoresDriver(tile, n_q, rows, n_rows, row_bytes);
 #else
   // The reference's loop over the same layout.
@@ -224,12 +225,24 @@ HWY_INLINE void ScoresInt8(const std::byte* qq_in, std::size_t n_q, const std::b
 }  // namespace int8_query
 
 // Entry point of a format's int8 scores (HWY_EXPORT needs plain functions).
+// NEON with the run-time sdot choice (int8_dot-inl.h): two compiled drivers.
 #undef KVQ_INT8_SCORES_ENTRY_POINT
+#if HWY_TARGET == HWY_NEON && KVQ_INT8_SDOT_AT_RUN_TIME
+#define KVQ_INT8_SCORES_ENTRY_POINT(NS, FMT)                                                                 \
+  inline void ScoresInt8##FMT(const std::byte* qq, std::size_t n_q, const std::byte* rows, std::size_t n_rows, \
+                              std::size_t head_dim, float* out, std::size_t out_stride) {                     \
+    if (::kvq::kernels::cpu::has_sdot())                                                                     \
+      int8_query::ScoresInt8<NS::FMT, int8_dot::SdotDot>(qq, n_q, rows, n_rows, head_dim, out, out_stride);    \
+    else                                                                                                     \
+      int8_query::ScoresInt8<NS::FMT>(qq, n_q, rows, n_rows, head_dim, out, out_stride);                      \
+  }
+#else
 #define KVQ_INT8_SCORES_ENTRY_POINT(NS, FMT)                                                                 \
   inline void ScoresInt8##FMT(const std::byte* qq, std::size_t n_q, const std::byte* rows, std::size_t n_rows, \
                               std::size_t head_dim, float* out, std::size_t out_stride) {                     \
     int8_query::ScoresInt8<NS::FMT>(qq, n_q, rows, n_rows, head_dim, out, out_stride);                        \
   }
+#endif
 
 inline void QuantizeQueriesInt8(const float* q, std::size_t n_q, std::size_t q_stride, std::size_t head_dim,
                                 std::byte* out) {
