@@ -141,6 +141,60 @@ KVQ_KERNELS_INT8_WRAPPERS(kvq::Q3_1, Q3_1)
 KVQ_KERNELS_INT8_WRAPPERS(kvq::Q2_1, Q2_1)
 #undef KVQ_KERNELS_INT8_WRAPPERS
 
+// ---------------------------------------------------------------------------
+// bf16 value accumulation, an opt-in approximation of accumulate() for the
+// uniform formats with small integer codes (q4_0, q4_1, q3_1, q2_1): on CPUs
+// with AVX512_BF16 (and the AVX3_DL kernels) each product p = w * d of a
+// weight and a block's scale is rounded to bf16 and multiplied with the exact
+// codes by bf16 dot products (kernels/bf16_accumulate-inl.h); elsewhere it is
+// accumulate() itself. The contract, per output value j of each query:
+//   |got_j - sum_t w_t x_t[j]| <= 2^-8 sum_t |w_t d_t c_t[j]| + f32 rounding
+// (x = d c + m; bf16 keeps 8 significant bits, round to nearest even, so
+// |p~ - p| <= 2^-8 |p|; products below 2^-126 may flush to zero; the minimum's
+// part sum_t w_t m_t is f32). NaN weights or NaN/Inf scales give NaN as in
+// accumulate(). bf16_accumulate_active() tells whether the bf16 path runs.
+template <class C>
+inline constexpr bool kHasBf16Accumulate = std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
+                                           std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1>;
+
+inline bool bf16_accumulate_active() { return entry::Bf16AccumulateActive() != 0; }
+
+#define KVQ_KERNELS_BF16_WRAPPERS(CODEC, FMT)                                                                  \
+  inline void accumulate_bf16(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride,        \
+                              const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) { \
+    detail::check_run("kvq::kernels::accumulate_bf16", n_rows, w, n_q, w_stride, rows, n_rows, acc,            \
+                      acc_stride, codec.head_dim());                                                           \
+    if (n_q == 0 || n_rows == 0) return;                                                                       \
+    entry::AccumulateBf16##FMT(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc, acc_stride);            \
+  }
+// accumulate_int8: the same rows with int8 products on the AVX3_DL kernels
+// (AVX512-VNNI vpdpbusd, 64 multiply-adds per instruction); elsewhere
+// accumulate() itself. Each product p_t = w_t d_t is rounded to a multiple of
+// the step s = max |p| / 127 over a tile of 32 rows (the call's rows 0..31,
+// 32..63, ...) and block, so per output value j
+//   |got_j - sum_t w_t x_t[j]| <= sum_tiles (s / 2) sum_{t in tile} |c_t[j]| + f32 rounding
+// (c: the code value, n - 8 for q4_0); a NaN/Inf weight or scale makes the
+// block's 32 values NaN.
+#define KVQ_KERNELS_INT8_ACC_WRAPPERS(CODEC, FMT)                                                              \
+  inline void accumulate_int8(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride,        \
+                              const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) { \
+    detail::check_run("kvq::kernels::accumulate_int8", n_rows, w, n_q, w_stride, rows, n_rows, acc,            \
+                      acc_stride, codec.head_dim());                                                           \
+    if (n_q == 0 || n_rows == 0) return;                                                                       \
+    entry::AccumulateInt8##FMT(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc, acc_stride);            \
+  }
+KVQ_KERNELS_INT8_ACC_WRAPPERS(kvq::Q4_0, Q4_0)
+KVQ_KERNELS_INT8_ACC_WRAPPERS(kvq::Q4_1, Q4_1)
+KVQ_KERNELS_INT8_ACC_WRAPPERS(kvq::Q3_1, Q3_1)
+KVQ_KERNELS_INT8_ACC_WRAPPERS(kvq::Q2_1, Q2_1)
+#undef KVQ_KERNELS_INT8_ACC_WRAPPERS
+
+KVQ_KERNELS_BF16_WRAPPERS(kvq::Q4_0, Q4_0)
+KVQ_KERNELS_BF16_WRAPPERS(kvq::Q4_1, Q4_1)
+KVQ_KERNELS_BF16_WRAPPERS(kvq::Q3_1, Q3_1)
+KVQ_KERNELS_BF16_WRAPPERS(kvq::Q2_1, Q2_1)
+#undef KVQ_KERNELS_BF16_WRAPPERS
+
 namespace detail {
 // The codebook as the kernels read it: 2^B levels, zero-padded to 16 floats
 // (one AVX-512 register).

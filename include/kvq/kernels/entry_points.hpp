@@ -91,7 +91,11 @@ using TargetMaskKernel = std::int64_t();
   X(SoftmaxKernel, OnlineSoftmax)                                                                           \
   X(QuantizeKernel, QuantizeQueriesInt8) X(Int8ScoresKernel, ScoresInt8Q8_0)                                 \
   X(Int8ScoresKernel, ScoresInt8Q4_0) X(Int8ScoresKernel, ScoresInt8Q4_1) X(Int8ScoresKernel, ScoresInt8Q3_1)   \
-  X(Int8ScoresKernel, ScoresInt8Q2_1)
+  X(Int8ScoresKernel, ScoresInt8Q2_1)                                                                       \
+  X(RowKernel, AccumulateBf16Q4_0) X(RowKernel, AccumulateBf16Q4_1) X(RowKernel, AccumulateBf16Q3_1)           \
+  X(RowKernel, AccumulateBf16Q2_1) X(TargetMaskKernel, Bf16AccumulateActive)                                 \
+  X(RowKernel, AccumulateInt8Q4_0) X(RowKernel, AccumulateInt8Q4_1) X(RowKernel, AccumulateInt8Q3_1)           \
+  X(RowKernel, AccumulateInt8Q2_1)
 
 #if defined(KVQ_EXTERN_KERNELS)
 // A function declared through its type alias: `RowKernel ScoresQ8_0;`.
