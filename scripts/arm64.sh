@@ -31,10 +31,12 @@ apt_get update -qq
 # Eigen (Architecture: all) and Catch2 2.13 (Multi-Arch: foreign) headers are the
 # host's packages; libc6/libstdc++6/libhwy1:arm64 are the runtime qemu loads.
 apt_get install -y -qq --no-install-recommends \
-  cmake g++-aarch64-linux-gnu libhwy-dev:arm64 libstdc++6:arm64 qemu-user \
+  cmake ninja-build g++-aarch64-linux-gnu libhwy-dev:arm64 libstdc++6:arm64 qemu-user \
   libeigen3-dev catch2 >/dev/null
 
-cmake -S . -B "$build" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake \
+generator=(-G Ninja)  # as scripts/quickstart.sh
+if [ -f "$build/CMakeCache.txt" ]; then generator=(); fi
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake \
   -DCMAKE_BUILD_TYPE=Release -DKVQ_BUILD_TOOLS=OFF -DKVQ_BUILD_BENCH=OFF -DKVQ_INSTALL=OFF
 cmake --build "$build" -j"$(nproc)" --target kvq_tests
 # Compile-only checks of the AArch64 target choice (tests/CMakeLists.txt, build.aarch64_*).

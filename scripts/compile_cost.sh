@@ -23,6 +23,7 @@ int main() {
   std::printf("%s %g\n", kvq::kernels::target_name(), o[0]);
 }
 CPP
+echo '#include <kvq/kernels/definitions.hpp>' > "$tmp/kernels.cpp"
 echo '#include <hwy/highway.h>
 int main() { return 0; }' > "$tmp/hwy.cpp"
 measure() {  # label, extra flags, source
@@ -35,4 +36,5 @@ echo "|---|---|---|"
 measure "<hwy/highway.h> only" "" "$tmp/hwy.cpp"
 measure "engine TU, header-only" "" "$tmp/engine.cpp"
 measure "engine TU, -DKVQ_EXTERN_KERNELS" "-DKVQ_EXTERN_KERNELS" "$tmp/engine.cpp"
-measure "src/kernels.cpp (kvq::kernels, once)" "-DKVQ_EXTERN_KERNELS" "src/kernels.cpp"
+measure "every kernel in one TU (definitions.hpp)" "-DKVQ_EXTERN_KERNELS" "$tmp/kernels.cpp"
+for f in src/*.cpp; do measure "$f (kvq::kernels)" "-DKVQ_EXTERN_KERNELS" "$f"; done

@@ -28,6 +28,12 @@
 //                             otherwise fails with "Logic error: best baseline
 //                             should be included in dynamic targets".
 // The program links hwy::hwy (hwy::SupportedTargets lives in libhwy).
+//
+// kvq::kernels itself compiles the kernels one family per TU so that a
+// parallel build runs them side by side (src/kernels_*.cpp set
+// KVQ_KERNEL_FAMILY to a KVQ_FAMILY_* value of entry_points.hpp; such a TU
+// defines that family's entry points only, and src/compiled_parts.cpp the
+// rest). Left unset, as in a program's own one TU, this defines everything.
 #pragma once
 
 #if defined(HWY_HIGHWAY_INCLUDED) || defined(HIGHWAY_HWY_FOREACH_TARGET_H_)
@@ -43,6 +49,27 @@
 
 #include <kvq/core/compiled.hpp>
 #include <kvq/kernels/entry_points.hpp>
+
+// The entry points this TU defines. Every family's TU parses every kernel
+// (all-inl.h): the entry points are inline functions, so only the exported
+// ones generate code.
+#if !defined(KVQ_KERNEL_FAMILY)
+#define KVQ_COMPILED_ENTRY_POINTS KVQ_KERNEL_ENTRY_POINTS
+#elif KVQ_KERNEL_FAMILY == KVQ_FAMILY_EXACT
+#define KVQ_COMPILED_ENTRY_POINTS KVQ_EXACT_ENTRY_POINTS
+#elif KVQ_KERNEL_FAMILY == KVQ_FAMILY_UNIFORM_SCORES
+#define KVQ_COMPILED_ENTRY_POINTS KVQ_UNIFORM_SCORES_ENTRY_POINTS
+#elif KVQ_KERNEL_FAMILY == KVQ_FAMILY_UNIFORM_ACCUMULATE
+#define KVQ_COMPILED_ENTRY_POINTS KVQ_UNIFORM_ACCUMULATE_ENTRY_POINTS
+#elif KVQ_KERNEL_FAMILY == KVQ_FAMILY_INT8_QUERY
+#define KVQ_COMPILED_ENTRY_POINTS KVQ_INT8_QUERY_ENTRY_POINTS
+#elif KVQ_KERNEL_FAMILY == KVQ_FAMILY_TURBO
+#define KVQ_COMPILED_ENTRY_POINTS KVQ_TURBO_ENTRY_POINTS
+#elif KVQ_KERNEL_FAMILY == KVQ_FAMILY_PER_CHANNEL
+#define KVQ_COMPILED_ENTRY_POINTS KVQ_PER_CHANNEL_ENTRY_POINTS
+#else
+#error "kvq: KVQ_KERNEL_FAMILY must be one of the KVQ_FAMILY_* values of kvq/kernels/entry_points.hpp"
+#endif
 
 #if defined(KVQ_STATIC_DISPATCH_ONLY) && !defined(HWY_COMPILE_ONLY_STATIC)
 #define HWY_COMPILE_ONLY_STATIC
@@ -87,7 +114,7 @@ namespace kvq::kernels {
 // another TU's target list.
 namespace {
 #define KVQ_EXPORT_ENTRY_POINT(TYPE, NAME) HWY_EXPORT(NAME);
-KVQ_KERNEL_ENTRY_POINTS(KVQ_EXPORT_ENTRY_POINT)
+KVQ_COMPILED_ENTRY_POINTS(KVQ_EXPORT_ENTRY_POINT)
 #undef KVQ_EXPORT_ENTRY_POINT
 }  // namespace
 
@@ -135,7 +162,7 @@ namespace entry {
     HWY_DYNAMIC_DISPATCH(NAME)(qq, n_q, rows, n_rows, head_dim, out, out_stride);                           \
   }
 #define KVQ_DEFINE_ENTRY_POINT(TYPE, NAME) KVQ_DEFINE_##TYPE(NAME)
-KVQ_KERNEL_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
+KVQ_COMPILED_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
 #undef KVQ_DEFINE_ENTRY_POINT
 #undef KVQ_DEFINE_TargetNameKernel
 #undef KVQ_DEFINE_TargetMaskKernel
@@ -152,6 +179,8 @@ KVQ_KERNEL_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
 
 #endif  // HWY_ONCE
 
-// Their out-of-line parts, in extern mode.
-#include <kvq/cache/cache_spec.hpp>
-#include <kvq/codec/registry.hpp>
+// kvq's other out-of-line parts, in extern mode (a family's TU leaves them to
+// src/compiled_parts.cpp).
+#if !defined(KVQ_KERNEL_FAMILY)
+#include <kvq/core/compiled_parts.hpp>
+#endif

@@ -146,7 +146,7 @@ KVQ_KERNELS_INT8_WRAPPERS(kvq::Q2_1, Q2_1)
 // uniform formats with small integer codes (q4_0, q4_1, q3_1, q2_1): on CPUs
 // with AVX512_BF16 (and the AVX3_DL kernels) each product p = w * d of a
 // weight and a block's scale is rounded to bf16 and multiplied with the exact
-// codes by bf16 dot products (kernels/bf16_accumulate-inl.h); elsewhere it is
+// codes by bf16 dot products (kernels/value_products-inl.h); elsewhere it is
 // accumulate() itself. The contract, per output value j of each query:
 //   |got_j - sum_t w_t x_t[j]| <= 2^-8 sum_t |w_t d_t c_t[j]| + f32 rounding
 // (x = d c + m; bf16 keeps 8 significant bits, round to nearest even, so

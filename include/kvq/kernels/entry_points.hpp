@@ -75,27 +75,46 @@ using Int8ScoresKernel = void(const std::byte* qq, std::size_t n_q, const std::b
 using TargetNameKernel = const char*();
 using TargetMaskKernel = std::int64_t();
 
-// Every entry point: X(type, name). definitions.hpp defines each one as a
-// call through Highway's dispatch table of the same name.
-#define KVQ_KERNEL_ENTRY_POINTS(X)                                                                          \
+// Every entry point: X(type, name), by kernel family. definitions.hpp
+// defines each one as a call through Highway's dispatch table of the same
+// name; kvq::kernels compiles each family in a TU of its own (KVQ_KERNEL_FAMILY).
+#define KVQ_EXACT_ENTRY_POINTS(X)                                                                           \
   X(TargetNameKernel, KernelTargetName)                                                                     \
   X(TargetMaskKernel, KernelCompiledTargets)                                                                \
-  X(RowKernel, ScoresQ8_0) X(RowKernel, ScoresQ4_0) X(RowKernel, ScoresQ4_1) X(RowKernel, ScoresQ3_1)       \
-  X(RowKernel, ScoresQ2_1) X(RowKernel, AccumulateQ8_0) X(RowKernel, AccumulateQ4_0)                         \
-  X(RowKernel, AccumulateQ4_1) X(RowKernel, AccumulateQ3_1) X(RowKernel, AccumulateQ2_1)                     \
   X(RowKernel, ScoresF32) X(RowKernel, ScoresF16) X(RowKernel, AccumulateF32) X(RowKernel, AccumulateF16)     \
-  X(TurboKernel, ScoresTurbo2) X(TurboKernel, ScoresTurbo3) X(TurboKernel, ScoresTurbo4)                     \
-  X(TurboKernel, AccumulateTurbo2) X(TurboKernel, AccumulateTurbo3) X(TurboKernel, AccumulateTurbo4)         \
-  X(PerChannelKernel, ScoresPc2) X(PerChannelKernel, ScoresPc3) X(PerChannelKernel, ScoresPc4)               \
-  X(PerChannelKernel, AccumulatePc2) X(PerChannelKernel, AccumulatePc3) X(PerChannelKernel, AccumulatePc4)   \
-  X(SoftmaxKernel, OnlineSoftmax)                                                                           \
+  X(SoftmaxKernel, OnlineSoftmax)
+#define KVQ_UNIFORM_SCORES_ENTRY_POINTS(X)                                                                  \
+  X(RowKernel, ScoresQ8_0) X(RowKernel, ScoresQ4_0) X(RowKernel, ScoresQ4_1) X(RowKernel, ScoresQ3_1)       \
+  X(RowKernel, ScoresQ2_1)
+#define KVQ_UNIFORM_ACCUMULATE_ENTRY_POINTS(X)                                                              \
+  X(RowKernel, AccumulateQ8_0) X(RowKernel, AccumulateQ4_0) X(RowKernel, AccumulateQ4_1)                     \
+  X(RowKernel, AccumulateQ3_1) X(RowKernel, AccumulateQ2_1)                                                 \
+  X(RowKernel, AccumulateBf16Q4_0) X(RowKernel, AccumulateBf16Q4_1) X(RowKernel, AccumulateBf16Q3_1)         \
+  X(RowKernel, AccumulateBf16Q2_1) X(TargetMaskKernel, Bf16AccumulateActive)                               \
+  X(RowKernel, AccumulateInt8Q4_0) X(RowKernel, AccumulateInt8Q4_1) X(RowKernel, AccumulateInt8Q3_1)         \
+  X(RowKernel, AccumulateInt8Q2_1)
+#define KVQ_INT8_QUERY_ENTRY_POINTS(X)                                                                      \
   X(QuantizeKernel, QuantizeQueriesInt8) X(Int8ScoresKernel, ScoresInt8Q8_0)                                 \
   X(Int8ScoresKernel, ScoresInt8Q4_0) X(Int8ScoresKernel, ScoresInt8Q4_1) X(Int8ScoresKernel, ScoresInt8Q3_1)   \
-  X(Int8ScoresKernel, ScoresInt8Q2_1)                                                                       \
-  X(RowKernel, AccumulateBf16Q4_0) X(RowKernel, AccumulateBf16Q4_1) X(RowKernel, AccumulateBf16Q3_1)           \
-  X(RowKernel, AccumulateBf16Q2_1) X(TargetMaskKernel, Bf16AccumulateActive)                                 \
-  X(RowKernel, AccumulateInt8Q4_0) X(RowKernel, AccumulateInt8Q4_1) X(RowKernel, AccumulateInt8Q3_1)           \
-  X(RowKernel, AccumulateInt8Q2_1)
+  X(Int8ScoresKernel, ScoresInt8Q2_1)
+#define KVQ_TURBO_ENTRY_POINTS(X)                                                                           \
+  X(TurboKernel, ScoresTurbo2) X(TurboKernel, ScoresTurbo3) X(TurboKernel, ScoresTurbo4)                     \
+  X(TurboKernel, AccumulateTurbo2) X(TurboKernel, AccumulateTurbo3) X(TurboKernel, AccumulateTurbo4)
+#define KVQ_PER_CHANNEL_ENTRY_POINTS(X)                                                                     \
+  X(PerChannelKernel, ScoresPc2) X(PerChannelKernel, ScoresPc3) X(PerChannelKernel, ScoresPc4)               \
+  X(PerChannelKernel, AccumulatePc2) X(PerChannelKernel, AccumulatePc3) X(PerChannelKernel, AccumulatePc4)
+#define KVQ_KERNEL_ENTRY_POINTS(X)                                                                          \
+  KVQ_EXACT_ENTRY_POINTS(X) KVQ_UNIFORM_SCORES_ENTRY_POINTS(X) KVQ_UNIFORM_ACCUMULATE_ENTRY_POINTS(X)       \
+  KVQ_INT8_QUERY_ENTRY_POINTS(X)                                                                            \
+  KVQ_TURBO_ENTRY_POINTS(X) KVQ_PER_CHANNEL_ENTRY_POINTS(X)
+
+// KVQ_KERNEL_FAMILY's values (see definitions.hpp).
+#define KVQ_FAMILY_EXACT 1
+#define KVQ_FAMILY_UNIFORM_SCORES 2
+#define KVQ_FAMILY_UNIFORM_ACCUMULATE 3
+#define KVQ_FAMILY_INT8_QUERY 4
+#define KVQ_FAMILY_TURBO 5
+#define KVQ_FAMILY_PER_CHANNEL 6
 
 #if defined(KVQ_EXTERN_KERNELS)
 // A function declared through its type alias: `RowKernel ScoresQ8_0;`.

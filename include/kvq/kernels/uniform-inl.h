@@ -203,7 +203,7 @@ struct Q8_0 : Blocks {
 
 struct Q4_0 : Blocks {
   static constexpr std::size_t kBytes = 18;
-  static constexpr std::size_t kNibbleCodes = 2;  // offset of the 16 code bytes (bf16_accumulate-inl.h)
+  static constexpr std::size_t kNibbleCodes = 2;  // offset of the 16 code bytes (value_products-inl.h)
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     // c = n - 8 folded into the offset: x = d n + (-8 d).
     const VF d = LoadHalf(blk);

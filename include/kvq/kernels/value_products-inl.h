@@ -1,43 +1,48 @@
-// bf16 value accumulation: acc_g += sum_t w_g,t * decode(row t) for the
-// uniform formats whose codes are small integers (q4_0, q4_1, q3_1, q2_1),
-// with AVX512_BF16 dot products (vdpbf16ps: 32 multiply-adds per instruction,
-// twice the f32 FMA's 16) where the CPU has them.
+// Reduced-precision value products: acc_g += sum_t w_g,t * decode(row t) for
+// the uniform formats whose codes are small integers (q4_0, q4_1, q3_1,
+// q2_1), with bf16 dot products (AVX512_BF16 vdpbf16ps: 32 multiply-adds per
+// instruction) or int8 dot products (AVX512-VNNI vpdpbusd: 64) instead of
+// f32 FMAs (16). Decode attention at GQA 4-8 is bound by those
+// multiply-adds (8 queries x 128 values per row for V alone).
 //
 // Compiled once per SIMD target by kvq/kernels/dispatch.hpp (through
-// all-inl.h); do not include it directly. The contract and the scalar oracle
-// are in kvq/kernels/dispatch.hpp (accumulate_bf16) and
-// tests/kernels/uniform.cpp.
+// all-inl.h); do not include it directly. The contracts are in
+// kvq/kernels/dispatch.hpp (accumulate_bf16, accumulate_int8) and
+// docs/FORMATS.md; tests/kernels/uniform.cpp checks them against the scalar
+// reference.
 //
 // The math. A block value is x = d c + m (q4_0: c = n - 8, m = 0), so
 //   sum_t w_t x_t[j] = sum_t (w_t d_t) c_t[j] + sum_t w_t m_t.
-// The codes c are integers below 16 in magnitude, exact in bf16, looked up
-// from a 32-entry table (vpermw) rather than converted; the products p_t =
-// w_t d_t are rounded to bf16 once per (query, row, block) -- the only
-// rounding that f32 does not have -- and the minimum's sum stays f32. A token
-// pair (t, t+1) is one dot product per 16 values: the codes of both rows
-// interleaved value by value, against (p_t, p_t+1) broadcast.
+// The codes are exact in both precisions; only the products p_t = w_t d_t
+// are rounded, once per (query, row, block), and the minimum's part stays
+// f32. bf16: p rounded to 8 significant bits; a row pair (t, t+1) is one dot
+// product per 16 values, the codes of both rows interleaved value by value
+// (looked up from a 32-entry table with vpermw, not converted) against
+// (p_t, p_t+1) broadcast. int8: p rounded to a multiple of max|p| / 127 over
+// a tile of 32 rows; four rows' unsigned codes n, interleaved, against their
+// four weight codes, with q4_0's bias 8 taken off the exact integer sum.
 //
-// Only the AVX3_DL copy has the fast path (AVX512_BF16 exists on CPUs that
-// also have AVX3_DL: Cooper Lake, Sapphire Rapids, Zen 4 and later), chosen
-// by a cpuid test once per process; every other target and CPU runs
-// rows-inl.h's f32 Accumulate unchanged. Highway 1.0.3 knows no bf16 dot
-// product and compiles AVX3_DL without "avx512bf16", so the two bf16
-// instructions are inline assembly (as int8_dot-inl.h does for VNNI).
+// Only the AVX3_DL copy has the fast paths (int8: VNNI is part of AVX3_DL;
+// bf16: a cpuid test once per process, Sapphire Rapids and Zen 4 or later);
+// every other target and CPU runs rows-inl.h's f32 Accumulate unchanged.
+// Highway 1.0.3 has neither dot product and compiles AVX3_DL without
+// "avx512bf16", so those instructions are inline assembly (as
+// int8_dot-inl.h does for VNNI).
 #include <bit>
-#include <limits>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
 
-#if defined(KVQ_KERNELS_BF16_ACCUMULATE_INL_H_) == defined(HWY_TARGET_TOGGLE)
-#ifdef KVQ_KERNELS_BF16_ACCUMULATE_INL_H_
-#undef KVQ_KERNELS_BF16_ACCUMULATE_INL_H_
+#if defined(KVQ_KERNELS_VALUE_PRODUCTS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef KVQ_KERNELS_VALUE_PRODUCTS_INL_H_
+#undef KVQ_KERNELS_VALUE_PRODUCTS_INL_H_
 #else
-#define KVQ_KERNELS_BF16_ACCUMULATE_INL_H_
+#define KVQ_KERNELS_VALUE_PRODUCTS_INL_H_
 #endif
 
 #include <hwy/highway.h>
@@ -45,7 +50,7 @@
 HWY_BEFORE_NAMESPACE();
 namespace kvq::kernels {
 namespace HWY_NAMESPACE {
-namespace bf16_accumulate {
+namespace value_products {
 
 namespace hn = hwy::HWY_NAMESPACE;
 using namespace row_kernels;  // DF, VF, kLanes, kTileRows, KVQ_UNROLL, Accumulate
@@ -428,13 +433,13 @@ inline bool Bf16Active() {
 #endif
 }
 
-}  // namespace bf16_accumulate
+}  // namespace value_products
 
 #undef KVQ_BF16_ACCUMULATE_ENTRY_POINT
 #define KVQ_BF16_ACCUMULATE_ENTRY_POINT(NS, FMT)                                                               \
   inline void AccumulateBf16##FMT(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows, \
                                   std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) { \
-    bf16_accumulate::AccumulateBf16<NS::FMT>(w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);       \
+    value_products::AccumulateBf16<NS::FMT>(w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);       \
   }
 KVQ_BF16_ACCUMULATE_ENTRY_POINT(uniform, Q4_0)
 KVQ_BF16_ACCUMULATE_ENTRY_POINT(uniform, Q4_1)
@@ -445,17 +450,17 @@ KVQ_BF16_ACCUMULATE_ENTRY_POINT(uniform, Q2_1)
 #define KVQ_INT8_ACCUMULATE_ENTRY_POINT(NS, FMT)                                                               \
   inline void AccumulateInt8##FMT(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows, \
                                   std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) { \
-    bf16_accumulate::AccumulateInt8<NS::FMT>(w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);       \
+    value_products::AccumulateInt8<NS::FMT>(w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);       \
   }
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q4_0)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q4_1)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q3_1)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q2_1)
 
-inline std::int64_t Bf16AccumulateActive() { return bf16_accumulate::Bf16Active() ? 1 : 0; }
+inline std::int64_t Bf16AccumulateActive() { return value_products::Bf16Active() ? 1 : 0; }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels
 HWY_AFTER_NAMESPACE();
 
-#endif  // KVQ_KERNELS_BF16_ACCUMULATE_INL_H_
+#endif  // KVQ_KERNELS_VALUE_PRODUCTS_INL_H_
