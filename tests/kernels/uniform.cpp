@@ -76,7 +76,7 @@ constexpr double kBf16Rel = 1.0 / 256;
 enum class Products { f32, bf16, int8 };
 
 // accumulate_int8's bound for one query: (s / 2) sum_{t in tile} |c_t[j]| per
-// tile of 32 rows and block, s = max_{t in tile} |w_t d_t| / 127.
+// tile of 32 rows and block, s = max_{t in tile} |w_t| max_{t in tile} |d_t| / 127.
 template <class Block>
 void int8_bound(const std::byte* rows, std::size_t tile_bytes, std::size_t n, std::size_t hd, const float* w,
                 double* bound) {
@@ -84,11 +84,13 @@ void int8_bound(const std::byte* rows, std::size_t tile_bytes, std::size_t n, st
   float d, m;
   for (std::size_t t0 = 0; t0 < n; t0 += 32)
     for (std::size_t b = 0; b < hd / kBlockValues; ++b) {
-      float pmax = 0.0f;
+      double wmax = 0.0, dmax = 0.0;
       for (std::size_t t = t0; t < std::min(n, t0 + 32); ++t) {
         Block::unpack(rows + t * tile_bytes + b * Block::bytes, c, d, m);
-        pmax = std::max(pmax, std::fabs(w[t] * d));
+        wmax = std::max(wmax, double(std::fabs(w[t])));
+        dmax = std::max(dmax, double(std::fabs(d)));
       }
+      const double pmax = wmax * dmax;
       for (std::size_t t = t0; t < std::min(n, t0 + 32); ++t) {
         Block::unpack(rows + t * tile_bytes + b * Block::bytes, c, d, m);
         for (std::size_t j = 0; j < kBlockValues; ++j)

@@ -170,11 +170,13 @@ inline bool bf16_accumulate_active() { return entry::Bf16AccumulateActive() != 0
 // accumulate_int8: the same rows with int8 products on the AVX3_DL kernels
 // (AVX512-VNNI vpdpbusd, 64 multiply-adds per instruction); elsewhere
 // accumulate() itself. Each product p_t = w_t d_t is rounded to a multiple of
-// the step s = max |p| / 127 over a tile of 32 rows (the call's rows 0..31,
-// 32..63, ...) and block, so per output value j
+// the step s = max_t |w_t| * max_t |d_t| / 127, maxima over a tile of 32 rows
+// (the call's rows 0..31, 32..63, ...) for each query and block, so per
+// output value j
 //   |got_j - sum_t w_t x_t[j]| <= sum_tiles (s / 2) sum_{t in tile} |c_t[j]| + f32 rounding
-// (c: the code value, n - 8 for q4_0); a NaN/Inf weight or scale makes the
-// block's 32 values NaN.
+// (c: the code value, n - 8 for q4_0); a NaN/Inf weight, scale or minimum
+// (or max|w| max|d| beyond the f32 range) makes the block's 32 values
+// non-finite.
 #define KVQ_KERNELS_INT8_ACC_WRAPPERS(CODEC, FMT)                                                              \
   inline void accumulate_int8(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride,        \
                               const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) { \

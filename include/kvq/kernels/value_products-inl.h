@@ -283,6 +283,14 @@ HWY_INLINE void QuadCodes(const std::uint8_t* const (&r)[4], __m512i& lo, __m512
   }
 }
 
+// max |x| over two vectors; NaN if any lane is NaN (fpclass, since vmaxps
+// drops NaN operands).
+HWY_INLINE float MaxAbs(__m512 a, __m512 b) {
+  if ((_mm512_fpclass_ps_mask(a, 0x81) | _mm512_fpclass_ps_mask(b, 0x81)) != 0)  // QNaN | SNaN
+    return std::numeric_limits<float>::quiet_NaN();
+  return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+}
+
 // Rows t..t+3 of a block (rows past n repeat row n - 1; their weight codes are 0).
 template <class Fmt, std::size_t G>
 HWY_INLINE void QuadStep(const std::uint8_t* blk, std::size_t row_bytes, std::size_t n, std::size_t t,
@@ -311,14 +319,19 @@ HWY_INLINE void TileInt8(const float* HWY_RESTRICT w, std::size_t w_stride, cons
   __mmask16 m0, m1;
   TileMasks(n, m0, m1);
   __m512 wl[G][2];
+  float wmax[G];
   KVQ_UNROLL
   for (std::size_t g = 0; g < G; ++g) {
     wl[g][0] = _mm512_maskz_loadu_ps(m0, w + g * w_stride);
     wl[g][1] = _mm512_maskz_loadu_ps(m1, w + g * w_stride + 16);
+    wmax[g] = MaxAbs(wl[g][0], wl[g][1]);
   }
   for (std::size_t b = 0; b < n_blocks; ++b) {
     const std::uint8_t* blk = rows + b * Fmt::kBytes;
     const TileFields fl(blk, row_bytes, m0, m1);
+    // |p| <= max|w| max|d|: one maximum per query and one per block, not
+    // one per (query, block).
+    const float dmax = MaxAbs(fl.d[0].raw, fl.d[1].raw);
     // Weight codes (four rows per 32-bit word), steps, bias and minimum per query.
     alignas(64) std::int8_t qw[G][kTileRows];
     float step[G], msum[G];
@@ -326,9 +339,9 @@ HWY_INLINE void TileInt8(const float* HWY_RESTRICT w, std::size_t w_stride, cons
     KVQ_UNROLL
     for (std::size_t g = 0; g < G; ++g) {
       const __m512 p0 = _mm512_mul_ps(wl[g][0], fl.d[0].raw), p1 = _mm512_mul_ps(wl[g][1], fl.d[1].raw);
-      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(p0), _mm512_abs_ps(p1)));
-      // NaN or Inf anywhere: the block's result is NaN (codes 0, step NaN).
-      const bool finite = (_mm512_fpclass_ps_mask(p0, 0x99) | _mm512_fpclass_ps_mask(p1, 0x99)) == 0;
+      const float amax = wmax[g] * dmax;
+      // NaN or Inf: the block's result is NaN (codes 0, step NaN).
+      const bool finite = amax <= std::numeric_limits<float>::max();
       const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
       step[g] = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
       const __m512i c0 = _mm512_cvtps_epi32(_mm512_mul_ps(p0, _mm512_set1_ps(inv)));
