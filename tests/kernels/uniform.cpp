@@ -45,27 +45,17 @@ struct Run {
 };
 
 // |q_j| (|d c_j| + |m|) per value of a row: the scale of the rounding errors
-// of any evaluation order of q . x (d c and m may nearly cancel in x).
+// of any evaluation order of q . x (d c and m may nearly cancel in x). Without
+// the minimum, |d c_j|: the part of a value that accumulate_bf16 multiplies in
+// bf16 (its contract: kernels/dispatch.hpp).
 template <class Block>
-void value_magnitudes(const std::byte* row, std::size_t hd, float* mag) {
+void value_magnitudes(const std::byte* row, std::size_t hd, float* mag, bool with_min = true) {
   int c[kBlockValues];
   float d, m;
   for (std::size_t b = 0; b < hd / kBlockValues; ++b) {
     Block::unpack(row + b * Block::bytes, c, d, m);
     for (std::size_t j = 0; j < kBlockValues; ++j)
-      mag[b * kBlockValues + j] = std::fabs(d * static_cast<float>(c[j])) + std::fabs(m);
-  }
-}
-
-// |d c_j| per value of a row: the part of a value that accumulate_bf16
-// multiplies in bf16 (its contract: kernels/dispatch.hpp).
-template <class Block>
-void code_magnitudes(const std::byte* row, std::size_t hd, float* mag) {
-  int c[kBlockValues];
-  float d, m;
-  for (std::size_t b = 0; b < hd / kBlockValues; ++b) {
-    Block::unpack(row + b * Block::bytes, c, d, m);
-    for (std::size_t j = 0; j < kBlockValues; ++j) mag[b * kBlockValues + j] = std::fabs(d * static_cast<float>(c[j]));
+      mag[b * kBlockValues + j] = std::fabs(d * static_cast<float>(c[j])) + (with_min ? std::fabs(m) : 0.0f);
   }
 }
 
@@ -132,7 +122,7 @@ void check_accumulate(const Codec& c, const Run<Codec>& run, std::size_t n_q, st
   if (products == Products::f32) kvq::kernels::accumulate(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
   for (std::size_t t = 0; t < n; ++t) {
     value_magnitudes<Block>(run.rows + t * tile, hd, y.data());
-    code_magnitudes<Block>(run.rows + t * tile, hd, yc.data());
+    value_magnitudes<Block>(run.rows + t * tile, hd, yc.data(), false);
     for (std::size_t qi = 0; qi < n_q; ++qi) {
       const float wt = w[qi * w_stride + t];
       kvq::reference::accumulate_row<Block>(ref.data() + qi * hd, wt, run.rows + t * tile, hd);
@@ -265,7 +255,7 @@ TEMPLATE_TEST_CASE("kernels uniform: every code value and extreme scales decode 
       std::vector<float> acc16(hd, 0.0f), cmag(hd, 0.0f), yc(hd);
       kvq::kernels::accumulate_bf16(c, w.data(), 1, n, rows.data(), n, acc16.data(), hd);
       for (std::size_t t = 0; t < n; ++t) {
-        code_magnitudes<Block>(rows.data() + t * c.bytes_per_tile(), hd, yc.data());
+        value_magnitudes<Block>(rows.data() + t * c.bytes_per_tile(), hd, yc.data(), false);
         for (std::size_t j = 0; j < hd; ++j) cmag[j] += yc[j];
       }
       for (std::size_t j = 0; j < hd; ++j)

@@ -159,14 +159,6 @@ inline constexpr bool kHasBf16Accumulate = std::is_same_v<C, kvq::Q4_0> || std::
 
 inline bool bf16_accumulate_active() { return entry::Bf16AccumulateActive() != 0; }
 
-#define KVQ_KERNELS_BF16_WRAPPERS(CODEC, FMT)                                                                  \
-  inline void accumulate_bf16(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride,        \
-                              const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) { \
-    detail::check_run("kvq::kernels::accumulate_bf16", n_rows, w, n_q, w_stride, rows, n_rows, acc,            \
-                      acc_stride, codec.head_dim());                                                           \
-    if (n_q == 0 || n_rows == 0) return;                                                                       \
-    entry::AccumulateBf16##FMT(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc, acc_stride);            \
-  }
 // accumulate_int8: the same rows with int8 products on the AVX3_DL kernels
 // (AVX512-VNNI vpdpbusd, 64 multiply-adds per instruction); elsewhere
 // accumulate() itself. Each product p_t = w_t d_t is rounded to a multiple of
@@ -177,25 +169,24 @@ inline bool bf16_accumulate_active() { return entry::Bf16AccumulateActive() != 0
 // (c: the code value, n - 8 for q4_0); a NaN/Inf weight, scale or minimum
 // (or max|w| max|d| beyond the f32 range) makes the block's 32 values
 // non-finite.
-#define KVQ_KERNELS_INT8_ACC_WRAPPERS(CODEC, FMT)                                                              \
-  inline void accumulate_int8(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride,        \
-                              const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) { \
-    detail::check_run("kvq::kernels::accumulate_int8", n_rows, w, n_q, w_stride, rows, n_rows, acc,            \
-                      acc_stride, codec.head_dim());                                                           \
-    if (n_q == 0 || n_rows == 0) return;                                                                       \
-    entry::AccumulateInt8##FMT(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc, acc_stride);            \
+// One wrapper per (operation OP, codec): accumulate_bf16, accumulate_int8.
+#define KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(OP, ENTRY, CODEC, FMT)                                              \
+  inline void OP(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows, \
+                 std::size_t n_rows, float* acc, std::size_t acc_stride) {                                       \
+    detail::check_run("kvq::kernels::" #OP, n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride,            \
+                      codec.head_dim());                                                                         \
+    if (n_q == 0 || n_rows == 0) return;                                                                         \
+    entry::ENTRY##FMT(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc, acc_stride);                       \
   }
-KVQ_KERNELS_INT8_ACC_WRAPPERS(kvq::Q4_0, Q4_0)
-KVQ_KERNELS_INT8_ACC_WRAPPERS(kvq::Q4_1, Q4_1)
-KVQ_KERNELS_INT8_ACC_WRAPPERS(kvq::Q3_1, Q3_1)
-KVQ_KERNELS_INT8_ACC_WRAPPERS(kvq::Q2_1, Q2_1)
-#undef KVQ_KERNELS_INT8_ACC_WRAPPERS
-
-KVQ_KERNELS_BF16_WRAPPERS(kvq::Q4_0, Q4_0)
-KVQ_KERNELS_BF16_WRAPPERS(kvq::Q4_1, Q4_1)
-KVQ_KERNELS_BF16_WRAPPERS(kvq::Q3_1, Q3_1)
-KVQ_KERNELS_BF16_WRAPPERS(kvq::Q2_1, Q2_1)
-#undef KVQ_KERNELS_BF16_WRAPPERS
+#define KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(CODEC, FMT)                   \
+  KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(accumulate_bf16, AccumulateBf16, CODEC, FMT) \
+  KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(accumulate_int8, AccumulateInt8, CODEC, FMT)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q4_0, Q4_0)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q4_1, Q4_1)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q3_1, Q3_1)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q2_1, Q2_1)
+#undef KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS
+#undef KVQ_KERNELS_VALUE_PRODUCT_WRAPPER
 
 namespace detail {
 // The codebook as the kernels read it: 2^B levels, zero-padded to 16 floats
