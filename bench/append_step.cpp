@@ -5,7 +5,10 @@
 // holds; paged storage must not: target worst step <= 3x the median.
 //
 // Prints, per spec: median, mean, p99, p99.9 and worst step, worst / median,
-// and the payload and capacity held at the end. Then the fork: a CachePool
+// which step was the worst and its minor page faults, the faults of all steps,
+// and the payload and capacity held at the end; then the same in a CachePool
+// whose pages were preallocated (CachePool::preallocate: allocated and touched
+// up front, so no step allocates or faults memory in). Then the fork: a CachePool
 // sequence of the same shape at the full length forked (median of 15 forks,
 // each destroyed again), the bytes a fork adds to the pool, beside a full
 // copy of the same cache (Cache's copy constructor).
@@ -19,8 +22,11 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <numeric>
 #include <string>
 #include <vector>
+
+#include <sys/resource.h>
 
 namespace {
 
@@ -39,6 +45,13 @@ std::string load() {
   std::string a, b, c;
   f >> a >> b >> c;
   return a + " " + b + " " + c;
+}
+
+// Minor page faults of this thread so far (first touches of fresh memory).
+long minor_faults() {
+  rusage r{};
+  getrusage(RUSAGE_THREAD, &r);
+  return r.ru_minflt;
 }
 
 double quantile(std::vector<double> v, double q) {
@@ -76,29 +89,51 @@ int main(int argc, char** argv) {
   std::printf("# Append latency: %zu layers x %zu KV heads x head_dim %zu, one token per layer per step, %zu steps\n",
               layers, kv_heads, d, tokens);
   std::printf("# load average at start: %s\n\n", load().c_str());
-  std::printf("| spec | clock | median ms | mean ms | p99 ms | p99.9 ms | worst ms | worst / median | payload MiB | capacity MiB |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const std::string& spec : specs) {
-    kvq::Cache cache(shape, kvq::CacheSpec::parse(spec));
+  std::printf("| spec | clock | median ms | mean ms | p99 ms | p99.9 ms | worst ms | worst / median | worst step | "
+              "its page faults | page faults, all steps | payload MiB | capacity MiB |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  // One run of `tokens` steps on `cache`; rows for wall and thread CPU time.
+  const auto run = [&](kvq::Cache& cache, const std::string& label) {
     std::vector<double> wall(tokens), cpu(tokens);
+    std::vector<long> faults(tokens);
     for (std::size_t t = 0; t < tokens; ++t) {
       const std::size_t off = (t % kDistinct) * kv_heads * d;
+      const long f0 = minor_faults();
       const double t0 = now(), c0 = cpu_now();
       for (std::size_t l = 0; l < layers; ++l) cache.append(l, k.data() + off, v.data() + off);
       cpu[t] = cpu_now() - c0;
       wall[t] = now() - t0;
+      faults[t] = minor_faults() - f0;
     }
+    const long total_faults = std::accumulate(faults.begin(), faults.end(), 0L);
     for (const auto* steps : {&wall, &cpu}) {
       double mean = 0;
       for (double s : *steps) mean += s;
       mean /= double(tokens);
-      const double med = quantile(*steps, 0.5), worst = *std::max_element(steps->begin(), steps->end());
-      std::printf("| %s | %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.1f | %.1f |\n", spec.c_str(),
-                  steps == &wall ? "wall" : "thread CPU", 1e3 * med, 1e3 * mean, 1e3 * quantile(*steps, 0.99),
-                  1e3 * quantile(*steps, 0.999), 1e3 * worst, worst / med, double(cache.bytes_used()) / 1048576.0,
+      const auto worst_at = std::max_element(steps->begin(), steps->end());
+      const double med = quantile(*steps, 0.5), worst = *worst_at;
+      const std::size_t w = static_cast<std::size_t>(worst_at - steps->begin());
+      std::printf("| %s | %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %zu | %ld | %ld | %.1f | %.1f |\n",
+                  label.c_str(), steps == &wall ? "wall" : "thread CPU", 1e3 * med, 1e3 * mean,
+                  1e3 * quantile(*steps, 0.99), 1e3 * quantile(*steps, 0.999), 1e3 * worst, worst / med, w,
+                  faults[w], total_faults, double(cache.bytes_used()) / 1048576.0,
                   double(cache.capacity_bytes()) / 1048576.0);
     }
     std::fflush(stdout);
+  };
+  for (const std::string& spec : specs) {
+    std::size_t capacity = 0;
+    {
+      kvq::Cache cache(shape, kvq::CacheSpec::parse(spec));
+      run(cache, spec);
+      capacity = cache.capacity_bytes();
+    }
+    // The same in a pool whose pages were allocated and touched up front
+    // (CachePool::preallocate): no step pays for allocating or faulting in memory.
+    kvq::CachePool pool(shape, kvq::CacheSpec::parse(spec), 2 * capacity);
+    pool.preallocate(capacity);
+    const auto id = pool.create();
+    run(pool.sequence(id), spec + " (pool, preallocated)");
   }
   if (fork) {
     std::printf("\n| spec (fork at %zu tokens) | fork ms | bytes a fork adds | copy ms | copy bytes |\n", tokens);

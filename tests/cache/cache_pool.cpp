@@ -232,3 +232,24 @@ TEST_CASE("cache pool: batched decode attention equals each sequence's own atten
   std::vector<CachePool::SequenceId> with_empty{ids[0], empty};
   CHECK(error_code([&] { pool.attend(0, with_empty, qp.data(), op.data()); }) == Errc::invalid_argument);
 }
+
+TEST_CASE("cache pool: preallocated pages give the same sequences and stay outside the budget's count",
+          "[cache][pool]") {
+  const std::size_t budget = 4u << 20;
+  CachePool plain(kShape, CacheSpec::parse(kSpec), budget), pre(kShape, CacheSpec::parse(kSpec), budget);
+  CHECK(pre.preallocate(std::size_t{64} << 20) == budget);  // bounded by the budget
+  CHECK(pre.cached_bytes() >= budget);
+  CHECK(pre.committed() == 0);
+  const auto a = plain.create(), b = pre.create();
+  Rng rng(11);
+  std::size_t length = 0;
+  for (int step = 0; step < 60; ++step) {
+    const Op op = random_op(rng, length);
+    apply(plain.sequence(a), op);
+    apply(pre.sequence(b), op);
+    length = length_after(length, op);
+    REQUIRE(snap(pre.sequence(b)) == snap(plain.sequence(a)));
+    REQUIRE(pre.committed() == plain.committed());
+  }
+  CHECK(pre.cached_bytes() < budget + budget / 2);  // pages moved out of the cache into the sequence
+}

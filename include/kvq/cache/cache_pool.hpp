@@ -34,6 +34,7 @@
 
 #include <kvq/cache/cache.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -71,6 +72,16 @@ class CachePool {
   // Bytes held by all sequences (and reserved by operations in flight).
   std::size_t committed() const { return pages().committed(); }
   std::size_t available() const { return budget() - committed(); }
+  // Allocates and touches page memory now, up to `bytes` (at most the budget),
+  // so that appends take pages from the pool without calling the allocator or
+  // faulting memory in: no append pays for first-touch page faults (the first
+  // compressed token of every stream and head otherwise takes its first page in
+  // the same step). Free pages are not committed; cached_bytes() reports them.
+  // Returns the bytes added.
+  std::size_t preallocate(std::size_t bytes) {
+    return pages().preallocate(std::min(bytes, budget())) * detail::kPageBytes;
+  }
+  std::size_t cached_bytes() const { return pages().cached_bytes(); }
 
   // A new empty sequence (no bytes until its first append).
   SequenceId create() {

@@ -14,10 +14,22 @@
 // reservation, and returns what it did not use; freed pages leave `committed`
 // at once. So committed never exceeds the budget, even in the middle of an
 // operation, and an operation that would not fit fails before changing anything.
+//
+// Recycling: a freed page of the common size (more than half of kPageBytes:
+// every page of a segment that grows past one page; the block is kPageBytes
+// whatever whole tiles it holds) waits on a free
+// list for the next new page, so a steady state (a window's ring of pages, a
+// sequence destroyed and another created) stops calling the allocator and
+// faulting fresh memory in; preallocate() fills that list up front with pages
+// already touched (a pre-sized pool, as serving engines keep), so no append
+// pays for first-touch page faults. Free pages are not committed: they are
+// memory the pool holds, reported by cached_bytes(), at most
+// max(what preallocate() asked for, kMinCachedPages pages).
 #pragma once
 
 #include <kvq/core/error.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cassert>
 #include <cstddef>
@@ -27,6 +39,18 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define KVQ_PAGE_POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KVQ_PAGE_POOL_ASAN 1
+#endif
+#endif
+#if defined(KVQ_PAGE_POOL_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace kvq::detail {
 
@@ -51,6 +75,14 @@ class PagePool {
   explicit PagePool(std::size_t budget = unlimited) : budget_(budget) {}
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
+  ~PagePool() {
+    for (void* raw : free_) {
+      poison(raw, false);
+      ::operator delete(raw, std::align_val_t{kAlign});
+    }
+  }
+
+  static constexpr std::size_t kMinCachedPages = 64;  // 1 MiB
 
   std::size_t budget() const noexcept { return budget_; }
   bool is_limited() const noexcept { return budget_ != unlimited; }
@@ -74,9 +106,40 @@ class PagePool {
     committed_ -= bytes;
   }
 
+  // Free pages of kPageBytes the pool holds (not committed), and their bytes.
+  std::size_t cached_pages() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return free_.size();
+  }
+  std::size_t cached_bytes() const { return cached_pages() * (kHeader + kPageBytes); }
+
+  // Allocates and touches pages of kPageBytes until `bytes` of them are free
+  // (whole pages, rounded up), so that later new pages neither allocate nor
+  // fault. Returns how many pages it added. Throws std::bad_alloc as new does.
+  std::size_t preallocate(std::size_t bytes) {
+    const std::size_t want = (bytes + kPageBytes - 1) / kPageBytes;
+    std::size_t added = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cache_limit_ = std::max(cache_limit_, want);
+      free_.reserve(cache_limit_);
+      if (free_.size() >= want) return 0;
+      added = want - free_.size();
+    }
+    for (std::size_t i = 0; i < added; ++i) {
+      void* raw = ::operator new(kHeader + kPageBytes, std::align_val_t{kAlign});
+      std::memset(raw, 0, kHeader + kPageBytes);  // fault it in now, not in an append
+      poison(raw, true);
+      std::lock_guard<std::mutex> lock(mu_);
+      free_.push_back(raw);
+    }
+    return added;
+  }
+
   // A page of `bytes` with one reference; its bytes must already be reserved.
   std::byte* new_page(std::size_t bytes) {
-    void* raw = ::operator new(kHeader + bytes, std::align_val_t{kAlign});
+    void* raw = recycled(bytes) ? take_free() : nullptr;
+    if (raw == nullptr) raw = ::operator new(kHeader + block_bytes(bytes), std::align_val_t{kAlign});
     auto* h = ::new (raw) Header{};
     h->refs.store(1, std::memory_order_relaxed);
     h->bytes = bytes;
@@ -97,9 +160,10 @@ class PagePool {
     if (h->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     const std::size_t bytes = h->bytes;
     h->~Header();
-    ::operator delete(static_cast<void*>(h), std::align_val_t{kAlign});
     live_pages_.fetch_sub(1, std::memory_order_relaxed);
     unreserve(bytes);
+    if (recycled(bytes) && keep_free(h)) return;
+    ::operator delete(static_cast<void*>(h), std::align_val_t{kAlign});
   }
   // An unlimited pool commits without reserving first.
   void commit_unreserved(std::size_t bytes) {
@@ -117,10 +181,44 @@ class PagePool {
     return reinterpret_cast<Header*>(const_cast<std::byte*>(page) - kHeader);
   }
 
+  // Pages of whole tiles fill a page to within one tile: such pages all take
+  // blocks of kPageBytes, so any of them can reuse any other's block.
+  static bool recycled(std::size_t bytes) noexcept { return bytes > kPageBytes / 2 && bytes <= kPageBytes; }
+  static std::size_t block_bytes(std::size_t bytes) noexcept { return recycled(bytes) ? kPageBytes : bytes; }
+  void* take_free() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.empty()) return nullptr;
+    void* raw = free_.back();
+    free_.pop_back();
+    poison(raw, false);
+    return raw;
+  }
+  bool keep_free(void* raw) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() >= std::max(cache_limit_, kMinCachedPages)) return false;
+    try {
+      free_.push_back(raw);
+    } catch (...) {  // no room for the pointer: free the page instead
+      return false;
+    }
+    poison(raw, true);
+    return true;
+  }
+  // Under AddressSanitizer a free page stays unaddressable until it is taken
+  // again, so a stale pointer into a recycled page is still reported.
+  static void poison([[maybe_unused]] void* raw, [[maybe_unused]] bool on) noexcept {
+#if defined(KVQ_PAGE_POOL_ASAN)
+    if (on) ASAN_POISON_MEMORY_REGION(raw, kHeader + kPageBytes);
+    else ASAN_UNPOISON_MEMORY_REGION(raw, kHeader + kPageBytes);
+#endif
+  }
+
   std::size_t budget_;
   mutable std::mutex mu_;
   std::size_t committed_ = 0;
   std::atomic<std::size_t> live_pages_{0};
+  std::vector<void*> free_;       // pages of kPageBytes, header included, LIFO (warm in cache)
+  std::size_t cache_limit_ = 0;   // pages preallocate() asked for
 };
 
 // A reservation for one operation: taken in full up front (or refused), drawn
