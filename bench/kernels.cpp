@@ -112,7 +112,7 @@ void BM_Kernel(benchmark::State& state, Op op, bool cold) {
       if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>)
         kvq::kernels::accumulate_bf16(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
     } else if (op == Op::accumulate_int8) {
-      if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>)
+      if constexpr (kvq::kernels::kHasInt8Accumulate<Codec>)
         kvq::kernels::accumulate_int8(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
     } else
       kvq::kernels::accumulate(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
@@ -208,8 +208,8 @@ void register_codec() {
     for (const int tokens : {4096, 32768})
       for (const Op op : {Op::scores, Op::scores_int8, Op::accumulate, Op::accumulate_bf16, Op::accumulate_int8}) {
         if (op == Op::scores_int8 && !kvq::kernels::kHasInt8Scores<Codec>) continue;
-        if ((op == Op::accumulate_bf16 || op == Op::accumulate_int8) && !kvq::kernels::kHasBf16Accumulate<Codec>)
-          continue;
+        if (op == Op::accumulate_bf16 && !kvq::kernels::kHasBf16Accumulate<Codec>) continue;
+        if (op == Op::accumulate_int8 && !kvq::kernels::kHasInt8Accumulate<Codec>) continue;
         const std::string bm = name + "/" + op_name(op) + "/" + (cold ? "cold" : "hot");
         const std::vector<long> gqa = std::vector<long>{1, 4, 8};
         with_stats(benchmark::RegisterBenchmark(bm.c_str(), BM_Kernel<Codec>, op, cold)

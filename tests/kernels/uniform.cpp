@@ -111,14 +111,14 @@ void check_accumulate(const Codec& c, const Run<Codec>& run, std::size_t n_q, st
       mag[qi * hd + j] = std::fabs(ref[qi * hd + j]);
     }
   std::vector<double> ibound(n_q * hd, 0.0);
-  if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>) {
+  if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>)
     if (products == Products::bf16) kvq::kernels::accumulate_bf16(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
+  if constexpr (kvq::kernels::kHasInt8Accumulate<Codec>)
     if (products == Products::int8) {
       kvq::kernels::accumulate_int8(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
       for (std::size_t qi = 0; qi < n_q; ++qi)
         int8_bound<Block>(run.rows, tile, n, hd, w + qi * w_stride, ibound.data() + qi * hd);
     }
-  }
   if (products == Products::f32) kvq::kernels::accumulate(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
   for (std::size_t t = 0; t < n; ++t) {
     value_magnitudes<Block>(run.rows + t * tile, hd, y.data());
@@ -187,10 +187,8 @@ void check_shape(const Codec& c, std::size_t n_q, std::size_t n, std::size_t mis
   for (std::size_t i = 0; i < misalign; ++i) REQUIRE(outbuf[i] == sentinel);
 
   check_accumulate(c, run, n_q, misalign, rng, Products::f32);
-  if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>) {
-    check_accumulate(c, run, n_q, misalign, rng, Products::bf16);
-    check_accumulate(c, run, n_q, misalign, rng, Products::int8);
-  }
+  if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>) check_accumulate(c, run, n_q, misalign, rng, Products::bf16);
+  if constexpr (kvq::kernels::kHasInt8Accumulate<Codec>) check_accumulate(c, run, n_q, misalign, rng, Products::int8);
 }
 
 template <class Codec>
@@ -260,6 +258,8 @@ TEMPLATE_TEST_CASE("kernels uniform: every code value and extreme scales decode 
       }
       for (std::size_t j = 0; j < hd; ++j)
         REQUIRE(std::fabs(double(acc16[j]) - ref[j]) <= 2e-6 * mag[j] + kBf16Rel * cmag[j] + 1e-30);
+    }
+    if constexpr (kvq::kernels::kHasInt8Accumulate<TestType>) {
       std::vector<float> acc8(hd, 0.0f);
       std::vector<double> ib(hd, 0.0);
       kvq::kernels::accumulate_int8(c, w.data(), 1, n, rows.data(), n, acc8.data(), hd);

@@ -189,7 +189,7 @@ class Cache {
   // times a block's scale to bf16 (relative error <= 2^-8 per product, codes
   // exact; AVX512_BF16 CPUs only, elsewhere f32), ValueProducts::int8 to a
   // multiple of 1/127 of the largest such product of 32 rows (AVX512-VNNI
-  // kernels only). Contracts: kernels/dispatch.hpp, docs/FORMATS.md. A
+  // kernels only; q8_0 values too). Contracts: kernels/dispatch.hpp, docs/FORMATS.md. A
   // run-time setting like set_int8_scores.
   void set_value_products(ValueProducts p) noexcept { value_products_ = p; }
   ValueProducts value_products() const noexcept { return value_products_; }

@@ -45,7 +45,7 @@
 namespace kvq {
 
 // How the fused pass multiplies weights with values of the formats that have
-// reduced-precision products (q4_0, q4_1, q3_1, q2_1): f32 (kernels::accumulate),
+// reduced-precision products (q4_0, q4_1, q3_1, q2_1; int8 also q8_0): f32 (kernels::accumulate),
 // bf16 (kernels::accumulate_bf16) or int8 (kernels::accumulate_int8); the
 // contracts are in kernels/dispatch.hpp and docs/FORMATS.md.
 enum class ValueProducts { f32, bf16, int8 };
@@ -101,18 +101,18 @@ RunKernels typed_kernels(const C& codec, bool int8_scores, ValueProducts values)
                     std::size_t nt, float* acc, std::size_t as) {
     kernels::accumulate(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
   };
-  if constexpr (kernels::kHasBf16Accumulate<C>) {
+  if constexpr (kernels::kHasBf16Accumulate<C>)
     if (values == ValueProducts::bf16)
       k.accumulate = [](const void* c, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
                         std::size_t nt, float* acc, std::size_t as) {
         kernels::accumulate_bf16(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
       };
+  if constexpr (kernels::kHasInt8Accumulate<C>)
     if (values == ValueProducts::int8)
       k.accumulate = [](const void* c, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
                         std::size_t nt, float* acc, std::size_t as) {
         kernels::accumulate_int8(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
       };
-  }
   k.codec = &codec;
   k.model_space = kWorksInModelSpace<C>;
   return k;

@@ -157,9 +157,13 @@ template <class C>
 inline constexpr bool kHasBf16Accumulate = std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
                                            std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1>;
 
+// accumulate_int8 also takes q8_0 (its codes offset to c + 128, like the int8 scores).
+template <class C>
+inline constexpr bool kHasInt8Accumulate = kHasBf16Accumulate<C> || std::is_same_v<C, kvq::Q8_0>;
+
 inline bool bf16_accumulate_active() { return entry::Bf16AccumulateActive() != 0; }
 
-// accumulate_int8: the same rows with int8 products on the AVX3_DL kernels
+// accumulate_int8: the same rows (and q8_0) with int8 products on the AVX3_DL kernels
 // (AVX512-VNNI vpdpbusd, 64 multiply-adds per instruction); elsewhere
 // accumulate() itself. Each product p_t = w_t d_t is rounded to a multiple of
 // the step s = max_t |w_t| * max_t |d_t| / 127, maxima over a tile of 32 rows
@@ -185,6 +189,7 @@ KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q4_0, Q4_0)
 KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q4_1, Q4_1)
 KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q3_1, Q3_1)
 KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q2_1, Q2_1)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(accumulate_int8, AccumulateInt8, kvq::Q8_0, Q8_0)
 #undef KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS
 #undef KVQ_KERNELS_VALUE_PRODUCT_WRAPPER
 

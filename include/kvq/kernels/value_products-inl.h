@@ -1,6 +1,6 @@
 // Reduced-precision value products: acc_g += sum_t w_g,t * decode(row t) for
 // the uniform formats whose codes are small integers (q4_0, q4_1, q3_1,
-// q2_1), with bf16 dot products (AVX512_BF16 vdpbf16ps: 32 multiply-adds per
+// q2_1; int8 also q8_0, its codes offset to c + 128), with bf16 dot products (AVX512_BF16 vdpbf16ps: 32 multiply-adds per
 // instruction) or int8 dot products (AVX512-VNNI vpdpbusd: 64) instead of
 // f32 FMAs (16). Decode attention at GQA 4-8 is bound by those
 // multiply-adds (8 queries x 128 values per row for V alone).
@@ -271,6 +271,9 @@ HWY_INLINE void QuadCodes(const std::uint8_t* const (&r)[4], __m512i& lo, __m512
       int8_dot::VB v[int8_dot::kGroupVecs];
       Fmt::template Int8Codes<1>(r[i], v);
       y[i] = _mm512_castsi512_si256(v[0].raw);  // values 0..31 in order
+      // Signed codes (q8_0) as c + 128 for vpdpbusd's unsigned side; the
+      // weights' -128 * sum comes off with the bias (kInt8Bias = 128).
+      if constexpr (Fmt::kInt8Signed) y[i] = _mm256_xor_si256(y[i], _mm256_set1_epi8(static_cast<char>(0x80)));
     }
     // In-lane interleaves: 128-bit lane k of u holds values 16k + ...
     const __m256i a = _mm256_unpacklo_epi8(y[0], y[1]), b = _mm256_unpacklo_epi8(y[2], y[3]);
@@ -469,6 +472,7 @@ KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q4_0)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q4_1)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q3_1)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q2_1)
+KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q8_0)
 
 inline std::int64_t Bf16AccumulateActive() { return value_products::Bf16Active() ? 1 : 0; }
 
