@@ -38,3 +38,29 @@ TEST_CASE("memory: plan_memory matches closed forms", "[cache][memory]") {
   CHECK_THROWS_AS(kvq::plan_memory(shape, CacheSpec::parse("boundary=3+3:q8_0/q8_0"), 10), kvq::Error);
   CHECK(kvq::plan_memory(shape, CacheSpec{}, 0).total.total_bytes() == 0);
 }
+
+TEST_CASE("memory: plan_stream prices one stream, and the streams sum to plan_memory", "[cache][memory]") {
+  const auto shape = ModelShape::dense(3, 4, 2, 64, 1 << 16);
+  const std::size_t d = 64, heads = 2;
+  const auto spec = CacheSpec::parse("k=q8_0,v=q8_0,layers=pc4/q4_0;turbo2/f32;q2_1/turbo3,window=64,sinks=4,rollback=8");
+  for (std::size_t n : {0u, 1u, 100u, 5000u}) {
+    const auto p = kvq::plan_memory(shape, spec, n);
+    kvq::MemoryUse sum;
+    for (std::size_t o = 0; o < 3; ++o) {
+      const auto k = kvq::plan_stream(shape, spec, o, kvq::StreamKind::key, n);
+      const auto v = kvq::plan_stream(shape, spec, o, kvq::StreamKind::value, n);
+      CHECK(k.tokens == 0);
+      CHECK(k.values == heads * n * d);
+      CHECK(k.total_bytes() + v.total_bytes() == p.layers[o].total_bytes());
+      sum += k;
+      sum += v;
+    }
+    CHECK(sum.total_bytes() == p.total.total_bytes());
+    CHECK(sum.values == p.total.values);
+  }
+  // Closed form: q4_0 V of layer 0 (18 B per 32 values), 68 tokens exact, the undo log of 8.
+  const auto v0 = kvq::plan_stream(shape, spec, 0, kvq::StreamKind::value, 1000);
+  CHECK(v0.compressed_bytes == heads * (1000 - 64 - 4) * 2 * 18);
+  CHECK(v0.exact_bytes == heads * (64 + 4) * d * 4);
+  CHECK_THROWS_AS(kvq::plan_stream(shape, CacheSpec::parse("k=nope,v=q8_0"), 0, kvq::StreamKind::key, 10), kvq::Error);
+}

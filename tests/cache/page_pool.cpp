@@ -11,7 +11,11 @@ using kvq::detail::PagePool;
 TEST_CASE("page pool: page sizes hold whole tiles, one tile at least", "[cache][pool]") {
   CHECK(kvq::detail::tiles_per_page(72) == 16384 / 72);  // q4_0 at head_dim 128: 227 tokens
   CHECK(kvq::detail::tiles_per_page(512) == 32);         // f32 at head_dim 128
-  CHECK(kvq::detail::tiles_per_page(40000) == 1);        // a tile larger than a page gets its own
+  CHECK(kvq::detail::tiles_per_page(8456) == 65536 / 8456);  // pc4 at head_dim 128: large tiles share 64 KiB pages
+  CHECK(kvq::detail::tiles_per_page(2048) == 8);         // up to 2 KiB: 16 KiB pages
+  CHECK(kvq::detail::tiles_per_page(2049) == 65536 / 2049);
+  CHECK(kvq::detail::tiles_per_page(40000) == 1);        // a tile larger than half of that gets its own
+  CHECK(kvq::detail::tiles_per_page(70000) == 1);
 }
 
 TEST_CASE("page pool: reservations never exceed the budget and return what they did not use", "[cache][pool]") {

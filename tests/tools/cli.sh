@@ -22,7 +22,7 @@ expect_error() {
   [ "$rc" -ge 128 ] && { echo "FAILED: $name crashed (status $rc)"; fails=$((fails + 1)); }
 }
 # Every command prints its help for --help (exit 0, usage on stdout), e.g. kvq plan --help.
-for cmd in plan codecs encode decode eval; do
+for cmd in plan codecs encode decode eval calibrate; do
   out=$("$kvq" "$cmd" --help 2>&1); rc=$?
   check "$cmd --help: exit 0" test "$rc" -eq 0
   check "$cmd --help: usage" grep -q "^usage: kvq $cmd" <<<"$out"
@@ -105,6 +105,34 @@ shared_dumps="$(dirname "$0")/../../../shared/data/kv-dumps/wt2-byte-a"
 if [ -f "$shared_dumps/k.npy" ]; then  # ages that do not fit the context are refused before any output
   expect_error "retrieval ages past the context" /dev/null eval --retrieval --dir "$shared_dumps" --context 4096 \
     --ages 16,8192 k=q8_0,v=q8_0
+fi
+
+# kvq calibrate: a missing or double budget, bad codecs, metrics, files and budgets below the
+# cheapest assignment are one-line errors (before any measuring); a small run prints a spec
+# that kvq plan accepts, within its budget.
+expect_error "calibrate no budget" /dev/null calibrate --dumps "$tmp/none"
+expect_error "calibrate two budgets" /dev/null calibrate --bits 3 --bytes 100 --dumps "$tmp/none"
+expect_error "calibrate missing dumps" /dev/null calibrate --bits 3 --dumps "$tmp/none"
+expect_error "calibrate missing table" /dev/null calibrate --bits 3 --sensitivity "$tmp/none.tsv"
+expect_error "calibrate bad price model" /dev/null calibrate --bits 3 --price-model gpt --dumps "$tmp/none"
+if [ -f "$shared_dumps/k.npy" ]; then
+  small=(--dumps "$shared_dumps" --tokens 256 --stride 64)
+  expect_error "calibrate unknown codec" /dev/null calibrate --bits 3 "${small[@]}" --k-codecs f32,q9_9
+  expect_error "calibrate per-channel V" /dev/null calibrate --bits 3 "${small[@]}" --v-codecs f32,pc4
+  expect_error "calibrate bad metric" /dev/null calibrate --bits 3 "${small[@]}" --metric mse
+  expect_error "calibrate budget below the cheapest" /dev/null calibrate --bits 2 "${small[@]}" --k-codecs f32,q4_0 \
+    --v-codecs f32,q4_0
+  out=$("$kvq" calibrate --bits 12 --context 4096 "${small[@]}" --k-codecs f32,q8_0,q4_0 --v-codecs f32,q4_0 \
+    --window 16 --out "$tmp/sens.tsv" 2>"$tmp/err"); rc=$?
+  check "calibrate: exit 0" test "$rc" -eq 0
+  spec=$(sed -n 's/^spec //p' <<<"$out")
+  check "calibrate: a layers= spec" grep -q '^k=.*,layers=.*,window=16$' <<<"$spec"
+  bits=$("$kvq" plan --model wt2-byte-a --context 4096 --spec "$spec" | awk 'NR == 3 {print $5}')
+  check "calibrate: kvq plan prices the spec within 12 bits/value" awk -v b="$bits" 'BEGIN {exit !(b > 4 && b <= 12)}'
+  again=$("$kvq" calibrate --bits 12 --context 4096 --sensitivity "$tmp/sens.tsv")
+  check "calibrate: the written table gives the same spec" test "$(sed -n 's/^spec //p' <<<"$again")" = "$spec"
+  expect_error "calibrate window differs from the table" /dev/null calibrate --bits 12 --sensitivity "$tmp/sens.tsv" \
+    --window 32
 fi
 
 echo "$pass passed, $fails failed"

@@ -70,8 +70,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Bits/value of a spec on the Llama-3.2-3B shape at 32K tokens (what `kvq plan --model llama-3.2-3b` prints).
+// A layers= table names the layers of the model it was made for: it is priced with Llama-3.2-3B's
+// heads and head_dim on that many layers (its per-layer cost on Llama-3.2-3B, as `kvq calibrate
+// --price-model llama-3.2-3b` prices it).
 double llama_bits_32k(const kvq::CacheSpec& spec) {
-  return kvq::plan_memory(kvq::ModelShape::dense(28, 24, 8, 128, 32768), spec, 32768).total.bits_per_value();
+  const std::size_t layers = spec.layers.empty() ? 28 : spec.layers.size();
+  return kvq::plan_memory(kvq::ModelShape::dense(layers, 24, 8, 128, 32768), spec, 32768).total.bits_per_value();
 }
 
 std::string bucket_label(const kvq::tools::RetrievalProbes& pr, std::size_t b) {

@@ -99,6 +99,19 @@ inline std::pair<std::vector<std::size_t>, std::size_t> simulate_stream(const St
 }
 }  // namespace detail
 
+// What one stream (K or V of KV layer `kv_ordinal`, all its KV heads) of a
+// cache of `shape` and `spec` holds at `context_tokens` tokens; `tokens` is 0
+// (the caller counts positions once per layer). Streams are priced
+// independently: plan_memory is the sum of these, which is what lets a bit
+// allocator price one layer's K codec at a time.
+inline MemoryUse plan_stream(const ModelShape& shape, const CacheSpec& spec, std::size_t kv_ordinal, StreamKind kind,
+                             std::size_t context_tokens, const CodecFactory& make = default_codec_factory) {
+  const auto config = detail::stream_config(shape, spec, make, kv_ordinal, kind);
+  const auto [counts, log_bytes] =
+      detail::simulate_stream(config.layout, shape.n_kv_heads, spec.rollback_reserve, context_tokens);
+  return detail::stream_use(config.layout, counts, log_bytes, shape.n_kv_heads, shape.head_dim);
+}
+
 // Bytes a cache of `shape` and `spec` holds with every KV layer at
 // `context_tokens` tokens (appended one by one or in batches: the same).
 inline MemoryReport plan_memory(const ModelShape& shape, const CacheSpec& spec, std::size_t context_tokens,
@@ -113,12 +126,7 @@ inline MemoryReport plan_memory(const ModelShape& shape, const CacheSpec& spec, 
     for (StreamKind kind : {StreamKind::key, StreamKind::value}) {
       const auto key = std::make_pair(int(kind), kind == StreamKind::key ? codecs.k : codecs.v);
       auto it = memo.find(key);
-      if (it == memo.end()) {
-        const auto config = detail::stream_config(shape, spec, make, o, kind);
-        const auto [counts, log_bytes] =
-            detail::simulate_stream(config.layout, shape.n_kv_heads, spec.rollback_reserve, context_tokens);
-        it = memo.emplace(key, detail::stream_use(config.layout, counts, log_bytes, shape.n_kv_heads, shape.head_dim)).first;
-      }
+      if (it == memo.end()) it = memo.emplace(key, plan_stream(shape, spec, o, kind, context_tokens, make)).first;
       layer += it->second;
     }
     layer.tokens = context_tokens;
