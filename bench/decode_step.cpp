@@ -18,10 +18,12 @@
 //
 // Usage: kvq_bench_decode [--context 4096,32768,131072] [--gqa 1,4,8]
 //          [--threads 1,2] [--mode cold,hot] [--spec SPEC ...] [--samples N]
-//          [--prefill-only | --no-prefill] [--scores int8,f32]
+//          [--prefill-only | --no-prefill] [--scores int8,f32] [--values f32,bf16,int8]
 // --scores: Cache::set_int8_scores for uniform-format keys (default int8);
 // with both, each row is measured both ways in the same process, f32 rows
-// marked "(f32 scores)".
+// marked "(f32 scores)". --values f32,bf16,int8: the same for
+// Cache::set_value_products (default f32), rows marked "(bf16 values)" /
+// "(int8 values)".
 #include <kvq/kvq.hpp>  // kvq before anything that includes Highway
 
 #include "bandwidth.hpp"
@@ -93,6 +95,7 @@ struct Options {
   std::size_t samples = 31;
   bool decode = true, prefill = true;
   std::vector<std::string> scores{"int8"};
+  std::vector<std::string> values{"f32"};
 };
 
 void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
@@ -102,7 +105,7 @@ void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const std::string& spec : o.specs)
     for (std::size_t n : o.contexts) {
-      double gqa1_us[2][2][2] = {};  // [int8][threads-1][cold]
+      double gqa1_us[2][3][2][2] = {};  // [int8 scores][value products][threads-1][cold]
       for (std::size_t gqa : o.gqas) {
         kvq::Cache base = filled(spec, n, gqa);
         const std::size_t bytes = base.memory(0).total_bytes();
@@ -119,12 +122,22 @@ void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
             have_copies = true;
           }
           for (std::size_t th : o.threads)
-          for (const std::string& scores : o.scores) {
+          for (const std::string& scores : o.scores)
+          for (const std::string& values : o.values) {
             if (th > pool.size()) continue;
             const bool int8 = scores != "f32";
+            const kvq::ValueProducts vp = values == "bf16"   ? kvq::ValueProducts::bf16
+                                          : values == "int8" ? kvq::ValueProducts::int8
+                                                             : kvq::ValueProducts::f32;
+            const int vi = static_cast<int>(vp);
             base.set_int8_scores(int8);
-            for (auto& c : copies) c.set_int8_scores(int8);
-            const std::string label = int8 ? spec : spec + " (f32 scores)";
+            base.set_value_products(vp);
+            for (auto& c : copies) {
+              c.set_int8_scores(int8);
+              c.set_value_products(vp);
+            }
+            const std::string label =
+                std::string(spec) + (int8 ? "" : " (f32 scores)") + (vi ? " (" + values + " values)" : "");
             std::vector<double> t;
             std::size_t i = 0;
             for (std::size_t s = 0; s < o.samples + 2; ++s) {
@@ -139,7 +152,7 @@ void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
             }
             const double us = 1e6 * median(t), frac = static_cast<double>(bytes) / (us * 1e-6) / bw;
             const std::size_t ti = th > 1 ? 1 : 0;
-            if (gqa == o.gqas.front()) gqa1_us[int8][ti][cold] = us;
+            if (gqa == o.gqas.front()) gqa1_us[int8][vi][ti][cold] = us;
             const double target = target_for(spec);
             char verdict[64];
             if (!cold || th > 1)
@@ -150,7 +163,7 @@ void decode_table(const Options& o, kvq::kernels::ThreadPool& pool) {
               std::snprintf(verdict, sizeof verdict, "%.2f MISSED by %.2f", target, target - frac);
             std::printf("| %s | %zu | %zu | %zu | %s | %.0f | %.1f | %.2f | %.3f | %s | %.2fx |\n", label.c_str(), n, gqa,
                         th, mode.c_str(), bytes / 1024.0, us, bytes / (us * 1e-6) / 1e9, frac, verdict,
-                        us / gqa1_us[int8][ti][cold]);
+                        us / gqa1_us[int8][vi][ti][cold]);
             std::fflush(stdout);
           }
         }
@@ -213,12 +226,17 @@ int main(int argc, char** argv) {
       std::stringstream in(next());
       for (std::string m; std::getline(in, m, ',');) o.scores.push_back(m);
     }
+    else if (a == "--values") {
+      o.values.clear();
+      std::stringstream in(next());
+      for (std::string m; std::getline(in, m, ',');) o.values.push_back(m);
+    }
     else if (a == "--samples") o.samples = std::stoul(next());
     else if (a == "--prefill-only") o.decode = false;
     else if (a == "--no-prefill") o.prefill = false;
     else {
       std::fprintf(stderr, "usage: kvq_bench_decode [--context N,..] [--gqa G,..] [--threads T,..] [--mode cold,hot] "
-                           "[--spec SPEC]... [--samples N] [--prefill-only | --no-prefill] [--scores int8,f32]\n");
+                           "[--spec SPEC]... [--samples N] [--prefill-only | --no-prefill] [--scores int8,f32] [--values f32,bf16,int8]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -228,7 +246,8 @@ int main(int argc, char** argv) {
   if (o.specs.size() == 10)
     for (const char* s : {"k=pc4,v=q4_1", "k=pc3,v=q3_1", "k=pc2,v=q2_1"}) o.specs.push_back(s);
   kvq::kernels::ThreadPool pool(*std::max_element(o.threads.begin(), o.threads.end()));
-  std::printf("kvq decode-step benchmark; kernels: %s; %s\n", kvq::kernels::target_name(), uptime().c_str());
+  std::printf("kvq decode-step benchmark; kernels: %s; bf16 values path %s; %s\n", kvq::kernels::target_name(),
+              kvq::kernels::bf16_accumulate_active() ? "active" : "inactive (f32)", uptime().c_str());
   std::printf("read bandwidth %.1f GB/s (one thread, %s); f32 FMA peak %.1f GFLOP/s (one thread)\n",
               kvq::bench::read_bandwidth() / 1e9, kvq::bench::read_bandwidth_target(), kvq::bench::fma_peak() / 1e9);
   if (o.decode) decode_table(o, pool);

@@ -1,6 +1,6 @@
 // Kernel microbenchmarks: scores and accumulate of every codec with SIMD
 // kernels (uniform, turbo, per-channel) at head_dim 128, 4K and 32K tokens,
-// GQA groups of 1, 4 and 8 (scores; 1 and 4 for accumulate), single thread, plus 1 vs 2 threads for a long run. Decode attention is memory bound, so every
+// GQA groups of 1, 4 and 8, single thread, plus 1 vs 2 threads for a long run. Decode attention is memory bound, so every
 // benchmark reports the bytes of compressed cache it reads per second and
 // that as a fraction of the machine's measured single-core read bandwidth
 // (bench/bandwidth.cpp).
@@ -14,7 +14,9 @@
 // "scores_int8" (the uniform formats) scores int8-quantized queries
 // (kernels::quantize_queries once, outside the timed loop, as attend does
 // once per step), "scores" f32 queries: the same rows, so their ratio is the
-// int8 path's speedup.
+// int8 path's speedup. "accumulate_bf16" and "accumulate_int8" (q4_0, q4_1,
+// q3_1, q2_1) are kernels::accumulate_bf16 / accumulate_int8 beside
+// "accumulate" (f32) in the same way.
 #include <kvq/kernels/parallel.hpp>  // kvq before anything that includes Highway
 
 #include "bandwidth.hpp"
@@ -38,10 +40,11 @@ namespace {
 constexpr std::size_t kHeadDim = 128;
 constexpr std::size_t kColdBytes = std::size_t{256} << 20;
 
-enum class Op { scores, scores_int8, accumulate };
+enum class Op { scores, scores_int8, accumulate, accumulate_bf16, accumulate_int8 };
 
 const char* op_name(Op op) {
-  return op == Op::scores ? "scores" : op == Op::scores_int8 ? "scores_int8" : "accumulate";
+  return op == Op::scores ? "scores" : op == Op::scores_int8 ? "scores_int8" : op == Op::accumulate ? "accumulate"
+         : op == Op::accumulate_bf16 ? "accumulate_bf16" : "accumulate_int8";
 }
 
 // A run of n tokens (n / G tiles of G tokens; G = 1 for row codecs), encoded
@@ -105,6 +108,12 @@ void BM_Kernel(benchmark::State& state, Op op, bool cold) {
       kvq::kernels::scores(c, q.data(), n_q, kHeadDim, rows, cache.tiles, out.data(), n);
     else if (op == Op::scores_int8) {
       if constexpr (kvq::kernels::kHasInt8Scores<Codec>) kvq::kernels::scores(c, qq, rows, cache.tiles, out.data(), n);
+    } else if (op == Op::accumulate_bf16) {
+      if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>)
+        kvq::kernels::accumulate_bf16(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
+    } else if (op == Op::accumulate_int8) {
+      if constexpr (kvq::kernels::kHasInt8Accumulate<Codec>)
+        kvq::kernels::accumulate_int8(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
     } else
       kvq::kernels::accumulate(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
     benchmark::DoNotOptimize(out.data());
@@ -197,10 +206,12 @@ void register_codec() {
   const std::string name(Codec::name);
   for (const bool cold : {false, true})
     for (const int tokens : {4096, 32768})
-      for (const Op op : {Op::scores, Op::scores_int8, Op::accumulate}) {
+      for (const Op op : {Op::scores, Op::scores_int8, Op::accumulate, Op::accumulate_bf16, Op::accumulate_int8}) {
         if (op == Op::scores_int8 && !kvq::kernels::kHasInt8Scores<Codec>) continue;
+        if (op == Op::accumulate_bf16 && !kvq::kernels::kHasBf16Accumulate<Codec>) continue;
+        if (op == Op::accumulate_int8 && !kvq::kernels::kHasInt8Accumulate<Codec>) continue;
         const std::string bm = name + "/" + op_name(op) + "/" + (cold ? "cold" : "hot");
-        const std::vector<long> gqa = op == Op::accumulate ? std::vector<long>{1, 4} : std::vector<long>{1, 4, 8};
+        const std::vector<long> gqa = std::vector<long>{1, 4, 8};
         with_stats(benchmark::RegisterBenchmark(bm.c_str(), BM_Kernel<Codec>, op, cold)
                        ->ArgNames({"tokens", "gqa"})
                        ->ArgsProduct({{tokens}, gqa}));

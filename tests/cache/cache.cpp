@@ -16,6 +16,7 @@ using kvq::CacheSpec;
 using kvq::Errc;
 using kvq::ModelShape;
 using kvq::StreamKind;
+using kvq::ValueProducts;
 using namespace kvq::test;
 
 namespace {
@@ -551,4 +552,25 @@ TEST_CASE("cache: segments are stored in pages; capacity is the payload plus par
     c.append(0, 250, k.data(), v.data());
     CHECK(c.segments(0, StreamKind::key, 0).front().bytes.data() == before.front().bytes.data());
   }
+}
+
+TEST_CASE("cache: a copy and a fork keep the run-time kernel settings and attend alike", "[cache]") {
+  Cache c(kShape, CacheSpec::parse("k=q4_0,v=q4_0,window=8"));
+  kvq::Rng rng(21);
+  fill(c, rng, 120, true);
+  c.set_int8_scores(false);
+  c.set_value_products(ValueProducts::int8);
+  const Cache copy(c);
+  Cache forked = c.fork();
+  for (const Cache* x : {&copy, static_cast<const Cache*>(&forked)}) {
+    CHECK_FALSE(x->int8_scores());
+    CHECK(x->value_products() == ValueProducts::int8);
+  }
+  const auto q = random_tokens(rng, 1, kShape.n_q_heads, kShape.head_dim);
+  std::vector<float> a(q.size()), b(q.size()), f(q.size());
+  c.attend(kShape.kv_layers[0], q.data(), a.data());
+  copy.attend(kShape.kv_layers[0], q.data(), b.data());
+  forked.attend(kShape.kv_layers[0], q.data(), f.data());
+  CHECK(a == b);
+  CHECK(a == f);
 }

@@ -253,3 +253,43 @@ TEST_CASE("Cache::attend allocates nothing once warmed", "[cache][fused]") {
   }
 }
 #endif
+
+TEST_CASE("Cache::attend with bf16 or int8 value products stays within their bounds of f32", "[cache][fused]") {
+  // The output is a convex combination of values. bf16: one rounding of each
+  // weight times scale, |err| <= 2^-8 max_t |d c_t| <= 2^-7 max|v| (|d c| <=
+  // max - min of a block; 1 % for the fp16 scale). int8: per tile of 32 rows
+  // the products move by half a step, max_tile(w d) / 254; with equal weights
+  // (zero queries) that is |err| <= max|d c| / 254 <= max|v| / 127, and with
+  // any weights (sum of the tiles' largest weights <= 1, 32 rows) 32x that.
+  for (const char* spec : {"k=q4_0,v=q4_0", "k=q8_0,v=q4_1,window=16,sinks=3", "k=q4_0,v=q3_1,tier=50:q2_1/q2_1",
+                           "k=pc4,v=q4_1,window=8", "k=q8_0,v=q8_0"})
+    for (const bool flat : {false, true}) {
+      INFO(spec << " flat " << flat << " bf16 path active " << kvq::kernels::bf16_accumulate_active());
+      const std::size_t d = 64, hq = 8, n = 500, n_pos = 5;
+      Cache c(kvq::ModelShape::dense(1, hq, 1, d, 4096), kvq::CacheSpec::parse(spec));
+      CHECK(c.value_products() == kvq::ValueProducts::f32);  // the default
+      kvq::Rng rng(23);
+      const auto k = kvq::test::random_tokens(rng, n, 1, d), v = kvq::test::random_tokens(rng, n, 1, d);
+      c.append(0, n, k.data(), v.data());
+      float vmax = 0.0f;
+      for (float x : v) vmax = std::max(vmax, std::fabs(x));
+      auto q = kvq::test::random_tokens(rng, n_pos, hq, d, 2.0);
+      if (flat) std::fill(q.begin(), q.end(), 0.0f);
+      std::vector<float> f32(q.size()), got(q.size());
+      c.attend(0, n_pos, q.data(), f32.data());
+      for (const auto vp : {kvq::ValueProducts::bf16, kvq::ValueProducts::int8}) {
+        c.set_value_products(vp);
+        c.attend(0, n_pos, q.data(), got.data());
+        c.set_value_products(kvq::ValueProducts::f32);
+        const float bound = 1.01f * vmax * (vp == kvq::ValueProducts::bf16 ? 1.0f / 128 : flat ? 1.0f / 127 : 32.0f / 127) + 1e-5f;
+        for (std::size_t i = 0; i < q.size(); ++i) {
+          INFO("products " << static_cast<int>(vp) << " value " << i << " f32 " << f32[i] << " got " << got[i] << " bound " << bound);
+          REQUIRE(std::fabs(got[i] - f32[i]) <= bound);
+        }
+        // q8_0 values have no bf16 products; bf16 without the CPU feature is f32.
+        if (vp == kvq::ValueProducts::bf16 &&
+            (std::string(spec) == "k=q8_0,v=q8_0" || !kvq::kernels::bf16_accumulate_active()))
+          CHECK(got == f32);
+      }
+    }
+}

@@ -13,6 +13,7 @@
 #include <kvq/core/rng.hpp>
 #include <kvq/reference/uniform.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -44,16 +45,106 @@ struct Run {
 };
 
 // |q_j| (|d c_j| + |m|) per value of a row: the scale of the rounding errors
-// of any evaluation order of q . x (d c and m may nearly cancel in x).
+// of any evaluation order of q . x (d c and m may nearly cancel in x). Without
+// the minimum, |d c_j|: the part of a value that accumulate_bf16 multiplies in
+// bf16 (its contract: kernels/dispatch.hpp).
 template <class Block>
-void value_magnitudes(const std::byte* row, std::size_t hd, float* mag) {
+void value_magnitudes(const std::byte* row, std::size_t hd, float* mag, bool with_min = true) {
   int c[kBlockValues];
   float d, m;
   for (std::size_t b = 0; b < hd / kBlockValues; ++b) {
     Block::unpack(row + b * Block::bytes, c, d, m);
     for (std::size_t j = 0; j < kBlockValues; ++j)
-      mag[b * kBlockValues + j] = std::fabs(d * static_cast<float>(c[j])) + std::fabs(m);
+      mag[b * kBlockValues + j] = std::fabs(d * static_cast<float>(c[j])) + (with_min ? std::fabs(m) : 0.0f);
   }
+}
+
+// accumulate_bf16's relative bound on sum_t |w_t d_t c_t|: one rounding to
+// 8 significant bits.
+constexpr double kBf16Rel = 1.0 / 256;
+
+enum class Products { f32, bf16, int8 };
+
+// accumulate_int8's bound for one query: (s / 2) sum_{t in tile} |c_t[j]| per
+// tile of 32 rows and block, s = max_{t in tile} |w_t| max_{t in tile} |d_t| / 127.
+template <class Block>
+void int8_bound(const std::byte* rows, std::size_t tile_bytes, std::size_t n, std::size_t hd, const float* w,
+                double* bound) {
+  int c[kBlockValues];
+  float d, m;
+  for (std::size_t t0 = 0; t0 < n; t0 += 32)
+    for (std::size_t b = 0; b < hd / kBlockValues; ++b) {
+      double wmax = 0.0, dmax = 0.0;
+      for (std::size_t t = t0; t < std::min(n, t0 + 32); ++t) {
+        Block::unpack(rows + t * tile_bytes + b * Block::bytes, c, d, m);
+        wmax = std::max(wmax, double(std::fabs(w[t])));
+        dmax = std::max(dmax, double(std::fabs(d)));
+      }
+      const double pmax = wmax * dmax;
+      for (std::size_t t = t0; t < std::min(n, t0 + 32); ++t) {
+        Block::unpack(rows + t * tile_bytes + b * Block::bytes, c, d, m);
+        for (std::size_t j = 0; j < kBlockValues; ++j)
+          bound[b * kBlockValues + j] += 1.000001 * (pmax / 127.0) / 2 * std::abs(c[j]);
+      }
+    }
+}
+
+// accumulate (or accumulate_bf16 / accumulate_int8, with their contracts'
+// bounds) onto non-zero accumulators, weights with a stride and misaligned.
+template <class Codec>
+void check_accumulate(const Codec& c, const Run<Codec>& run, std::size_t n_q, std::size_t misalign, kvq::Rng& rng,
+                      Products products) {
+  const bool bf16 = products == Products::bf16;
+  using Block = typename Codec::block_type;
+  const std::size_t hd = c.head_dim(), tile = c.bytes_per_tile(), n = run.n;
+  INFO("products " << static_cast<int>(products) << " bf16 path active " << kvq::kernels::bf16_accumulate_active());
+  const float sentinel = -12345.0f;
+  const std::size_t w_stride = n + 2, acc_stride = hd + 7;
+  std::vector<float> wbuf = kvq::test::random_vector(rng, misalign + n_q * w_stride);
+  const float* w = wbuf.data() + misalign;
+  std::vector<float> accbuf(misalign + n_q * acc_stride, sentinel);
+  float* acc = accbuf.data() + misalign;
+  std::vector<float> ref(n_q * hd), mag(n_q * hd), cmag(n_q * hd, 0.0f), y(hd), yc(hd);
+  for (std::size_t qi = 0; qi < n_q; ++qi)
+    for (std::size_t j = 0; j < hd; ++j) {
+      acc[qi * acc_stride + j] = ref[qi * hd + j] = static_cast<float>(rng.normal());
+      mag[qi * hd + j] = std::fabs(ref[qi * hd + j]);
+    }
+  std::vector<double> ibound(n_q * hd, 0.0);
+  if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>)
+    if (products == Products::bf16) kvq::kernels::accumulate_bf16(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
+  if constexpr (kvq::kernels::kHasInt8Accumulate<Codec>)
+    if (products == Products::int8) {
+      kvq::kernels::accumulate_int8(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
+      for (std::size_t qi = 0; qi < n_q; ++qi)
+        int8_bound<Block>(run.rows, tile, n, hd, w + qi * w_stride, ibound.data() + qi * hd);
+    }
+  if (products == Products::f32) kvq::kernels::accumulate(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
+  for (std::size_t t = 0; t < n; ++t) {
+    value_magnitudes<Block>(run.rows + t * tile, hd, y.data());
+    value_magnitudes<Block>(run.rows + t * tile, hd, yc.data(), false);
+    for (std::size_t qi = 0; qi < n_q; ++qi) {
+      const float wt = w[qi * w_stride + t];
+      kvq::reference::accumulate_row<Block>(ref.data() + qi * hd, wt, run.rows + t * tile, hd);
+      for (std::size_t j = 0; j < hd; ++j) {
+        mag[qi * hd + j] += std::fabs(wt * y[j]);
+        cmag[qi * hd + j] += std::fabs(wt * yc[j]);
+      }
+    }
+  }
+  for (std::size_t qi = 0; qi < n_q; ++qi) {
+    for (std::size_t j = 0; j < hd; ++j) {
+      const float got = acc[qi * acc_stride + j], want = ref[qi * hd + j];
+      const double bound =
+          2e-6 * mag[qi * hd + j] + (bf16 ? kBf16Rel * cmag[qi * hd + j] : 0.0) + ibound[qi * hd + j] + 1e-30;
+      if (!(std::fabs(double(got) - want) <= bound)) {
+        INFO("accumulate query " << qi << " lane " << j << ": kernel " << got << " reference " << want << " bound " << bound);
+        REQUIRE(false);
+      }
+    }
+    for (std::size_t j = hd; j < acc_stride; ++j) REQUIRE(acc[qi * acc_stride + j] == sentinel);
+  }
+  for (std::size_t i = 0; i < misalign; ++i) REQUIRE(accbuf[i] == sentinel);
 }
 
 // Compares scores and accumulate of one shape with the reference; returns the
@@ -95,37 +186,9 @@ void check_shape(const Codec& c, std::size_t n_q, std::size_t n, std::size_t mis
     for (std::size_t t = n; t < out_stride; ++t) REQUIRE(out[qi * out_stride + t] == sentinel);
   for (std::size_t i = 0; i < misalign; ++i) REQUIRE(outbuf[i] == sentinel);
 
-  // accumulate onto non-zero accumulators, weights with a stride and misaligned.
-  const std::size_t w_stride = n + 2, acc_stride = hd + 7;
-  std::vector<float> wbuf = kvq::test::random_vector(rng, misalign + n_q * w_stride);
-  const float* w = wbuf.data() + misalign;
-  std::vector<float> accbuf(misalign + n_q * acc_stride, sentinel);
-  float* acc = accbuf.data() + misalign;
-  std::vector<float> ref(n_q * hd), mag(n_q * hd);
-  for (std::size_t qi = 0; qi < n_q; ++qi)
-    for (std::size_t j = 0; j < hd; ++j) {
-      acc[qi * acc_stride + j] = ref[qi * hd + j] = static_cast<float>(rng.normal());
-      mag[qi * hd + j] = std::fabs(ref[qi * hd + j]);
-    }
-  kvq::kernels::accumulate(c, w, n_q, w_stride, run.rows, n, acc, acc_stride);
-  for (std::size_t t = 0; t < n; ++t) {
-    value_magnitudes<Block>(run.rows + t * tile, hd, y.data());
-    for (std::size_t qi = 0; qi < n_q; ++qi) {
-      const float wt = w[qi * w_stride + t];
-      kvq::reference::accumulate_row<Block>(ref.data() + qi * hd, wt, run.rows + t * tile, hd);
-      for (std::size_t j = 0; j < hd; ++j) mag[qi * hd + j] += std::fabs(wt * y[j]);
-    }
-  }
-  for (std::size_t qi = 0; qi < n_q; ++qi) {
-    for (std::size_t j = 0; j < hd; ++j) {
-      const float got = acc[qi * acc_stride + j], want = ref[qi * hd + j];
-      if (!(std::fabs(double(got) - want) <= 2e-6 * mag[qi * hd + j] + 1e-30)) {
-        INFO("accumulate query " << qi << " lane " << j << ": kernel " << got << " reference " << want);
-        REQUIRE(false);
-      }
-    }
-    for (std::size_t j = hd; j < acc_stride; ++j) REQUIRE(acc[qi * acc_stride + j] == sentinel);
-  }
+  check_accumulate(c, run, n_q, misalign, rng, Products::f32);
+  if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>) check_accumulate(c, run, n_q, misalign, rng, Products::bf16);
+  if constexpr (kvq::kernels::kHasInt8Accumulate<Codec>) check_accumulate(c, run, n_q, misalign, rng, Products::int8);
 }
 
 template <class Codec>
@@ -186,6 +249,23 @@ TEMPLATE_TEST_CASE("kernels uniform: every code value and extreme scales decode 
       kvq::reference::accumulate_row<Block>(ref.data(), 1.0f, rows.data() + t * c.bytes_per_tile(), hd);
     }
     for (std::size_t j = 0; j < hd; ++j) REQUIRE(std::fabs(double(acc[j]) - ref[j]) <= 2e-6 * mag[j] + 1e-30);
+    if constexpr (kvq::kernels::kHasBf16Accumulate<TestType>) {
+      std::vector<float> acc16(hd, 0.0f), cmag(hd, 0.0f), yc(hd);
+      kvq::kernels::accumulate_bf16(c, w.data(), 1, n, rows.data(), n, acc16.data(), hd);
+      for (std::size_t t = 0; t < n; ++t) {
+        value_magnitudes<Block>(rows.data() + t * c.bytes_per_tile(), hd, yc.data(), false);
+        for (std::size_t j = 0; j < hd; ++j) cmag[j] += yc[j];
+      }
+      for (std::size_t j = 0; j < hd; ++j)
+        REQUIRE(std::fabs(double(acc16[j]) - ref[j]) <= 2e-6 * mag[j] + kBf16Rel * cmag[j] + 1e-30);
+    }
+    if constexpr (kvq::kernels::kHasInt8Accumulate<TestType>) {
+      std::vector<float> acc8(hd, 0.0f);
+      std::vector<double> ib(hd, 0.0);
+      kvq::kernels::accumulate_int8(c, w.data(), 1, n, rows.data(), n, acc8.data(), hd);
+      int8_bound<Block>(rows.data(), c.bytes_per_tile(), n, hd, w.data(), ib.data());
+      for (std::size_t j = 0; j < hd; ++j) REQUIRE(std::fabs(double(acc8[j]) - ref[j]) <= 2e-6 * mag[j] + ib[j] + 1e-30);
+    }
   });
   kvq::test::require_targets_exercised(ran);
 }
@@ -203,6 +283,22 @@ TEST_CASE("kernels uniform: non-finite scales propagate, never crash", "[kernels
     CHECK(std::isfinite(out[0]));
     CHECK(!std::isfinite(out[1]));
     CHECK(std::isnan(out[2]));
+    // Each row accumulated alone, by both accumulate paths.
+    for (int path = 0; path < 3; ++path)
+      for (std::size_t t = 0; t < 3; ++t) {
+        std::vector<float> acc(64, 0.0f);
+        const float one = 1.0f;
+        const std::byte* row = rows.data() + t * c.bytes_per_tile();
+        if (path == 0)
+          kvq::kernels::accumulate(c, &one, 1, 1, row, 1, acc.data(), 64);
+        else if (path == 1)
+          kvq::kernels::accumulate_bf16(c, &one, 1, 1, row, 1, acc.data(), 64);
+        else
+          kvq::kernels::accumulate_int8(c, &one, 1, 1, row, 1, acc.data(), 64);
+        INFO("path " << path << " row " << t << " value 0 " << acc[0]);
+        CHECK(std::isfinite(acc[0]) == (t == 0));
+        if (t == 2) CHECK(std::isnan(acc[0]));
+      }
   });
 }
 

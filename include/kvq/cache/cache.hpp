@@ -143,6 +143,16 @@ class Cache {
   void set_int8_scores(bool on) noexcept { int8_scores_ = on; }
   bool int8_scores() const noexcept { return int8_scores_; }
 
+  // How attend multiplies weights with values of the q4_0, q4_1, q3_1 and
+  // q2_1 formats (f32 by default): ValueProducts::bf16 rounds each weight
+  // times a block's scale to bf16 (relative error <= 2^-8 per product, codes
+  // exact; AVX512_BF16 CPUs only, elsewhere f32), ValueProducts::int8 to a
+  // multiple of 1/127 of the largest such product of 32 rows (AVX512-VNNI
+  // kernels only; q8_0 values too). Contracts: kernels/dispatch.hpp, docs/FORMATS.md. A
+  // run-time setting like set_int8_scores.
+  void set_value_products(ValueProducts p) noexcept { value_products_ = p; }
+  ValueProducts value_products() const noexcept { return value_products_; }
+
   // Raw scores q . k_t (unscaled) of query head q_head against every key of
   // `layer`: q is [head_dim], out is [length(layer)]. For engines running
   // their own softmax.
@@ -306,6 +316,7 @@ class Cache {
   std::shared_ptr<detail::PagePool> pool_;  // before layers_: their pages return to it
   std::vector<Layer> layers_;
   bool int8_scores_ = true;
+  ValueProducts value_products_ = ValueProducts::f32;
 };
 
 #if KVQ_COMPILED_DEFINITIONS
@@ -482,6 +493,7 @@ KVQ_COMPILED_INLINE void Cache::swap(Cache& other) noexcept {
   std::swap(pool_, other.pool_);
   std::swap(layers_, other.layers_);
   std::swap(int8_scores_, other.int8_scores_);
+  std::swap(value_products_, other.value_products_);
 }
 
 KVQ_COMPILED_INLINE Cache::Cache(ModelShape shape, CacheSpec spec, CodecFactory make,
@@ -509,6 +521,9 @@ KVQ_COMPILED_INLINE void Cache::copy_from(const Cache& o, bool share_pages) {
     layers_[i].k.copy_from(o.layers_[i].k, share_pages, a);
     layers_[i].v.copy_from(o.layers_[i].v, share_pages, a);
   }
+  // The run-time settings travel with the copy or fork (documented above).
+  int8_scores_ = o.int8_scores_;
+  value_products_ = o.value_products_;
 }
 
 KVQ_COMPILED_INLINE std::size_t Cache::ordinal(std::size_t layer, const char* op) const {
@@ -579,7 +594,7 @@ KVQ_COMPILED_INLINE Cache::LayerPass::LayerPass(const Cache& c, const Layer& lay
     max_k_tile = std::max(max_k_tile, L.k.codecs[j].tokens_per_tile());
   }
   for (std::size_t j = 0; j < L.v.counts.size(); ++j) {
-    vk.data()[j] = detail::resolve_kernels(L.v.codecs[j]);
+    vk.data()[j] = detail::resolve_kernels(L.v.codecs[j], false, c.value_products_);
     max_v_tile = std::max(max_v_tile, L.v.codecs[j].tokens_per_tile());
   }
 }

@@ -42,6 +42,16 @@
 #include <type_traits>
 #include <vector>
 
+namespace kvq {
+
+// How the fused pass multiplies weights with values of the formats that have
+// reduced-precision products (q4_0, q4_1, q3_1, q2_1; int8 also q8_0): f32 (kernels::accumulate),
+// bf16 (kernels::accumulate_bf16) or int8 (kernels::accumulate_int8); the
+// contracts are in kernels/dispatch.hpp and docs/FORMATS.md.
+enum class ValueProducts { f32, bf16, int8 };
+
+}  // namespace kvq
+
 namespace kvq::detail {
 
 // parallel_for that runs every task on the calling thread.
@@ -79,7 +89,7 @@ struct RunKernels {
 };
 
 template <class C>
-RunKernels typed_kernels(const C& codec, bool int8_scores) {
+RunKernels typed_kernels(const C& codec, bool int8_scores, ValueProducts values) {
   RunKernels k;
   if constexpr (kernels::kHasInt8Scores<C>)
     if (int8_scores)
@@ -91,6 +101,18 @@ RunKernels typed_kernels(const C& codec, bool int8_scores) {
                     std::size_t nt, float* acc, std::size_t as) {
     kernels::accumulate(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
   };
+  if constexpr (kernels::kHasBf16Accumulate<C>)
+    if (values == ValueProducts::bf16)
+      k.accumulate = [](const void* c, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
+                        std::size_t nt, float* acc, std::size_t as) {
+        kernels::accumulate_bf16(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
+      };
+  if constexpr (kernels::kHasInt8Accumulate<C>)
+    if (values == ValueProducts::int8)
+      k.accumulate = [](const void* c, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
+                        std::size_t nt, float* acc, std::size_t as) {
+        kernels::accumulate_int8(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
+      };
   k.codec = &codec;
   k.model_space = kWorksInModelSpace<C>;
   return k;
@@ -119,10 +141,11 @@ inline RunKernels generic_kernels(const AnyCodec& codec) {
 
 // int8_scores: K runs of the uniform formats score int8-quantized queries
 // (kernels::quantize_queries; the accuracy contract is in
-// reference/int8_query.hpp).
-inline RunKernels resolve_kernels(const AnyCodec& codec, bool int8_scores = false) {
+// reference/int8_query.hpp). values: the products of V runs (ValueProducts).
+inline RunKernels resolve_kernels(const AnyCodec& codec, bool int8_scores = false,
+                                  ValueProducts values = ValueProducts::f32) {
   RunKernels k;
-  if (with_simd_kernel(codec, [&](const auto& c) { k = typed_kernels(c, int8_scores); })) return k;
+  if (with_simd_kernel(codec, [&](const auto& c) { k = typed_kernels(c, int8_scores, values); })) return k;
   return generic_kernels(codec);
 }
 

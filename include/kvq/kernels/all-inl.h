@@ -8,6 +8,7 @@
 #include <kvq/kernels/int8_dot-inl.h>
 #include <kvq/kernels/int8_query-inl.h>
 #include <kvq/kernels/uniform-inl.h>
+#include <kvq/kernels/value_products-inl.h>
 #include <kvq/kernels/turbo-inl.h>
 #include <kvq/kernels/per_channel-inl.h>
 #include <kvq/kernels/exact-inl.h>

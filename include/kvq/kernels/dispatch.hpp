@@ -146,6 +146,58 @@ KVQ_KERNELS_INT8_WRAPPERS(kvq::Q3_1, Q3_1)
 KVQ_KERNELS_INT8_WRAPPERS(kvq::Q2_1, Q2_1)
 #undef KVQ_KERNELS_INT8_WRAPPERS
 
+// ---------------------------------------------------------------------------
+// bf16 value accumulation, an opt-in approximation of accumulate() for the
+// uniform formats with small integer codes (q4_0, q4_1, q3_1, q2_1): on CPUs
+// with AVX512_BF16 (and the AVX3_DL kernels) each product p = w * d of a
+// weight and a block's scale is rounded to bf16 and multiplied with the exact
+// codes by bf16 dot products (kernels/value_products-inl.h); elsewhere it is
+// accumulate() itself. The contract, per output value j of each query:
+//   |got_j - sum_t w_t x_t[j]| <= 2^-8 sum_t |w_t d_t c_t[j]| + f32 rounding
+// (x = d c + m; bf16 keeps 8 significant bits, round to nearest even, so
+// |p~ - p| <= 2^-8 |p|; products below 2^-126 may flush to zero; the minimum's
+// part sum_t w_t m_t is f32). NaN weights or NaN/Inf scales give NaN as in
+// accumulate(). bf16_accumulate_active() tells whether the bf16 path runs.
+template <class C>
+inline constexpr bool kHasBf16Accumulate = std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
+                                           std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1>;
+
+// accumulate_int8 also takes q8_0 (its codes offset to c + 128, like the int8 scores).
+template <class C>
+inline constexpr bool kHasInt8Accumulate = kHasBf16Accumulate<C> || std::is_same_v<C, kvq::Q8_0>;
+
+inline bool bf16_accumulate_active() { return entry::Bf16AccumulateActive() != 0; }
+
+// accumulate_int8: the same rows (and q8_0) with int8 products on the AVX3_DL kernels
+// (AVX512-VNNI vpdpbusd, 64 multiply-adds per instruction); elsewhere
+// accumulate() itself. Each product p_t = w_t d_t is rounded to a multiple of
+// the step s = max_t |w_t| * max_t |d_t| / 127, maxima over a tile of 32 rows
+// (the call's rows 0..31, 32..63, ...) for each query and block, so per
+// output value j
+//   |got_j - sum_t w_t x_t[j]| <= sum_tiles (s / 2) sum_{t in tile} |c_t[j]| + f32 rounding
+// (c: the code value, n - 8 for q4_0); a NaN/Inf weight, scale or minimum
+// (or max|w| max|d| beyond the f32 range) makes the block's 32 values
+// non-finite.
+// One wrapper per (operation OP, codec): accumulate_bf16, accumulate_int8.
+#define KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(OP, ENTRY, CODEC, FMT)                                              \
+  inline void OP(const CODEC& codec, const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows, \
+                 std::size_t n_rows, float* acc, std::size_t acc_stride) {                                       \
+    detail::check_run("kvq::kernels::" #OP, n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride,            \
+                      codec.head_dim());                                                                         \
+    if (n_q == 0 || n_rows == 0) return;                                                                         \
+    entry::ENTRY##FMT(w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc, acc_stride);                       \
+  }
+#define KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(CODEC, FMT)                   \
+  KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(accumulate_bf16, AccumulateBf16, CODEC, FMT) \
+  KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(accumulate_int8, AccumulateInt8, CODEC, FMT)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q4_0, Q4_0)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q4_1, Q4_1)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q3_1, Q3_1)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q2_1, Q2_1)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(accumulate_int8, AccumulateInt8, kvq::Q8_0, Q8_0)
+#undef KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS
+#undef KVQ_KERNELS_VALUE_PRODUCT_WRAPPER
+
 namespace detail {
 // The codebook as the kernels read it: 2^B levels, zero-padded to 16 floats
 // (one AVX-512 register).

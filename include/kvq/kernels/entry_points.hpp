@@ -88,7 +88,11 @@ using TargetMaskKernel = std::int64_t();
   X(RowKernel, ScoresQ2_1)
 #define KVQ_UNIFORM_ACCUMULATE_ENTRY_POINTS(X)                                                              \
   X(RowKernel, AccumulateQ8_0) X(RowKernel, AccumulateQ4_0) X(RowKernel, AccumulateQ4_1)                     \
-  X(RowKernel, AccumulateQ3_1) X(RowKernel, AccumulateQ2_1)
+  X(RowKernel, AccumulateQ3_1) X(RowKernel, AccumulateQ2_1)                                                 \
+  X(RowKernel, AccumulateBf16Q4_0) X(RowKernel, AccumulateBf16Q4_1) X(RowKernel, AccumulateBf16Q3_1)         \
+  X(RowKernel, AccumulateBf16Q2_1) X(TargetMaskKernel, Bf16AccumulateActive)                               \
+  X(RowKernel, AccumulateInt8Q4_0) X(RowKernel, AccumulateInt8Q4_1) X(RowKernel, AccumulateInt8Q3_1)         \
+  X(RowKernel, AccumulateInt8Q2_1) X(RowKernel, AccumulateInt8Q8_0)
 #define KVQ_INT8_QUERY_ENTRY_POINTS(X)                                                                      \
   X(TargetNameKernel, Int8DotPath)                                                                          \
   X(QuantizeKernel, QuantizeQueriesInt8) X(Int8ScoresKernel, ScoresInt8Q8_0)                                 \

@@ -203,6 +203,7 @@ struct Q8_0 : Blocks {
 
 struct Q4_0 : Blocks {
   static constexpr std::size_t kBytes = 18;
+  static constexpr std::size_t kNibbleCodes = 2;  // offset of the 16 code bytes (value_products-inl.h)
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     // c = n - 8 folded into the offset: x = d n + (-8 d).
     const VF d = LoadHalf(blk);
@@ -228,6 +229,7 @@ struct Q4_0 : Blocks {
 };
 
 struct Q4_1 : MinBlocks<20> {
+  static constexpr std::size_t kNibbleCodes = 4;
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     const VF d = LoadHalf(blk), m = LoadHalf(blk + 2);
     KVQ_UNROLL
