@@ -156,7 +156,9 @@ int main(int argc, char** argv) {
     kvq::CachePool::SequenceId id = 0;
     Pooled(const kvq::ModelShape& shape, const std::string& spec, std::size_t capacity)
         : pool(shape, kvq::CacheSpec::parse(spec), 2 * capacity) {
-      pool.preallocate(capacity);
+      // Pages hold whole tiles, a few bytes short of a 16 KiB block: 1/32 more
+      // blocks than the capacity's bytes cover every page the run will take.
+      pool.preallocate(capacity + capacity / 32);
       id = pool.create();
     }
     kvq::Cache& cache() { return pool.sequence(id); }
