@@ -505,10 +505,11 @@ KVQ_COMPILED_INLINE Cache::Cache(ModelShape shape, CacheSpec spec, CodecFactory 
   for (std::size_t o = 0; o < shape_.n_kv_layers(); ++o) {
     layers_.push_back(Layer{0,
                             detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::key),
-                                           shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_, 2 * o),
+                                           shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_, 2 * o,
+                                           shape_.max_context),
                             detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::value),
                                            shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
-                                           2 * o + 1)});
+                                           2 * o + 1, shape_.max_context)});
   }
 }
 

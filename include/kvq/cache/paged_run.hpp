@@ -161,6 +161,8 @@ class PagedRun {
   std::size_t tile_bytes() const noexcept { return tile_bytes_; }
   std::size_t tiles_per_page() const noexcept { return per_page_; }
   std::size_t page_bytes() const noexcept { return per_page_ * tile_bytes_; }
+  // Room for n page pointers, so growing to n pages never reallocates the table.
+  void reserve_pages(std::size_t n) { pages_.reserve(n); }
   std::size_t n_pages() const noexcept { return pages_.size(); }
   std::byte* page(std::size_t i) const noexcept { return pages_[i]; }
 

@@ -89,6 +89,13 @@ class StreamLayout {
 
   std::size_t n_segments() const noexcept { return segs_.size(); }
   std::size_t window_segment() const noexcept { return segs_.size() - 1; }
+  // Tokens segment j can ever hold in a context of `context` tokens: the
+  // sinks, the window plus the policy tile in transit, or all of them.
+  std::size_t most_tokens(std::size_t j, std::size_t context) const noexcept {
+    if (j == 0) return std::min(context, sinks_);
+    if (j == window_segment()) return std::min(context, window_ + segs_[policy_segment()].tokens_per_tile);
+    return context;
+  }
   std::size_t policy_segment() const noexcept { return segs_.size() - 2; }
   const SegmentShape& segment(std::size_t j) const noexcept { return segs_[j]; }
   bool is_exact(std::size_t j) const noexcept { return j == 0 || j == window_segment(); }
@@ -228,8 +235,12 @@ class Stream {
  public:
   // `stagger`: distinct for the streams of a cache, so their runs cross page
   // boundaries at different appends (paged_run.hpp).
+  // `max_tokens` (the model's context, 0: unknown) sizes every run's page
+  // table once: grown by doubling, the tables of all runs of a cache would
+  // reallocate in the same append (they reach 32, 64, ... pages together), a
+  // ~3 ms step after a large free (kvq_bench_append, docs/CACHE.md).
   Stream(StreamConfig config, std::size_t n_heads, std::size_t head_dim, std::size_t reserve, PagePool& pool,
-         std::size_t stagger = 0)
+         std::size_t stagger = 0, std::size_t max_tokens = 0)
       : codecs(std::move(config.codecs)),
         layout(std::move(config.layout)),
         n_heads(n_heads),
@@ -244,6 +255,10 @@ class Stream {
         // segment); the sinks fill once, at the start, and waste nothing.
         const std::size_t phase = j == 0 ? 0 : ((stagger * n_heads + h) * 8 + j) * 2654435761u >> 8;
         data[j].emplace_back(pool, layout.segment(j).bytes_per_tile, layout.tiles_per_page(j), phase);
+        if (max_tokens) {
+          const std::size_t page_tokens = layout.tiles_per_page(j) * layout.segment(j).tokens_per_tile;
+          data[j].back().reserve_pages(layout.most_tokens(j, max_tokens) / page_tokens + 2);
+        }
       }
   }
 
