@@ -5,7 +5,8 @@
 // rotated space, f32/f16 at SIMD and non-SIMD head sizes, causal prefill,
 // threads and token-range splits, NaN queries, and no heap allocation once
 // warmed. With int8 scores (the default) the oracle scores uniform-format keys
-// with reference::dot_row_int8 on the segment bytes (every uniform format); off, with f32 queries.
+// with reference::dot_row_int8 on the segment bytes (every uniform format), and
+// turbo keys with reference::turbo_dot_row_int8; off, with f32 queries.
 #include "kvq_test.hpp"
 #include "support/segments.hpp"
 #include "support/cache_fixtures.hpp"
@@ -70,12 +71,31 @@ void int8_scores(const float* q, const kvq::SegmentView& seg, std::size_t d, std
   for (std::size_t t = 0; t < seg.n_tokens; ++t)
     s.push_back(kvq::reference::dot_row_int8<Block>(qb.data(), seg.bytes.data() + t * bt, d));
 }
+// Turbo keys (head_dim a multiple of 32): the rotated query, quantized, and
+// reference::turbo_dot_row_int8 on the segment bytes.
+template <unsigned B>
+bool turbo_int8_scores(const float* q, const kvq::SegmentView& seg, std::size_t d, std::vector<double>& s) {
+  const auto* codec = seg.codec->get_if<kvq::Turbo<B>>();
+  if (codec == nullptr || d % 32 != 0) return false;
+  std::vector<float> qr(d);
+  codec->prepare_query(q, qr.data());
+  std::vector<kvq::reference::Int8QueryBlock> qb(d / 32);
+  for (std::size_t b = 0; b < qb.size(); ++b) qb[b] = kvq::reference::quantize_query_block(qr.data() + b * 32);
+  const auto& cb = codec->int8_codebook();
+  const std::size_t bt = codec->bytes_per_tile();
+  for (std::size_t t = 0; t < seg.n_tokens; ++t)
+    s.push_back(kvq::reference::turbo_dot_row_int8<B>(qb.data(), seg.bytes.data() + t * bt, d, cb.levels, cb.step));
+  return true;
+}
 std::vector<double> pass_scores(const Cache& c, std::size_t layer, std::size_t h, const float* q) {
   const std::size_t d = c.shape().head_dim;
   std::vector<double> s;
   for (const auto& seg : c.segments(layer, StreamKind::key, h)) {
     const std::string_view name = seg.codec->name();
-    if (c.int8_scores() && name == "q8_0") {
+    if (c.int8_scores() && (turbo_int8_scores<2>(q, seg, d, s) || turbo_int8_scores<3>(q, seg, d, s) ||
+                            turbo_int8_scores<4>(q, seg, d, s))) {
+      // rotated-space int8 scores
+    } else if (c.int8_scores() && name == "q8_0") {
       int8_scores<kvq::reference::Q8_0Block>(q, seg, d, s);
     } else if (c.int8_scores() && name == "q4_0") {
       int8_scores<kvq::reference::Q4_0Block>(q, seg, d, s);
@@ -154,6 +174,9 @@ const Case kCases[] = {
     {"k=f32,v=f16", 40, 2, 1, 150},                        // head_dim 40: no SIMD exact kernel
     {"k=q8_0,v=q8_0,window=8,tier=40:q2_1/q2_1,tier=100:turbo2/turbo2", 64, 4, 2, 300},  // int8 beside f32 runs
     {"k=q3_1,v=q4_0,window=3", 96, 4, 1, 250},             // odd block count (2-block int8 groups)
+    {"k=turbo4,v=q4_0,window=4,tier=60:q4_0/q4_0,tier=150:turbo2/turbo2", 64, 4, 1, 320},  // rotated and model-space int8 runs
+    {"k=turbo3,v=turbo3", 96, 2, 1, 200},                  // dense rotation, 3 int8 blocks
+    {"k=turbo4,v=turbo4", 112, 2, 1, 120},                 // 112: turbo keys keep f32 scores
 };
 
 }  // namespace

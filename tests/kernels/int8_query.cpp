@@ -5,6 +5,7 @@
 // accuracy contract of kvq/reference/int8_query.hpp, over odd row counts, GQA
 // groups 1..8, odd block counts, unaligned pointers and hostile bytes.
 #include "kvq_test.hpp"
+#include "support/int8_queries.hpp"
 #include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
@@ -35,30 +36,14 @@ const std::byte* section(const Int8Queries& qq, std::size_t i, std::size_t s, st
          b * Int8Queries::kSectionBytes;
 }
 
-std::vector<Int8QueryBlock> reference_blocks(const float* q, std::size_t hd) {
-  std::vector<Int8QueryBlock> r(hd / kBlockValues);
-  for (std::size_t b = 0; b < r.size(); ++b) r[b] = kvq::reference::quantize_query_block(q + b * kBlockValues);
-  return r;
-}
-
-// Queries with outliers, zero blocks and (optionally) non-finite blocks.
-std::vector<float> queries(kvq::Rng& rng, std::size_t n, std::size_t stride, std::size_t hd, bool hostile) {
-  std::vector<float> q = kvq::test::random_vector(rng, n * stride + 8);
-  for (std::size_t i = 0; i < n; ++i) {
-    float* qi = q.data() + i * stride;
-    qi[rng.next_u64() % hd] *= 20.0f;  // an outlier channel
-    if (hd >= 64 && i % 3 == 1) std::fill(qi + 32, qi + 64, 0.0f);
-    if (hostile && i % 4 == 2) qi[rng.next_u64() % hd] = std::numeric_limits<float>::quiet_NaN();
-    if (hostile && i % 4 == 3) qi[rng.next_u64() % hd] = -std::numeric_limits<float>::infinity();
-  }
-  return q;
-}
+using kvq::test::int8_test_queries;
+using kvq::test::reference_blocks;
 
 TEST_CASE("kernels int8: quantize_queries equals the reference quantization on every target", "[kernels][int8]") {
   kvq::Rng rng(11);
   for (std::size_t hd : {32u, 96u, 128u}) {
     const std::size_t n = 6, stride = hd + 3;
-    const std::vector<float> q = queries(rng, n, stride, hd, true);
+    const std::vector<float> q = int8_test_queries(rng, n, stride, hd, true);
     const auto ran = kvq::test::for_each_target([&] {
       Int8Queries qq;
       kvq::kernels::quantize_queries(q.data() + 1, n, stride, hd, qq);
@@ -132,7 +117,7 @@ void check_scores_shape(const Codec& c, std::size_t n_q, std::size_t n, std::siz
   const std::vector<std::byte> bytes = encoded_rows(c, n, misalign, rng);
   const std::byte* rows = bytes.data() + misalign;
   const std::size_t q_stride = hd + 5, out_stride = n + 3;
-  const std::vector<float> qbuf = queries(rng, n_q, q_stride, hd, false);
+  const std::vector<float> qbuf = int8_test_queries(rng, n_q, q_stride, hd, false);
   const float* q = qbuf.data() + misalign;
   Int8Queries qq;
   kvq::kernels::quantize_queries(q, n_q, q_stride, hd, qq);
@@ -225,7 +210,7 @@ TEMPLATE_TEST_CASE("kernels int8: hostile rows and queries never crash; non-fini
     if (Block::bytes != 34 && Block::bytes != 18) kvq::bits::store_u16(blk + 2, scales[(i + 3) % 8]);
   }
   const std::size_t n_q = 5;
-  const std::vector<float> q = queries(rng, n_q, hd, hd, true);
+  const std::vector<float> q = int8_test_queries(rng, n_q, hd, hd, true);
   const auto ran = kvq::test::for_each_target([&] {
     Int8Queries qq;
     kvq::kernels::quantize_queries(q.data(), n_q, hd, hd, qq);

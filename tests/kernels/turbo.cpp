@@ -2,15 +2,18 @@
 // reference, on every SIMD target this machine can run: head_dim 16..256
 // including the non-power-of-two 80/96/112, GQA groups of 1..8, odd row
 // counts, unaligned pointers, every index value in every lane, and hostile
-// fp16 scales.
+// fp16 scales. The int8-query scores (head_dim a multiple of 32) the same way,
+// against the int8 reference and within its bound of the f32 scores.
 //
 #include "kvq_test.hpp"
+#include "support/int8_queries.hpp"
 #include "support/random_vector.hpp"
 #include "support/targets.hpp"
 
 #include <kvq/codec/turbo.hpp>
 #include <kvq/core/bits.hpp>
 #include <kvq/core/rng.hpp>
+#include <kvq/reference/int8_query.hpp>
 #include <kvq/reference/turbo.hpp>
 
 #include <algorithm>
@@ -177,6 +180,111 @@ TEMPLATE_TEST_CASE_SIG("kernels turbo: every index in every lane, extreme and ho
   kvq::test::require_targets_exercised(ran);
 }
 
+namespace {
+
+// |terms| of the int8 score of one row: the scale of its f32 rounding.
+template <unsigned B>
+double int8_magnitude(const kvq::Turbo<B>& c, const kvq::reference::Int8QueryBlock* qb, const std::byte* row) {
+  const std::size_t hd = c.head_dim();
+  std::vector<std::uint8_t> idx(hd);
+  for (std::size_t g = 0; g < hd / 16; ++g)
+    kvq::reference::turbo_unpack_group<B>(row + 2 + g * kvq::reference::turbo_group_bytes(B), &idx[16 * g]);
+  const auto& cb = c.int8_codebook();
+  double mag = 0.0;
+  for (std::size_t j = 0; j < hd; ++j) mag += std::fabs(double(qb[j / 32].d) * qb[j / 32].c[j % 32] * cb.levels[idx[j]]);
+  return mag * std::fabs(double(kvq::half_bits_to_float(kvq::bits::load_u16(row)))) * cb.step;
+}
+
+// int8 scores of n rows for n_q queries (strides, sentinels, misaligned),
+// against the int8 reference (up to summation order) and the f32 scores
+// (within the contract's bound).
+template <unsigned B>
+void check_int8_rows(const kvq::Turbo<B>& c, const std::byte* rows, std::size_t n, std::size_t n_q,
+                     std::size_t misalign, bool hostile, kvq::Rng& rng) {
+  const std::size_t hd = c.head_dim(), bt = c.bytes_per_tile();
+  INFO("turbo" << B << " int8 head_dim " << hd << " n_q " << n_q << " n " << n << " misalign " << misalign
+               << " target " << kvq::kernels::target_name());
+  const std::size_t q_stride = hd + 5, out_stride = n + 3;
+  const std::vector<float> qbuf = kvq::test::int8_test_queries(rng, n_q + 1, q_stride, hd, hostile);
+  const float* q = qbuf.data() + misalign;
+  kvq::kernels::Int8Queries qq;
+  kvq::kernels::quantize_queries(q, n_q, q_stride, hd, qq);
+  const float sentinel = -12345.0f;
+  std::vector<float> outbuf(misalign + n_q * out_stride, sentinel);
+  float* out = outbuf.data() + misalign;
+  kvq::kernels::scores(c, qq, rows, n, out, out_stride);
+  const auto& cb = c.int8_codebook();
+  for (std::size_t qi = 0; qi < n_q; ++qi) {
+    const float* qv = q + qi * q_stride;
+    const auto qb = kvq::test::reference_blocks(qv, hd);
+    for (std::size_t t = 0; t < n; ++t) {
+      const std::byte* row = rows + t * bt;
+      const float got = out[qi * out_stride + t];
+      const float want = kvq::reference::turbo_dot_row_int8<B>(qb.data(), row, hd, cb.levels, cb.step);
+      INFO("row " << t << " query " << qi << ": kernel " << got << " int8 reference " << want);
+      if (!std::isfinite(want)) {
+        REQUIRE(!std::isfinite(got));
+        if (std::isnan(want)) REQUIRE(std::isnan(got));
+        continue;
+      }
+      const double mag = int8_magnitude(c, qb.data(), row);
+      REQUIRE(std::fabs(double(got) - want) <= 2e-6 * mag + 1e-30);
+      float exact;
+      c.scores(qv, row, &exact);
+      const std::vector<float> y = decoded(c, row);
+      double f32_mag = 0.0;
+      for (std::size_t j = 0; j < hd; ++j) f32_mag += std::fabs(double(qv[j]) * y[j]);
+      const double bound = kvq::reference::turbo_int8_score_bound<B>(qb.data(), row, hd, c.levels().data(), cb);
+      INFO("f32 score " << exact << " bound " << bound);
+      REQUIRE(std::fabs(double(got) - exact) <= bound * (1 + 1e-6) + 4e-6 * (mag + f32_mag) + 1e-30);
+    }
+    for (std::size_t t = n; t < out_stride; ++t) REQUIRE(out[qi * out_stride + t] == sentinel);
+  }
+  for (std::size_t i = 0; i < misalign; ++i) REQUIRE(outbuf[i] == sentinel);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE_SIG("kernels turbo: int8 scores equal the int8 reference and keep the f32 contract on every target",
+                       "[kernels][turbo][int8]", ((unsigned B), B), 2, 3, 4) {
+  const auto ran = kvq::test::for_each_target([] {
+    kvq::Rng rng(31 + B);
+    for (std::size_t hd : {32u, 64u, 96u, 128u, 256u}) {
+      const kvq::Turbo<B> c(hd);
+      REQUIRE(kvq::kernels::supports_int8_scores(c));
+      for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u})
+        for (std::size_t n : {1u, 3u, 7u, 8u, 13u, 33u}) {
+          const std::size_t misalign = (n_q + n + hd / 32) % 4;
+          const std::vector<std::byte> rows = encoded_rows(c, n, misalign, rng);
+          check_int8_rows(c, rows.data() + misalign, n, n_q, misalign, false, rng);
+        }
+    }
+  });
+  kvq::test::require_targets_exercised(ran);
+  CHECK_FALSE(kvq::kernels::supports_int8_scores(kvq::Turbo<B>(80)));  // f32 scores for 80 and 112
+  CHECK_FALSE(kvq::kernels::supports_int8_scores(kvq::Turbo<B>(112)));
+}
+
+TEMPLATE_TEST_CASE_SIG("kernels turbo: int8 scores of hostile rows and queries are the reference's",
+                       "[kernels][turbo][int8]", ((unsigned B), B), 2, 3, 4) {
+  // Random index bytes (every entry in every lane), fp16 scales from
+  // subnormal to Inf/NaN, NaN/Inf query blocks; 96 = 3 blocks, the odd tail
+  // of the 2-block targets.
+  const std::size_t hd = 96, n = 37;
+  const kvq::Turbo<B> c(hd);
+  const std::size_t bt = c.bytes_per_tile();
+  kvq::Rng rng(4321);
+  std::vector<std::byte> rows(n * bt);
+  for (auto& b : rows) b = static_cast<std::byte>(rng.next_u64());
+  const std::uint16_t scales[] = {0x0001, 0x03FF, 0x3C00, 0x7BFF, 0xBC00, 0x7C00, 0xFE00, 0x4A00};
+  for (std::size_t t = 0; t < n; ++t) kvq::bits::store_u16(rows.data() + t * bt, scales[t % 8]);
+  const auto ran = kvq::test::for_each_target([&] {
+    kvq::Rng qrng(6);
+    check_int8_rows(c, rows.data(), n, 5, 0, true, qrng);
+  });
+  kvq::test::require_targets_exercised(ran);
+}
+
 TEST_CASE("kernels turbo: refuses inconsistent arguments like the uniform kernels", "[kernels][turbo]") {
   const kvq::Turbo4 c(64);
   std::vector<std::byte> rows(4 * c.bytes_per_tile());
@@ -184,4 +292,9 @@ TEST_CASE("kernels turbo: refuses inconsistent arguments like the uniform kernel
   kvq::kernels::scores(c, nullptr, 0, 64, nullptr, 5, nullptr, 5);  // empty group: no-op
   CHECK_THROWS_AS(kvq::kernels::scores(c, q.data(), 2, 32, rows.data(), 4, out.data(), 4), kvq::Error);
   CHECK_THROWS_AS(kvq::kernels::accumulate(c, w.data(), 2, 4, rows.data(), 4, acc.data(), 63), kvq::Error);
+  kvq::kernels::Int8Queries qq;
+  kvq::kernels::quantize_queries(q.data(), 2, 64, 64, qq);
+  CHECK_THROWS_AS(kvq::kernels::scores(kvq::Turbo4(128), qq, rows.data(), 2, out.data(), 4), kvq::Error);
+  CHECK_THROWS_AS(kvq::kernels::scores(c, qq, rows.data(), 4, out.data(), 3), kvq::Error);
+  CHECK_THROWS_AS(kvq::kernels::scores(c, qq, nullptr, 4, out.data(), 4), kvq::Error);
 }

@@ -4,12 +4,18 @@
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
 
+#include <kvq/codec/turbo.hpp>
 #include <kvq/codec/uniform.hpp>
+#include <kvq/core/bits.hpp>
+#include <kvq/core/half.hpp>
 #include <kvq/core/rng.hpp>
 #include <kvq/reference/int8_query.hpp>
+#include <kvq/reference/turbo.hpp>
 #include <kvq/reference/uniform.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -92,5 +98,69 @@ TEMPLATE_TEST_CASE("reference int8 query: scores follow the formula and stay wit
     double l1 = 0.0;
     for (std::size_t j = 0; j < d; ++j) l1 += std::fabs(double(q[j]) * xd[j]);
     CHECK(bound < 0.05 * l1 + 1.0);
+  }
+}
+
+TEMPLATE_TEST_CASE_SIG("reference int8 query: the turbo codebook's int8 levels fit int8 within the stated error",
+                       "[reference][int8][turbo]", ((unsigned B), B), 2, 3, 4) {
+  for (std::size_t d : {64u, 96u, 128u, 256u}) {
+    const kvq::Turbo<B> codec(d);
+    const auto& L = codec.levels();
+    const auto& cb = codec.int8_codebook();
+    double amax = 0.0;
+    for (float l : L) amax = std::max(amax, std::fabs(double(l)));
+    INFO("turbo" << B << " head_dim " << d << " step " << cb.step << " error " << cb.error);
+    REQUIRE(cb.step >= static_cast<float>(amax / 127.0));
+    double err = 0.0, err_finest = 0.0;
+    const double finest = static_cast<float>(amax / 127.0);
+    for (std::size_t k = 0; k < L.size(); ++k) {
+      REQUIRE(std::abs(int(cb.levels[k])) <= 127);
+      REQUIRE(double(cb.levels[k]) == std::nearbyint(double(L[k]) / cb.step));
+      err = std::max(err, std::fabs(double(L[k]) - double(cb.step) * cb.levels[k]));
+      err_finest = std::max(err_finest, std::fabs(double(L[k]) - finest * std::nearbyint(L[k] / finest)));
+    }
+    for (std::size_t k = L.size(); k < 16; ++k) REQUIRE(cb.levels[k] == 0);
+    REQUIRE(double(cb.error) == Approx(err).margin(1e-12));
+    REQUIRE(err <= err_finest * (1 + 1e-6));   // never worse than max|L| / 127
+    REQUIRE(err <= amax / 254 * (1 + 1e-6));
+    // Symmetric codebooks stay symmetric.
+    for (std::size_t k = 0; k < L.size(); ++k) REQUIRE(cb.levels[k] == -cb.levels[L.size() - 1 - k]);
+  }
+}
+
+TEMPLATE_TEST_CASE_SIG("reference int8 query: turbo scores follow the formula and stay within the bound",
+                       "[reference][int8][turbo]", ((unsigned B), B), 2, 3, 4) {
+  const std::size_t d = 128;
+  const kvq::Turbo<B> codec(d);
+  const auto& cb = codec.int8_codebook();
+  kvq::Rng rng(10 + B);
+  std::vector<std::byte> row(codec.bytes_per_tile());
+  for (int rep = 0; rep < 100; ++rep) {
+    std::vector<float> x = kvq::test::random_vector(rng, d, 0.1f + rep), q = kvq::test::random_vector(rng, d);
+    q[rep % d] *= 8.0f;  // an outlier coordinate
+    codec.encode_tile(x.data(), row.data());
+    std::vector<kvq::reference::Int8QueryBlock> qb(d / 32);
+    for (std::size_t b = 0; b < qb.size(); ++b) qb[b] = quantize_query_block(q.data() + b * 32);
+    // The formula in double, from the indices.
+    std::vector<std::uint8_t> idx(d);
+    for (std::size_t g = 0; g < d / 16; ++g)
+      kvq::reference::turbo_unpack_group<B>(row.data() + 2 + g * kvq::reference::turbo_group_bytes(B), &idx[16 * g]);
+    const double alpha = kvq::half_bits_to_float(kvq::bits::load_u16(row.data()));
+    double want = 0.0, exact = 0.0, l1 = 0.0;
+    for (std::size_t j = 0; j < d; ++j) {
+      want += double(qb[j / 32].d) * qb[j / 32].c[j % 32] * cb.levels[idx[j]];
+      exact += double(q[j]) * codec.levels()[idx[j]];
+      l1 += std::fabs(double(q[j]) * codec.levels()[idx[j]]);
+    }
+    want *= alpha * cb.step;
+    exact *= alpha;
+    l1 *= alpha;
+    const double got = kvq::reference::turbo_dot_row_int8<B>(qb.data(), row.data(), d, cb.levels, cb.step);
+    REQUIRE(std::fabs(got - want) <= 1e-5 * l1);
+    const double bound = kvq::reference::turbo_int8_score_bound<B>(qb.data(), row.data(), d, codec.levels().data(), cb);
+    REQUIRE(std::fabs(got - exact) <= bound + 1e-5 * l1);
+    REQUIRE(std::fabs(kvq::reference::turbo_dot_rotated<B>(q.data(), row.data(), d, codec.levels().data()) - exact) <=
+            1e-5 * l1);
+    CHECK(bound < 0.05 * l1);  // not vacuous
   }
 }

@@ -92,7 +92,7 @@ template <class C>
 RunKernels typed_kernels(const C& codec, bool int8_scores, ValueProducts values) {
   RunKernels k;
   if constexpr (kernels::kHasInt8Scores<C>)
-    if (int8_scores)
+    if (int8_scores && kernels::supports_int8_scores(codec))
       k.scores_int8 = [](const void* c, const kernels::Int8Queries& q, const std::byte* t, std::size_t nt, float* out,
                          std::size_t os) { kernels::scores(*static_cast<const C*>(c), q, t, nt, out, os); };
   k.scores = [](const void* c, const float* q, std::size_t n_q, std::size_t qs, const std::byte* t, std::size_t nt,
@@ -139,7 +139,7 @@ inline RunKernels generic_kernels(const AnyCodec& codec) {
   return k;
 }
 
-// int8_scores: K runs of the uniform formats score int8-quantized queries
+// int8_scores: K runs of the uniform and turbo formats score int8-quantized queries
 // (kernels::quantize_queries; the accuracy contract is in
 // reference/int8_query.hpp). values: the products of V runs (ValueProducts).
 inline RunKernels resolve_kernels(const AnyCodec& codec, bool int8_scores = false,
@@ -256,7 +256,10 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
   std::size_t k_pos = begin, v_pos = begin;  // next K position to score; W column 0 is v_pos
   std::size_t kr = run_at(k_runs, begin), vr = run_at(v_runs, begin);
   const AnyCodec* prepared = nullptr;  // K codec that prepared q_work
-  bool quantized = false;  // ws.q_int8 holds this block's queries (model space: one for every int8 run)
+  // The K codec whose prepared queries ws.q_int8 holds: model-space codecs
+  // share them (prepare_query is the identity), turbo's are rotated.
+  const AnyCodec* quantized = nullptr;
+  bool quantized_model_space = false;
   const AnyCodec* working = nullptr;   // V codec accumulating in acc_work
 
   // Maps the working-space accumulator of V codec `working` into out.acc.
@@ -310,13 +313,16 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
     const TileRun& run = k_runs[kr];
     const std::size_t g = run.tile_tokens, col = k_pos - v_pos;
     const bool int8 = kk[kr].scores_int8 != nullptr;
-    if (prepared != run.codec && !(int8 && quantized)) {
+    const bool have_int8 =
+        int8 && (quantized == run.codec || (quantized != nullptr && quantized_model_space && kk[kr].model_space));
+    if (prepared != run.codec && !have_int8) {
       for (std::size_t i = 0; i < n_q; ++i) run.codec->prepare_query(qb.q[i], ws.q_work + i * d);
       prepared = run.codec;
     }
-    if (int8 && !quantized) {
-      kernels::quantize_queries(ws.q_work, n_q, d, d, ws.q_int8);  // once per block and range
-      quantized = true;
+    if (int8 && !have_int8) {
+      kernels::quantize_queries(ws.q_work, n_q, d, d, ws.q_int8);  // once per block, range and working space
+      quantized = run.codec;
+      quantized_model_space = kk[kr].model_space;
     }
     // A chunk of up to kChunkTokens continues into the next runs (pages) of
     // the same codec: chunks, and so the softmax steps, do not depend on

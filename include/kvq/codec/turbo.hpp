@@ -29,6 +29,7 @@
 #include <kvq/codec/lloyd_max.hpp>
 #include <kvq/codec/lloyd_max_tables.hpp>
 #include <kvq/core/scratch.hpp>
+#include <kvq/reference/int8_query.hpp>
 #include <kvq/reference/turbo.hpp>
 #include <kvq/rotation/rotation.hpp>
 
@@ -81,6 +82,7 @@ class Turbo {
       for (double l : cb.levels) levels_.push_back(static_cast<float>(l));
     }
     for (std::size_t k = 0; k + 1 < n; ++k) thresholds_.push_back(0.5f * (levels_[k] + levels_[k + 1]));
+    int8_levels_ = reference::int8_codebook(levels_.data(), n);
   }
 
   static constexpr bool supports(std::size_t head_dim) noexcept {
@@ -96,6 +98,8 @@ class Turbo {
   const std::vector<float>& levels() const noexcept { return levels_; }
   // The 2^Bits - 1 decision boundaries (midpoints of adjacent levels).
   const std::vector<float>& thresholds() const noexcept { return thresholds_; }
+  // The levels rounded to int8 for int8-query scores (reference/int8_query.hpp).
+  const reference::Int8Codebook& int8_codebook() const noexcept { return int8_levels_; }
 
   void encode_tile(const float* x, std::byte* out) const {
     detail::require_finite(x, head_dim_, name);
@@ -149,6 +153,7 @@ class Turbo {
   Rotation rotation_;
   std::vector<float> levels_;
   std::vector<float> thresholds_;
+  reference::Int8Codebook int8_levels_;
 };
 
 using Turbo2 = Turbo<2>;

@@ -161,6 +161,12 @@ namespace entry {
                                 std::size_t n_rows, std::size_t head_dim, float* out, std::size_t out_stride) { \
     HWY_DYNAMIC_DISPATCH(NAME)(qq, n_q, rows, n_rows, head_dim, out, out_stride);                           \
   }
+#define KVQ_DEFINE_Int8TurboKernel(NAME)                                                                    \
+  KVQ_COMPILED_INLINE void NAME(const std::int8_t* levels, float step, const std::byte* qq, std::size_t n_q,  \
+                                const std::byte* rows, std::size_t n_rows, std::size_t head_dim, float* out,  \
+                                std::size_t out_stride) {                                                     \
+    HWY_DYNAMIC_DISPATCH(NAME)(levels, step, qq, n_q, rows, n_rows, head_dim, out, out_stride);               \
+  }
 #define KVQ_DEFINE_ENTRY_POINT(TYPE, NAME) KVQ_DEFINE_##TYPE(NAME)
 KVQ_COMPILED_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
 #undef KVQ_DEFINE_ENTRY_POINT
@@ -172,6 +178,7 @@ KVQ_COMPILED_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
 #undef KVQ_DEFINE_SoftmaxKernel
 #undef KVQ_DEFINE_QuantizeKernel
 #undef KVQ_DEFINE_Int8ScoresKernel
+#undef KVQ_DEFINE_Int8TurboKernel
 
 }  // namespace entry
 }  // namespace KVQ_KERNELS_ABI

@@ -108,10 +108,24 @@ KVQ_KERNELS_UNIFORM_WRAPPERS(kvq::Q2_1, Q2_1)
 // f32 rounding; kvq/reference/int8_query.hpp has the rule and the oracle. A
 // query block with NaN or Inf makes its scores NaN. Cache::attend uses this
 // path by default (Cache::set_int8_scores).
+//
+// Turbo keys (turbo2/3/4) have int8 scores too, in rotated space (q: the
+// prepared queries), for head_dim a multiple of 32 (supports_int8_scores):
+// the codebook is rounded to int8 once per codec (Turbo::int8_codebook) and
+// the bound adds its rounding, alpha sum_b d_b e_L sum_j |c_j|
+// (reference/int8_query.hpp).
 template <class C>
 inline constexpr bool kHasInt8Scores =
     std::is_same_v<C, kvq::Q8_0> || std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
-    std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1>;
+    std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1> || std::is_same_v<C, kvq::Turbo2> ||
+    std::is_same_v<C, kvq::Turbo3> || std::is_same_v<C, kvq::Turbo4>;
+
+// Whether this codec's shape takes int8 scores (kHasInt8Scores<C> and a
+// head_dim of whole 32-value query blocks).
+template <class C>
+inline bool supports_int8_scores(const C& codec) noexcept {
+  return kHasInt8Scores<C> && codec.head_dim() % Int8Queries::kBlockValues == 0;
+}
 
 inline void quantize_queries(const float* q, std::size_t n_q, std::size_t q_stride, std::size_t head_dim,
                              Int8Queries& out) {
@@ -127,15 +141,22 @@ inline void quantize_queries(const float* q, std::size_t n_q, std::size_t q_stri
   if (n_q > 0) entry::QuantizeQueriesInt8(q, n_q, q_stride, head_dim, out.data());
 }
 
+namespace detail {
+inline void check_int8_run(std::size_t codec_head_dim, const Int8Queries& q, const std::byte* rows,
+                           std::size_t n_rows, float* out, std::size_t out_stride) {
+  if (q.head_dim() != codec_head_dim)
+    kvq::detail::fail(Errc::shape_mismatch, "kvq::kernels::scores: int8 queries of head_dim " +
+                                                std::to_string(q.head_dim()) + " for a codec of head_dim " +
+                                                std::to_string(codec_head_dim));
+  check_run("kvq::kernels::scores", 0, q.data(), q.n_q(), 0, rows, n_rows, out, out_stride, n_rows);
+}
+}  // namespace detail
+
 // out[qi * out_stride + t] = int8 score of query qi of `q` and row t.
 #define KVQ_KERNELS_INT8_WRAPPERS(CODEC, FMT)                                                                \
   inline void scores(const CODEC& codec, const Int8Queries& q, const std::byte* rows, std::size_t n_rows,      \
                      float* out, std::size_t out_stride) {                                                     \
-    if (q.head_dim() != codec.head_dim())                                                                      \
-      kvq::detail::fail(Errc::shape_mismatch, "kvq::kernels::scores: int8 queries of head_dim " +             \
-                                                  std::to_string(q.head_dim()) + " for a codec of head_dim " + \
-                                                  std::to_string(codec.head_dim()));                          \
-    detail::check_run("kvq::kernels::scores", 0, q.data(), q.n_q(), 0, rows, n_rows, out, out_stride, n_rows); \
+    detail::check_int8_run(codec.head_dim(), q, rows, n_rows, out, out_stride);                               \
     if (q.n_q() == 0 || n_rows == 0) return;                                                                   \
     entry::ScoresInt8##FMT(q.data(), q.n_q(), rows, n_rows, codec.head_dim(), out, out_stride);           \
   }
@@ -145,6 +166,20 @@ KVQ_KERNELS_INT8_WRAPPERS(kvq::Q4_1, Q4_1)
 KVQ_KERNELS_INT8_WRAPPERS(kvq::Q3_1, Q3_1)
 KVQ_KERNELS_INT8_WRAPPERS(kvq::Q2_1, Q2_1)
 #undef KVQ_KERNELS_INT8_WRAPPERS
+
+// Turbo rows: q holds the rotated (prepared) queries.
+template <unsigned B>
+  requires(B >= 2 && B <= 4)
+void scores(const Turbo<B>& codec, const Int8Queries& q, const std::byte* rows, std::size_t n_rows, float* out,
+            std::size_t out_stride) {
+  detail::check_int8_run(codec.head_dim(), q, rows, n_rows, out, out_stride);
+  if (q.n_q() == 0 || n_rows == 0) return;
+  const auto& cb = codec.int8_codebook();
+  constexpr entry::Int8TurboKernel* kernel = B == 2   ? &entry::ScoresInt8Turbo2
+                                             : B == 3 ? &entry::ScoresInt8Turbo3
+                                                      : &entry::ScoresInt8Turbo4;
+  kernel(cb.levels, cb.step, q.data(), q.n_q(), rows, n_rows, codec.head_dim(), out, out_stride);
+}
 
 // ---------------------------------------------------------------------------
 // bf16 value accumulation, an opt-in approximation of accumulate() for the

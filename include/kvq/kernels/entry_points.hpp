@@ -72,6 +72,11 @@ using QuantizeKernel = void(const float* q, std::size_t n_q, std::size_t q_strid
                             std::byte* out);
 using Int8ScoresKernel = void(const std::byte* qq, std::size_t n_q, const std::byte* rows, std::size_t n_rows,
                               std::size_t head_dim, float* out, std::size_t out_stride);
+// int8-query scores of turbo rows: the same after the int8 codebook (16
+// bytes, reference::Int8Codebook) and its step.
+using Int8TurboKernel = void(const std::int8_t* levels, float step, const std::byte* qq, std::size_t n_q,
+                             const std::byte* rows, std::size_t n_rows, std::size_t head_dim, float* out,
+                             std::size_t out_stride);
 using TargetNameKernel = const char*();
 using TargetMaskKernel = std::int64_t();
 
@@ -100,7 +105,8 @@ using TargetMaskKernel = std::int64_t();
   X(Int8ScoresKernel, ScoresInt8Q2_1)
 #define KVQ_TURBO_ENTRY_POINTS(X)                                                                           \
   X(TurboKernel, ScoresTurbo2) X(TurboKernel, ScoresTurbo3) X(TurboKernel, ScoresTurbo4)                     \
-  X(TurboKernel, AccumulateTurbo2) X(TurboKernel, AccumulateTurbo3) X(TurboKernel, AccumulateTurbo4)
+  X(TurboKernel, AccumulateTurbo2) X(TurboKernel, AccumulateTurbo3) X(TurboKernel, AccumulateTurbo4)     \
+  X(Int8TurboKernel, ScoresInt8Turbo2) X(Int8TurboKernel, ScoresInt8Turbo3) X(Int8TurboKernel, ScoresInt8Turbo4)
 #define KVQ_PER_CHANNEL_ENTRY_POINTS(X)                                                                     \
   X(PerChannelKernel, ScoresPc2) X(PerChannelKernel, ScoresPc3) X(PerChannelKernel, ScoresPc4)               \
   X(PerChannelKernel, AccumulatePc2) X(PerChannelKernel, AccumulatePc3) X(PerChannelKernel, AccumulatePc4)

@@ -8,21 +8,28 @@
 // contract are kvq/reference/int8_query.hpp. The row loop is rows-inl.h's
 // ScoresDriver, shared with the f32 scores; this file only adds the tile.
 //
-// An int8 decoder (a uniform-inl.h block decoder) additionally provides:
-//   using Reference = kvq::reference::...Block;       // the SCALAR target's loop
+// An int8 decoder (a rows-inl.h block decoder with kBlock 32: the uniform
+// formats; turbo's Int8Rows, two index groups per block) additionally provides:
 //   static constexpr int kInt8Bias;     // the query bias section: 128, 8 or 0
 //   static constexpr bool kInt8Signed;  // codes are int8 (DotSigned), else small unsigned
 //   static constexpr bool kInt8Min;     // m_k * sum(q) per block
-//   template <N> static void Int8Codes(const uint8_t* blk, VB* v);     // kGroupVecs vectors
-//   template <N> static void Int8Scales(const uint8_t* blk, VF& d, VF& m);
-// for a group of N blocks starting at blk (int8_dot-inl.h's LoadGroup*).
+//   template <N> void Int8Codes(const uint8_t* blk, VB* v) const;     // kGroupVecs vectors
+//   template <N> void Int8Scales(const uint8_t* blk, VF& d, VF& m) const;  // unless kRowScale
+//   using Reference = kvq::reference::...Block;  // uniform: the SCALAR target's loop, or
+//   float ReferenceRow(const reference::Int8QueryBlock*, const std::byte* row,
+//                      std::size_t head_dim) const;   // its own reference
+// for a group of N blocks starting at blk (int8_dot-inl.h's LoadGroup*). With
+// kRowScale (turbo) the key has no block scale: the score of a row is its
+// RowScale times sum_b d_q,b (integer dot), applied once per row.
 //
 // Why it is faster than f32 queries: per block and row the decoder makes
 // bytes instead of floats (no byte->int32 widening, no int->float convert per
 // value, no decode FMA), and per block, row and query the work is one integer
 // dot product (64 values per instruction with VNNI), one convert, one scale
 // multiply and one FMA instead of one FMA per 16 values.
+#include <kvq/core/scratch.hpp>
 #include <kvq/kernels/int8_query.hpp>
+#include <kvq/reference/int8_query.hpp>
 
 #include <cfloat>
 #include <cmath>
@@ -118,9 +125,9 @@ HWY_INLINE const std::uint8_t* BiasSection(const std::uint8_t* qq, std::size_t s
 // Blocks [b, b + N) of rows [0, R) for queries [0, G), into acc, with Dot's
 // dot products (int8_dot-inl.h).
 template <class Fmt, class Dot, std::size_t R, std::size_t G, std::size_t N>
-HWY_INLINE void ScoresInt8Group(const std::uint8_t* HWY_RESTRICT qq, std::size_t q_bytes, std::size_t sec,
-                                const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes, std::size_t b,
-                                VF (&acc)[R][G]) {
+HWY_INLINE void ScoresInt8Group(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT qq, std::size_t q_bytes,
+                                std::size_t sec, const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes,
+                                std::size_t b, VF (&acc)[R][G]) {
   static_assert(Fmt::kInt8Bias == 0 || Fmt::kInt8Bias == 8 || Fmt::kInt8Bias == 128);
   const DF df;
   const DI di;
@@ -131,11 +138,11 @@ HWY_INLINE void ScoresInt8Group(const std::uint8_t* HWY_RESTRICT qq, std::size_t
   const std::uint8_t* qsum = qq + kSum * sec + b * kSection;
   KVQ_UNROLL
   for (std::size_t r = 0; r < R; ++r) {
-    const std::uint8_t* blk = rows + r * row_bytes + b * Fmt::kBytes;
+    const std::uint8_t* blk = rows + r * row_bytes + Fmt::kHeader + b * Fmt::kBytes;
     VB k[kGroupVecs];
-    Fmt::template Int8Codes<N>(blk, k);
+    fmt.template Int8Codes<N>(blk, k);
     VF d, m;
-    Fmt::template Int8Scales<N>(blk, d, m);
+    if constexpr (!Fmt::kRowScale) fmt.template Int8Scales<N>(blk, d, m);
     SignedKey sk[kGroupVecs];
     if constexpr (Fmt::kInt8Signed)
       KVQ_UNROLL
@@ -152,7 +159,8 @@ HWY_INLINE void ScoresInt8Group(const std::uint8_t* HWY_RESTRICT qq, std::size_t
           s = Dot::Signed(sk[v], qv, s);
         else
           s = Dot::Small(k[v], qv, s);
-        const VF scale = hn::Mul(d, hn::LoadU(df, reinterpret_cast<const float*>(qstep + o)));
+        const VF q_step = hn::LoadU(df, reinterpret_cast<const float*>(qstep + o));
+        const VF scale = Fmt::kRowScale ? q_step : hn::Mul(d, q_step);
         acc[r][g] = hn::MulAdd(hn::ConvertTo(df, s), scale, acc[r][g]);
         if constexpr (Fmt::kInt8Min)
           acc[r][g] = hn::MulAdd(m, hn::LoadU(df, reinterpret_cast<const float*>(qsum + o)), acc[r][g]);
@@ -163,6 +171,7 @@ HWY_INLINE void ScoresInt8Group(const std::uint8_t* HWY_RESTRICT qq, std::size_t
 
 template <class Fmt, class Dot>
 struct Int8ScoresTile {
+  const Fmt& fmt;
   const std::uint8_t* qq;
   std::size_t q_bytes, sec;
   const std::uint8_t* rows;
@@ -180,69 +189,86 @@ struct Int8ScoresTile {
     const std::uint8_t* r0 = rows + t * row_bytes;
     std::size_t b = 0;
     for (; b + kGroupBlocks <= n_blocks; b += kGroupBlocks)
-      ScoresInt8Group<Fmt, Dot, R, G, kGroupBlocks>(q0, q_bytes, sec, r0, row_bytes, b, acc);
+      ScoresInt8Group<Fmt, Dot, R, G, kGroupBlocks>(fmt, q0, q_bytes, sec, r0, row_bytes, b, acc);
     if constexpr (kGroupBlocks == 2)
-      if (b < n_blocks) ScoresInt8Group<Fmt, Dot, R, G, 1>(q0, q_bytes, sec, r0, row_bytes, b, acc);
+      if (b < n_blocks) ScoresInt8Group<Fmt, Dot, R, G, 1>(fmt, q0, q_bytes, sec, r0, row_bytes, b, acc);
+    if constexpr (Fmt::kRowScale)
+      KVQ_UNROLL
+      for (std::size_t r = 0; r < R; ++r) {
+        const VF scale = hn::Set(DF(), fmt.RowScale(r0 + r * row_bytes));
+        KVQ_UNROLL
+        for (std::size_t j = 0; j < G; ++j) acc[r][j] = hn::Mul(acc[r][j], scale);
+      }
     StoreScores<R, G>(acc, out + g * out_stride + t, out_stride);
   }
 };
 #endif  // HWY_TARGET != HWY_SCALAR
 
+// The SCALAR target: the reference's loop, on the queries read back from the
+// layout.
+template <class Fmt>
+HWY_INLINE void ScoresInt8Reference(const Fmt& fmt, const std::uint8_t* qq, std::size_t n_q, std::size_t q_bytes,
+                                    std::size_t sec, const std::uint8_t* rows, std::size_t n_rows,
+                                    std::size_t row_bytes, std::size_t head_dim, float* out,
+                                    std::size_t out_stride) {
+  const std::size_t n_blocks = head_dim / 32;
+  kvq::detail::Scratch<kvq::reference::Int8QueryBlock, 32> qb(n_blocks);
+  for (std::size_t g = 0; g < n_q; ++g) {
+    const std::uint8_t* qg = qq + g * q_bytes;
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+      std::memcpy(&qb.data()[b].d, qg + kStep * sec + b * kSection, 4);
+      std::memcpy(&qb.data()[b].sum, qg + kSum * sec + b * kSection, 4);
+      std::memcpy(qb.data()[b].c, qg + kCodes * sec + b * kSection, 32);
+    }
+    for (std::size_t t = 0; t < n_rows; ++t) {
+      const std::byte* row = reinterpret_cast<const std::byte*>(rows + t * row_bytes);
+      if constexpr (requires { typename Fmt::Reference; })
+        out[g * out_stride + t] = kvq::reference::dot_row_int8<typename Fmt::Reference>(qb.data(), row, head_dim);
+      else
+        out[g * out_stride + t] = fmt.ReferenceRow(qb.data(), row, head_dim);
+    }
+  }
+}
+
 // out[g * out_stride + t] = int8 score of query g (Int8Queries layout at
 // `qq`) and row t, for n_q queries and n_rows rows of format Fmt.
 template <class Fmt, class Dot = int8_dot::TargetDot>
-HWY_INLINE void ScoresInt8(const std::byte* qq_in, std::size_t n_q, const std::byte* rows_in, std::size_t n_rows,
-                           std::size_t head_dim, float* out, std::size_t out_stride) {
+HWY_INLINE void ScoresInt8(const Fmt& fmt, const std::byte* qq_in, std::size_t n_q, const std::byte* rows_in,
+                           std::size_t n_rows, std::size_t head_dim, float* out, std::size_t out_stride) {
   const auto* qq = reinterpret_cast<const std::uint8_t*>(qq_in);
   const auto* rows = reinterpret_cast<const std::uint8_t*>(rows_in);
   const std::size_t n_blocks = head_dim / 32, n_pb = (n_blocks + 1) / 2 * 2, sec = n_pb * kSection;
-  const std::size_t q_bytes = Int8Queries::kSections * sec, row_bytes = n_blocks * Fmt::kBytes;
+  const std::size_t q_bytes = Int8Queries::kSections * sec, row_bytes = Fmt::kHeader + n_blocks * Fmt::kBytes;
 #if HWY_TARGET != HWY_SCALAR
-  const Int8ScoresTile<Fmt, Dot> tile{qq, q_bytes, sec, rows, row_bytes, n_blocks, out, out_stride};
+  const Int8ScoresTile<Fmt, Dot> tile{fmt, qq, q_bytes, sec, rows, row_bytes, n_blocks, out, out_stride};
   ScoresDriver(tile, n_q, rows, n_rows, row_bytes);
 #else
-  // The reference's loop over the same layout.
-  using Block = typename Fmt::Reference;
-  for (std::size_t g = 0; g < n_q; ++g)
-    for (std::size_t t = 0; t < n_rows; ++t) {
-      const std::uint8_t* qg = qq + g * q_bytes;
-      float total = 0.0f;
-      for (std::size_t b = 0; b < n_blocks; ++b) {
-        int c[32];
-        float d, m, qd, qs;
-        Block::unpack(reinterpret_cast<const std::byte*>(rows + t * row_bytes + b * Fmt::kBytes), c, d, m);
-        std::memcpy(&qd, qg + kStep * sec + b * kSection, 4);
-        std::memcpy(&qs, qg + kSum * sec + b * kSection, 4);
-        std::int32_t s = 0;
-        for (std::size_t j = 0; j < 32; ++j) s += static_cast<std::int8_t>(qg[kCodes * sec + b * kSection + j]) * c[j];
-        total += d * qd * static_cast<float>(s) + m * qs;
-      }
-      out[g * out_stride + t] = total;
-    }
+  ScoresInt8Reference(fmt, qq, n_q, q_bytes, sec, rows, n_rows, row_bytes, head_dim, out, out_stride);
 #endif
 }
 
 }  // namespace int8_query
 
-// Entry point of a format's int8 scores (HWY_EXPORT needs plain functions).
-// NEON with the run-time sdot choice (int8_dot-inl.h): two compiled drivers.
-#undef KVQ_INT8_SCORES_ENTRY_POINT
+// int8_query::ScoresInt8 with this target's dot products: NEON with the
+// run-time sdot choice (int8_dot-inl.h) has two compiled drivers.
+template <class Fmt>
+HWY_INLINE void ScoresInt8WithTargetDot(const Fmt& fmt, const std::byte* qq, std::size_t n_q, const std::byte* rows,
+                                        std::size_t n_rows, std::size_t head_dim, float* out,
+                                        std::size_t out_stride) {
 #if HWY_TARGET == HWY_NEON && KVQ_INT8_SDOT_AT_RUN_TIME
-#define KVQ_INT8_SCORES_ENTRY_POINT(NS, FMT)                                                                 \
-  inline void ScoresInt8##FMT(const std::byte* qq, std::size_t n_q, const std::byte* rows, std::size_t n_rows, \
-                              std::size_t head_dim, float* out, std::size_t out_stride) {                     \
-    if (::kvq::kernels::cpu::has_sdot())                                                                     \
-      int8_query::ScoresInt8<NS::FMT, int8_dot::SdotDot>(qq, n_q, rows, n_rows, head_dim, out, out_stride);    \
-    else                                                                                                     \
-      int8_query::ScoresInt8<NS::FMT>(qq, n_q, rows, n_rows, head_dim, out, out_stride);                      \
-  }
-#else
-#define KVQ_INT8_SCORES_ENTRY_POINT(NS, FMT)                                                                 \
-  inline void ScoresInt8##FMT(const std::byte* qq, std::size_t n_q, const std::byte* rows, std::size_t n_rows, \
-                              std::size_t head_dim, float* out, std::size_t out_stride) {                     \
-    int8_query::ScoresInt8<NS::FMT>(qq, n_q, rows, n_rows, head_dim, out, out_stride);                        \
-  }
+  if (::kvq::kernels::cpu::has_sdot())
+    return int8_query::ScoresInt8<Fmt, int8_dot::SdotDot>(fmt, qq, n_q, rows, n_rows, head_dim, out, out_stride);
 #endif
+  int8_query::ScoresInt8<Fmt>(fmt, qq, n_q, rows, n_rows, head_dim, out, out_stride);
+}
+
+// Entry point of a uniform format's int8 scores (HWY_EXPORT needs plain functions).
+#undef KVQ_INT8_SCORES_ENTRY_POINT
+#define KVQ_INT8_SCORES_ENTRY_POINT(NS, FMT)                                                                 \
+  inline void ScoresInt8##FMT(const std::byte* qq, std::size_t n_q, const std::byte* rows, std::size_t n_rows, \
+                              std::size_t head_dim, float* out, std::size_t out_stride) {                     \
+    ScoresInt8WithTargetDot(NS::FMT(), qq, n_q, rows, n_rows, head_dim, out, out_stride);                    \
+  }
 
 inline void QuantizeQueriesInt8(const float* q, std::size_t n_q, std::size_t q_stride, std::size_t head_dim,
                                 std::byte* out) {

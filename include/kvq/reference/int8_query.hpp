@@ -21,8 +21,10 @@
 // i.e. half a query step times the L1 norm of the key's code part.
 #pragma once
 
+#include <kvq/reference/turbo.hpp>
 #include <kvq/reference/uniform.hpp>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
@@ -82,6 +84,96 @@ double int8_score_bound(const Int8QueryBlock* qb, const std::byte* in, std::size
     bound += 0.5 * qb[b].d * l1;
   }
   return bound;
+}
+
+// ---------------------------------------------------------------------------
+// Turbo keys (reference/turbo.hpp). A row scores alpha * sum_i q'_i L[idx_i]
+// in rotated space; the int8 path rounds the codebook once, per codec, to
+// integers: L_k ~ s_L * l_k with l_k in [-127, 127], and scores
+//     score = (alpha s_L) * sum_b [ d_b (sum_j c_j l[idx_j]) ]
+// with the rotated query q' quantized per block of 32 as above (turbo keys
+// need head_dim a multiple of 32 for this path; 80 and 112 keep f32 scores).
+//
+// The step s_L: the codes must fit int8, so s_L >= max_k |L_k| / 127; among
+// the steps amax/127 * (1 + i/512), i = 0..511, the one with the smallest
+// level error e_L = max_k |L_k - s_L l_k| (the first such, in that order).
+// So e_L <= max|L| / 254 (half the finest step), and with 4 or 8 levels some
+// coarser step usually puts every level much closer to its integer.
+//
+// Against the f32 score (alpha sum_i q'_i L_i), with u_i = L[idx_i]:
+//     |score - f32| <= alpha sum_b [ (d_b / 2) sum_j |u_j| + d_b e_L sum_j |c_j| ]
+//                      (+ f32 rounding)
+// the first term the query rounding (|q'_j - d_b c_j| <= d_b / 2), the second
+// the codebook rounding (|u_j - s_L l_j| <= e_L). A NaN/Inf alpha (hostile
+// bytes) or query block gives a NaN/Inf score, as the f32 path does.
+struct Int8Codebook {
+  float step = 0.0f;           // s_L
+  float error = 0.0f;          // e_L = max_k |L_k - s_L l_k|
+  std::int8_t levels[16] = {};  // l_k, zero-padded to 16 (one byte table)
+};
+
+inline Int8Codebook int8_codebook(const float* levels, std::size_t n) {
+  Int8Codebook cb;
+  double amax = 0.0;
+  for (std::size_t k = 0; k < n; ++k) amax = std::max(amax, std::fabs(double(levels[k])));
+  if (!(amax > 0.0)) return cb;
+  double best = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < 512; ++i) {
+    const float s = static_cast<float>(amax / 127.0 * (1.0 + i / 512.0));
+    double err = 0.0;
+    bool fits = true;
+    for (std::size_t k = 0; k < n; ++k) {
+      const double l = std::nearbyint(double(levels[k]) / s);
+      fits = fits && std::fabs(l) <= 127.0;
+      err = std::max(err, std::fabs(double(levels[k]) - double(s) * l));
+    }
+    if (fits && err < best) {
+      best = err;
+      cb.step = s;
+    }
+  }
+  for (std::size_t k = 0; k < n; ++k)
+    cb.levels[k] = static_cast<std::int8_t>(std::nearbyint(double(levels[k]) / cb.step));
+  cb.error = static_cast<float>(best);
+  return cb;
+}
+
+// The int8 score of one turbo row (rotated-space query blocks qb; levels and
+// step: an Int8Codebook's).
+template <unsigned Bits>
+float turbo_dot_row_int8(const Int8QueryBlock* qb, const std::byte* in, std::size_t dim, const std::int8_t* levels,
+                         float step) {
+  std::uint8_t idx[kTurboGroup];
+  float total = 0.0f;
+  for (std::size_t b = 0; b < dim / kBlockValues; ++b) {
+    std::int32_t s = 0;
+    for (std::size_t h = 0; h < kBlockValues / kTurboGroup; ++h) {
+      turbo_unpack_group<Bits>(in + 2 + (2 * b + h) * turbo_group_bytes(Bits), idx);
+      for (std::size_t j = 0; j < kTurboGroup; ++j) s += qb[b].c[h * kTurboGroup + j] * levels[idx[j]];
+    }
+    total += qb[b].d * static_cast<float>(s);
+  }
+  return half_bits_to_float(bits::load_u16(in)) * step * total;
+}
+
+// The bound above for one turbo row (levels: the f32 codebook L).
+template <unsigned Bits>
+double turbo_int8_score_bound(const Int8QueryBlock* qb, const std::byte* in, std::size_t dim, const float* levels,
+                              const Int8Codebook& cb) {
+  std::uint8_t idx[kTurboGroup];
+  double bound = 0.0;
+  for (std::size_t b = 0; b < dim / kBlockValues; ++b) {
+    double l1 = 0.0, c1 = 0.0;
+    for (std::size_t h = 0; h < kBlockValues / kTurboGroup; ++h) {
+      turbo_unpack_group<Bits>(in + 2 + (2 * b + h) * turbo_group_bytes(Bits), idx);
+      for (std::size_t j = 0; j < kTurboGroup; ++j) {
+        l1 += std::fabs(double(levels[idx[j]]));
+        c1 += std::abs(int(qb[b].c[h * kTurboGroup + j]));
+      }
+    }
+    bound += qb[b].d * (0.5 * l1 + double(cb.error) * c1);
+  }
+  return std::fabs(double(half_bits_to_float(bits::load_u16(in)))) * bound;
 }
 
 }  // namespace kvq::reference
