@@ -6,7 +6,8 @@
 // threads and token-range splits, NaN queries, and no heap allocation once
 // warmed. With int8 scores (the default) the oracle scores uniform-format keys
 // with reference::dot_row_int8 on the segment bytes (every uniform format), and
-// turbo keys with reference::turbo_dot_row_int8; off, with f32 queries.
+// turbo keys with reference::turbo_dot_row_int8, per-channel keys with
+// reference::per_channel_scores_int8; off, with f32 queries.
 #include "kvq_test.hpp"
 #include "support/segments.hpp"
 #include "support/cache_fixtures.hpp"
@@ -87,14 +88,28 @@ bool turbo_int8_scores(const float* q, const kvq::SegmentView& seg, std::size_t 
     s.push_back(kvq::reference::turbo_dot_row_int8<B>(qb.data(), seg.bytes.data() + t * bt, d, cb.levels, cb.step));
   return true;
 }
+// Per-channel keys (int8 tile shapes): reference::per_channel_scores_int8 per tile.
+template <unsigned B>
+bool per_channel_int8_scores(const float* q, const kvq::SegmentView& seg, std::size_t d, std::vector<double>& s) {
+  const auto* codec = seg.codec->get_if<kvq::PerChannel<B>>();
+  if (codec == nullptr || !kvq::kernels::supports_int8_scores(*codec)) return false;
+  const std::size_t g = codec->tokens_per_tile(), bt = codec->bytes_per_tile();
+  std::vector<float> out(g);
+  for (std::size_t t = 0; t < seg.n_tokens / g; ++t) {
+    kvq::reference::per_channel_scores_int8<B>(q, seg.bytes.data() + t * bt, d, g, out.data());
+    s.insert(s.end(), out.begin(), out.end());
+  }
+  return true;
+}
 std::vector<double> pass_scores(const Cache& c, std::size_t layer, std::size_t h, const float* q) {
   const std::size_t d = c.shape().head_dim;
   std::vector<double> s;
   for (const auto& seg : c.segments(layer, StreamKind::key, h)) {
     const std::string_view name = seg.codec->name();
     if (c.int8_scores() && (turbo_int8_scores<2>(q, seg, d, s) || turbo_int8_scores<3>(q, seg, d, s) ||
-                            turbo_int8_scores<4>(q, seg, d, s))) {
-      // rotated-space int8 scores
+                            turbo_int8_scores<4>(q, seg, d, s) || per_channel_int8_scores<2>(q, seg, d, s) ||
+                            per_channel_int8_scores<3>(q, seg, d, s) || per_channel_int8_scores<4>(q, seg, d, s))) {
+      // int8 scores of turbo (rotated space) and per-channel tiles
     } else if (c.int8_scores() && name == "q8_0") {
       int8_scores<kvq::reference::Q8_0Block>(q, seg, d, s);
     } else if (c.int8_scores() && name == "q4_0") {
@@ -167,6 +182,7 @@ const Case kCases[] = {
     {"k=pc4,v=q4_0,window=8,sinks=1", 64, 4, 1, 700},     // 128-token K tiles beside row V
     {"k=q4_0,v=pc3,window=5", 32, 1, 1, 600},             // and the other way round
     {"k=pc2,v=pc4/g64,window=3", 32, 3, 1, 500},          // two multi-token tilings
+    {"k=pc3/g64,v=q4_0,tier=200:pc4/q4_0", 64, 2, 1, 600},  // pc3/g64 keeps f32 scores beside int8 pc4
     {"k=turbo3,v=q3_1,window=2,precision=f16", 64, 4, 2, 260},
     {"k=q8_0,v=turbo4,window=7", 96, 2, 1, 300},          // dense rotation, V in rotated space
     {"k=turbo2,v=turbo4", 128, 8, 1, 200},

@@ -2,7 +2,8 @@
 // on every SIMD target this machine can run: tile lengths G = 32..256 (the
 // bit-plane layouts change shape with G), head_dim 8..256, GQA groups of 1..8,
 // runs of several tiles, unaligned pointers, every code in every position and
-// hostile fp16 metadata.
+// hostile fp16 metadata. The int8 scores (kernels::scores_int8) the same way,
+// against their reference and within its bound of the f32 scores.
 //
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
@@ -11,9 +12,11 @@
 #include <kvq/codec/per_channel.hpp>
 #include <kvq/core/bits.hpp>
 #include <kvq/core/rng.hpp>
+#include <kvq/reference/int8_query.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -159,6 +162,108 @@ TEMPLATE_TEST_CASE_SIG("kernels per-channel: every code in every position, hosti
   }
 }
 
+namespace {
+
+// int8 scores of n_tiles tiles for n_q queries (strides, sentinels) against
+// reference::per_channel_scores_int8 (up to summation order) and the f32
+// scores (within reference::per_channel_int8_score_bound).
+template <unsigned B>
+void check_int8_tiles(const kvq::PerChannel<B>& c, const std::byte* tiles, std::size_t n_tiles, std::size_t n_q,
+                      std::size_t misalign, const std::vector<float>& qbuf) {
+  const std::size_t d = c.head_dim(), g = c.tokens_per_tile(), bt = c.bytes_per_tile(), n = n_tiles * g;
+  INFO("pc" << B << "/g" << g << " int8 head_dim " << d << " n_q " << n_q << " tiles " << n_tiles << " misalign "
+            << misalign << " target " << kvq::kernels::target_name());
+  const float sentinel = -12345.0f;
+  const std::size_t q_stride = d + 3, out_stride = n + 5;
+  REQUIRE(qbuf.size() >= misalign + n_q * q_stride);
+  const float* q = qbuf.data() + misalign;
+  std::vector<float> outbuf(misalign + n_q * out_stride, sentinel), want(g), f32(g), y(g * d);
+  std::vector<double> bound(g);
+  float* out = outbuf.data() + misalign;
+  kvq::kernels::scores_int8(c, q, n_q, q_stride, tiles, n_tiles, out, out_stride);
+  for (std::size_t qi = 0; qi < n_q; ++qi) {
+    const float* qv = q + qi * q_stride;
+    for (std::size_t i = 0; i < n_tiles; ++i) {
+      const std::byte* tile = tiles + i * bt;
+      kvq::reference::per_channel_scores_int8<B>(qv, tile, d, g, want.data());
+      kvq::reference::per_channel_int8_score_bound<B>(qv, tile, d, g, bound.data());
+      c.scores(qv, tile, f32.data());
+      c.decode_tile(tile, y.data());
+      std::vector<kvq::reference::Int8QueryBlock> qb(d / 32);
+      const float bias = kvq::reference::per_channel_fold_int8<B>(qv, tile, d, g, qb.data());
+      std::vector<std::uint8_t> k(g);
+      std::vector<double> mag(g, std::fabs(double(bias)));  // |terms| of the int8 sum, then of q . x
+      const std::size_t run = kvq::reference::per_channel_run_bytes<B>(g);
+      for (std::size_t j = 0; j < d; ++j) {
+        kvq::reference::unpack_run<B>(tile + j * run, g, k.data());
+        for (std::size_t t = 0; t < g; ++t) mag[t] += std::fabs(double(qb[j / 32].d) * qb[j / 32].c[j % 32] * k[t]);
+      }
+      for (std::size_t t = 0; t < g; ++t) {
+        const float got = out[qi * out_stride + i * g + t];
+        INFO("query " << qi << " tile " << i << " token " << t << ": kernel " << got << " int8 reference " << want[t]
+                      << " f32 " << f32[t] << " bound " << bound[t]);
+        if (!std::isfinite(want[t])) {
+          REQUIRE(!std::isfinite(got));
+          if (std::isnan(want[t])) REQUIRE(std::isnan(got));
+          continue;
+        }
+        REQUIRE(std::fabs(double(got) - want[t]) <= kRel * mag[t] + 1e-30);
+        double f32_mag = 0.0;
+        for (std::size_t j = 0; j < d; ++j) f32_mag += std::fabs(double(qv[j]) * y[t * d + j]);
+        REQUIRE(std::fabs(double(got) - f32[t]) <= bound[t] * (1 + 1e-6) + kRel * (mag[t] + f32_mag) + 1e-30);
+      }
+    }
+    for (std::size_t t = n; t < out_stride; ++t) REQUIRE(out[qi * out_stride + t] == sentinel);
+  }
+  for (std::size_t i = 0; i < misalign; ++i) REQUIRE(outbuf[i] == sentinel);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE_SIG("kernels per-channel: int8 scores equal their reference and keep the f32 bound on every target",
+                       "[kernels][per_channel][int8]", ((unsigned B), B), 2, 3, 4) {
+  const auto ran = kvq::test::for_each_target([] {
+    kvq::Rng rng(41 + B);
+    for (std::size_t g : {64u, 128u, 256u})
+      for (std::size_t d : {32u, 96u, 128u}) {
+        const kvq::PerChannel<B> c(d, g);
+        if (!kvq::kernels::supports_int8_scores(c)) continue;
+        for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u}) {
+          const std::size_t n_tiles = 1 + (n_q + g / 64) % 3, misalign = (n_q + d / 32) % 4;
+          const std::vector<std::byte> tiles = encoded_tiles(c, n_tiles, misalign, rng);
+          const std::vector<float> q = kvq::test::random_vector(rng, misalign + n_q * (d + 3));
+          check_int8_tiles(c, tiles.data() + misalign, n_tiles, n_q, misalign, q);
+        }
+      }
+  });
+  kvq::test::require_targets_exercised(ran);
+  CHECK(kvq::kernels::supports_int8_scores(kvq::PerChannel<B>(128, 128)));  // the default tiles
+  CHECK_FALSE(kvq::kernels::supports_int8_scores(kvq::PerChannel<B>(64, 32)));
+  CHECK_FALSE(kvq::kernels::supports_int8_scores(kvq::PerChannel<B>(40, 128)));
+  CHECK(kvq::kernels::supports_int8_scores(kvq::PerChannel<B>(64, 64)) == (B == 4));
+}
+
+TEMPLATE_TEST_CASE_SIG("kernels per-channel: int8 scores of hostile tiles and queries are the reference's",
+                       "[kernels][per_channel][int8]", ((unsigned B), B), 2, 3, 4) {
+  // Random code and metadata bytes (scales from subnormal to Inf/NaN), query
+  // values with an outlier, a NaN and an Inf.
+  const kvq::PerChannel<B> c(96, 128);
+  const std::size_t d = 96, bt = c.bytes_per_tile(), n_tiles = 3, n_q = 3;
+  kvq::Rng rng(99);
+  std::vector<std::byte> tiles(n_tiles * bt);
+  for (auto& b : tiles) b = static_cast<std::byte>(rng.next_u64());
+  const std::uint16_t heads[3][4] = {{0x1C00, 0x2000, 0x2400, 0xC000}, {0x0001, 0x7BFF, 0x03FF, 0xFBFF},
+                                     {0x7C00, 0x3C00, 0x7E00, 0x0000}};
+  for (std::size_t i = 0; i < n_tiles; ++i)
+    for (std::size_t f = 0; f < 4; ++f) kvq::bits::store_u16(tiles.data() + i * bt + bt - 8 + 2 * f, heads[i][f]);
+  std::vector<float> q = kvq::test::random_vector(rng, n_q * (d + 3));
+  q[5] *= 50.0f;
+  q[(d + 3) + 40] = std::numeric_limits<float>::quiet_NaN();
+  q[2 * (d + 3) + 70] = std::numeric_limits<float>::infinity();
+  const auto ran = kvq::test::for_each_target([&] { check_int8_tiles(c, tiles.data(), n_tiles, n_q, 0, q); });
+  kvq::test::require_targets_exercised(ran);
+}
+
 TEST_CASE("kernels per-channel: refuses inconsistent arguments", "[kernels][per_channel]") {
   const kvq::PerChannel<4> c(64, 32);
   std::vector<std::byte> tiles(2 * c.bytes_per_tile());
@@ -168,4 +273,8 @@ TEST_CASE("kernels per-channel: refuses inconsistent arguments", "[kernels][per_
   CHECK_THROWS_AS(kvq::kernels::scores(c, q.data(), 2, 64, tiles.data(), 2, out.data(), 63), kvq::Error);
   CHECK_THROWS_AS(kvq::kernels::accumulate(c, w.data(), 2, 63, tiles.data(), 2, acc.data(), 64), kvq::Error);
   CHECK_NOTHROW(kvq::kernels::accumulate(c, w.data(), 2, 64, tiles.data(), 2, acc.data(), 64));
+  CHECK_THROWS_AS(kvq::kernels::scores_int8(c, q.data(), 1, 64, tiles.data(), 2, out.data(), 64), kvq::Error);  // G = 32
+  const kvq::PerChannel<4> c64(64, 64);
+  std::vector<std::byte> tiles64(c64.bytes_per_tile());
+  CHECK_THROWS_AS(kvq::kernels::scores_int8(c64, q.data(), 2, 64, tiles64.data(), 1, out.data(), 63), kvq::Error);
 }

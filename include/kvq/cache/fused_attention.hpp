@@ -101,6 +101,12 @@ RunKernels typed_kernels(const C& codec, bool int8_scores, ValueProducts values)
                     std::size_t nt, float* acc, std::size_t as) {
     kernels::accumulate(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
   };
+  if constexpr (kernels::kHasTileInt8Scores<C>)
+    if (int8_scores && kernels::supports_int8_scores(codec))
+      k.scores = [](const void* c, const float* q, std::size_t n_q, std::size_t qs, const std::byte* t,
+                    std::size_t nt, float* out, std::size_t os) {
+        kernels::scores_int8(*static_cast<const C*>(c), q, n_q, qs, t, nt, out, os);
+      };
   if constexpr (kernels::kHasBf16Accumulate<C>)
     if (values == ValueProducts::bf16)
       k.accumulate = [](const void* c, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
@@ -140,7 +146,8 @@ inline RunKernels generic_kernels(const AnyCodec& codec) {
 }
 
 // int8_scores: K runs of the uniform and turbo formats score int8-quantized queries
-// (kernels::quantize_queries; the accuracy contract is in
+// (kernels::quantize_queries), per-channel K its per-tile int8 folded queries
+// (kernels::scores_int8); the accuracy contracts are in
 // reference/int8_query.hpp). values: the products of V runs (ValueProducts).
 inline RunKernels resolve_kernels(const AnyCodec& codec, bool int8_scores = false,
                                   ValueProducts values = ValueProducts::f32) {

@@ -324,6 +324,43 @@ void accumulate(const PerChannel<B>& codec, const float* w, std::size_t n_q, std
                                              acc_stride);
 }
 
+// int8 scores of per-channel tiles, an approximation of scores() above
+// (f32 queries in, the same output): per tile and query the folded query
+// q'_c = q_c s_c is rounded to int8 per block of 32 channels, the offsets'
+// term stays f32; |error| <= sum_b (d_b / 2) sum_j k[t][32b + j] plus f32
+// rounding (reference/int8_query.hpp). For head_dim a multiple of 32 and
+// tile_tokens a multiple of 64 (pc4) or 128 (pc3, pc2): supports_int8_scores.
+// Cache::attend uses it with set_int8_scores (the default).
+template <class C>
+inline constexpr bool kHasTileInt8Scores = std::is_same_v<C, PerChannel<2>> || std::is_same_v<C, PerChannel<3>> ||
+                                           std::is_same_v<C, PerChannel<4>>;
+template <unsigned B>
+inline bool supports_int8_scores(const PerChannel<B>& codec) noexcept {
+  return reference::per_channel_int8_supported(B, codec.head_dim(), codec.tokens_per_tile());
+}
+namespace detail {
+template <unsigned B>
+PerChannelKernel per_channel_int8_scores_kernel() {
+  if constexpr (B == 2) return &entry::ScoresInt8Pc2;
+  if constexpr (B == 3) return &entry::ScoresInt8Pc3;
+  if constexpr (B == 4) return &entry::ScoresInt8Pc4;
+}
+}  // namespace detail
+template <unsigned B>
+void scores_int8(const PerChannel<B>& codec, const float* q, std::size_t n_q, std::size_t q_stride,
+                 const std::byte* tiles, std::size_t n_tiles, float* out, std::size_t out_stride) {
+  const std::size_t d = codec.head_dim(), g = codec.tokens_per_tile();
+  detail::check_run("kvq::kernels::scores_int8", d, q, n_q, q_stride, tiles, n_tiles, out, out_stride, n_tiles * g);
+  if (!supports_int8_scores(codec))
+    kvq::detail::fail(Errc::invalid_argument, std::string("kvq::kernels::scores_int8: ") + std::string(codec.name) +
+                                                  " with head_dim " + std::to_string(d) + " and tile_tokens " +
+                                                  std::to_string(g) + " has no int8 scores");
+  if (n_q == 0 || n_tiles == 0) return;
+  detail::KernelScratch scratch(2 * d + n_q * (d + 1 + d / 32 + d / 4));
+  detail::per_channel_int8_scores_kernel<B>()(q, n_q, q_stride, tiles, n_tiles, d, g, scratch.data(), out,
+                                              out_stride);
+}
+
 // Exact rows (f32, f16 windows, sinks and caches): SIMD when head_dim is a
 // multiple of 16, the codec's scalar loop otherwise.
 #define KVQ_KERNELS_EXACT_WRAPPERS(CODEC, FMT)                                                             \

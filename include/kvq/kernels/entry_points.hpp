@@ -109,7 +109,8 @@ using TargetMaskKernel = std::int64_t();
   X(Int8TurboKernel, ScoresInt8Turbo2) X(Int8TurboKernel, ScoresInt8Turbo3) X(Int8TurboKernel, ScoresInt8Turbo4)
 #define KVQ_PER_CHANNEL_ENTRY_POINTS(X)                                                                     \
   X(PerChannelKernel, ScoresPc2) X(PerChannelKernel, ScoresPc3) X(PerChannelKernel, ScoresPc4)               \
-  X(PerChannelKernel, AccumulatePc2) X(PerChannelKernel, AccumulatePc3) X(PerChannelKernel, AccumulatePc4)
+  X(PerChannelKernel, AccumulatePc2) X(PerChannelKernel, AccumulatePc3) X(PerChannelKernel, AccumulatePc4)     \
+  X(PerChannelKernel, ScoresInt8Pc2) X(PerChannelKernel, ScoresInt8Pc3) X(PerChannelKernel, ScoresInt8Pc4)
 #define KVQ_KERNEL_ENTRY_POINTS(X)                                                                          \
   KVQ_EXACT_ENTRY_POINTS(X) KVQ_UNIFORM_SCORES_ENTRY_POINTS(X) KVQ_UNIFORM_ACCUMULATE_ENTRY_POINTS(X)       \
   KVQ_INT8_QUERY_ENTRY_POINTS(X)                                                                            \

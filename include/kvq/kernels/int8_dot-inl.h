@@ -11,9 +11,10 @@
 // Shapes. A byte vector VB has 4 bytes per float lane of row_kernels::DF:
 // 64 bytes on AVX-512 (two blocks of 32 codes: a "group" of 2 blocks, lanes
 // 0-7 belong to the first block, 8-15 to the second), 32 on AVX2 (one block),
-// 16 on 128-bit targets (a block is two vectors). Each int32 lane of a dot
-// product sums products of codes of one block only, so a per-lane block
-// scale can be applied before lanes are added.
+// 16 on 128-bit targets (a block is two vectors). Int32 lane i of a dot
+// product sums the products of bytes 4i..4i+3 on every path, so it holds
+// codes of one block only (a per-lane block scale can be applied before lanes
+// are added), or of one token (per-channel tiles).
 //
 // Dot products:
 //   DotSmall(k, q, acc)   acc + sum of k * q, 4 bytes per lane; k unsigned
@@ -106,19 +107,17 @@ static_assert(kGroupBlocks * 32 == kGroupVecs * kVecBytes, "a group is whole blo
 #endif
 
 #if !KVQ_INT8_VNNI && !KVQ_INT8_MADDUBS
-// Portable form (EMU128, NEON without dotprod, ...): widen to int16, where a
-// product (<= 128 * 127) and the sum of two fit, then to int32. Lanes mix
-// values of the whole vector, which is at most one block here.
+// Portable form (EMU128, NEON without dotprod, ...): products of even and of
+// odd bytes in int16 (each <= 128 * 127, the pair sum fits), then adjacent
+// int16 pairs into int32, so lane i sums bytes 4i..4i+3 like the instructions
+// (per_channel-inl.h's int8 scores rely on that: a lane is a token there).
 HWY_INLINE VI DotPortable(VI8 a, VI8 b, VI acc) {
-  static_assert(kGroupBlocks == 1, "the portable form adds across a vector");
-  const hn::Half<DI8> dh8;
-  const hn::Rebind<std::int16_t, decltype(dh8)> d16;
-  const hn::Half<decltype(d16)> dh16;
-  const hn::Rebind<std::int32_t, decltype(dh16)> d32;
-  const auto lo = hn::Mul(hn::PromoteTo(d16, hn::LowerHalf(dh8, a)), hn::PromoteTo(d16, hn::LowerHalf(dh8, b)));
-  const auto hi = hn::Mul(hn::PromoteTo(d16, hn::UpperHalf(dh8, a)), hn::PromoteTo(d16, hn::UpperHalf(dh8, b)));
-  const auto s = hn::Add(lo, hi);
-  return hn::Add(acc, hn::Add(hn::PromoteTo(d32, hn::LowerHalf(dh16, s)), hn::PromoteTo(d32, hn::UpperHalf(dh16, s))));
+  const hn::Repartition<std::int16_t, DI8> d16;
+  const auto a16 = hn::BitCast(d16, a), b16 = hn::BitCast(d16, b);
+  const auto even = hn::Mul(hn::ShiftRight<8>(hn::ShiftLeft<8>(a16)), hn::ShiftRight<8>(hn::ShiftLeft<8>(b16)));
+  const auto odd = hn::Mul(hn::ShiftRight<8>(a16), hn::ShiftRight<8>(b16));
+  const VI s = hn::BitCast(DI(), hn::Add(even, odd));
+  return hn::Add(acc, hn::Add(hn::ShiftRight<16>(s), hn::ShiftRight<16>(hn::ShiftLeft<16>(s))));
 }
 #endif
 

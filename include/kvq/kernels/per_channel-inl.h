@@ -18,10 +18,21 @@
 // and finished with their scale and offset. Queries of a group are swept one
 // after another over the tile, which is in L1 after the first.
 //
+// int8 scores (ScoresInt8, contract in reference/int8_query.hpp): the folded
+// query q' is quantized to int8 per block of 32 channels once per tile and
+// query; then for a chunk of 32 tokens (16 on 128-bit targets) four channels'
+// codes are transposed to token-major bytes (two byte and two 16-bit
+// interleaves) so that an int8 dot product (vpdpbusd, maddubs, sdot) adds
+// 4 channels x 16 tokens per instruction against the 4 query codes broadcast,
+// int32 lane = token. Each 32-channel block's integer sums are scaled by
+// their query step into f32 accumulators; the interleaves leave tokens in a
+// fixed order per target, undone once per chunk at the store.
+//
 // Tiles are a few KiB to tens of KiB (G = 128, D = 128, 4 bits: 8.4 KiB), so
 // a tile is read from memory once per call however many queries there are.
 
 #include <kvq/core/half.hpp>
+#include <kvq/reference/int8_query.hpp>   // the int8 scores' rounding and SCALAR loop
 #include <kvq/reference/per_channel.hpp>  // tile geometry
 
 #include <hwy/cache_control.h>  // hwy::Prefetch
@@ -287,7 +298,218 @@ HWY_INLINE void Accumulate(const float* w, std::size_t n_q, std::size_t w_stride
   }
 }
 
+#if HWY_TARGET != HWY_SCALAR
+// ---------------------------------------------------------------------------
+// int8 scores.
+
+inline constexpr std::size_t kI8Chunk = int8_dot::kVecBytes >= 32 ? 32 : 16;  // tokens per chunk
+using DC = hn::CappedTag<std::uint8_t, kI8Chunk>;  // one channel's codes of a chunk, one byte per token
+using VC = hn::Vec<DC>;
+inline constexpr std::size_t kI8Vecs = 4 * kI8Chunk / int8_dot::kVecBytes;  // byte vectors per 4 channels
+// Query sub-group of a chunk: int32 and f32 accumulators for G queries stay
+// in registers (AVX-512: 32 of them).
+inline constexpr std::size_t kI8Group = HWY_TARGET <= HWY_AVX3 ? 4 : 1;
+
+// Where a chunk's codes sit in a channel's run: bytes from `offset`, shifted
+// right by `shift`; 3 bits: the high plane's bits from `high`.
+struct ChunkPlace {
+  std::size_t offset, high;
+  int shift;
+};
+template <unsigned Bits>
+HWY_INLINE ChunkPlace PlaceOf(std::size_t g, std::size_t t) {
+  if constexpr (Bits == 4) {
+    const std::size_t half = g / 2;  // a multiple of kI8Chunk (per_channel_int8_supported)
+    return t < half ? ChunkPlace{t, 0, 0} : ChunkPlace{t - half, 0, 4};
+  } else {
+    const std::size_t q = g / 4;
+    return ChunkPlace{t % q, q + t / 8, static_cast<int>(2 * (t / q))};
+  }
+}
+
+template <unsigned Bits>
+HWY_INLINE VC ChunkCodes(const std::uint8_t* run, const ChunkPlace& at) {
+  const DC dc;
+  const hn::Repartition<std::uint16_t, DC> d16;
+  const VC v = hn::BitCast(dc, hn::ShiftRightSame(hn::BitCast(d16, hn::LoadU(dc, run + at.offset)), at.shift));
+  VC c = hn::And(v, hn::Set(dc, static_cast<std::uint8_t>((1u << (Bits == 4 ? 4 : 2)) - 1)));
+  if constexpr (Bits == 3) c = hn::Or(c, hn::IfThenElseZero(hn::LoadMaskBits(dc, run + at.high), hn::Set(dc, 4)));
+  return c;
+}
+
+// Channels c..c+3 of a chunk as token-major bytes: the chunk's kI8Vecs byte
+// vectors, int32 lanes = tokens in the order StoreChunk undoes.
+template <unsigned Bits>
+HWY_INLINE void ChunkKeys(const std::uint8_t* codes, std::size_t run_bytes, const ChunkPlace& at,
+                          int8_dot::VB* k) {
+  const DC dc;
+  const hn::Repartition<std::uint16_t, DC> d16;
+  const VC a = ChunkCodes<Bits>(codes, at), b = ChunkCodes<Bits>(codes + run_bytes, at);
+  const VC c = ChunkCodes<Bits>(codes + 2 * run_bytes, at), d = ChunkCodes<Bits>(codes + 3 * run_bytes, at);
+  const auto ab_lo = hn::BitCast(d16, hn::InterleaveLower(dc, a, b)), ab_hi = hn::BitCast(d16, hn::InterleaveUpper(dc, a, b));
+  const auto cd_lo = hn::BitCast(d16, hn::InterleaveLower(dc, c, d)), cd_hi = hn::BitCast(d16, hn::InterleaveUpper(dc, c, d));
+  // Per 128-bit block of 16 tokens: x0 tokens 0-3, x1 4-7, x2 8-11, x3 12-15.
+  const VC x[4] = {hn::BitCast(dc, hn::InterleaveLower(d16, ab_lo, cd_lo)),
+                   hn::BitCast(dc, hn::InterleaveUpper(d16, ab_lo, cd_lo)),
+                   hn::BitCast(dc, hn::InterleaveLower(d16, ab_hi, cd_hi)),
+                   hn::BitCast(dc, hn::InterleaveUpper(d16, ab_hi, cd_hi))};
+#if HWY_TARGET <= HWY_AVX3  // tokens 0-3, 16-19, 4-7, 20-23 | 8-11, 24-27, 12-15, 28-31
+  static_assert(kI8Vecs == 2);
+  k[0] = hn::Combine(int8_dot::DB(), x[1], x[0]);
+  k[1] = hn::Combine(int8_dot::DB(), x[3], x[2]);
+#else  // AVX2: k[i] = tokens 4i..4i+3, 16+4i..16+4i+3; 128-bit: tokens 4i..4i+3
+  static_assert(kI8Vecs == 4);
+  KVQ_UNROLL
+  for (std::size_t i = 0; i < 4; ++i) k[i] = x[i];
+#endif
+}
+
+// Stores one query's chunk scores y (ChunkKeys' token order) at out.
+HWY_INLINE void StoreChunk(const VF (&y)[kI8Vecs], float* HWY_RESTRICT out) {
+  const DF df;
+#if HWY_TARGET <= HWY_AVX3
+  hn::StoreU(VF{_mm512_shuffle_f32x4(y[0].raw, y[1].raw, _MM_SHUFFLE(2, 0, 2, 0))}, df, out);
+  hn::StoreU(VF{_mm512_shuffle_f32x4(y[0].raw, y[1].raw, _MM_SHUFFLE(3, 1, 3, 1))}, df, out + 16);
+#elif HWY_TARGET == HWY_AVX2
+  hn::StoreU(hn::ConcatLowerLower(df, y[1], y[0]), df, out);
+  hn::StoreU(hn::ConcatLowerLower(df, y[3], y[2]), df, out + 8);
+  hn::StoreU(hn::ConcatUpperUpper(df, y[1], y[0]), df, out + 16);
+  hn::StoreU(hn::ConcatUpperUpper(df, y[3], y[2]), df, out + 24);
+#else
+  static_assert(kI8Chunk == 4 * kLanes);
+  KVQ_UNROLL
+  for (std::size_t i = 0; i < kI8Vecs; ++i) hn::StoreU(y[i], df, out + i * kLanes);
+#endif
+}
+
+// One chunk of a tile for G queries: qc[g * d + c] the folded query codes,
+// qd[g * n_blocks + b] their steps, bias[g] the offset terms.
+template <unsigned Bits, class Dot, std::size_t G>
+HWY_INLINE void ScoresInt8Chunk(const std::uint8_t* HWY_RESTRICT codes, std::size_t run_bytes, std::size_t d,
+                                const ChunkPlace& at, const std::int8_t* HWY_RESTRICT qc,
+                                const float* HWY_RESTRICT qd, const float* bias, float* HWY_RESTRICT out,
+                                std::size_t out_stride) {
+  using namespace int8_dot;
+  const DF df;
+  const DI di;
+  const std::size_t n_blocks = d / 32;
+  VF acc[G][kI8Vecs];
+  KVQ_UNROLL
+  for (std::size_t g = 0; g < G; ++g)
+    KVQ_UNROLL
+    for (std::size_t v = 0; v < kI8Vecs; ++v) acc[g][v] = hn::Zero(df);
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    VI sum[G][kI8Vecs];
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g)
+      KVQ_UNROLL
+      for (std::size_t v = 0; v < kI8Vecs; ++v) sum[g][v] = hn::Zero(di);
+    for (std::size_t c = 32 * b; c < 32 * b + 32; c += 4) {
+      VB k[kI8Vecs];
+      ChunkKeys<Bits>(codes + c * run_bytes, run_bytes, at, k);
+      KVQ_UNROLL
+      for (std::size_t g = 0; g < G; ++g) {
+        std::int32_t word;
+        std::memcpy(&word, qc + g * d + c, 4);
+        const VI8 q4 = hn::BitCast(DI8(), hn::Set(di, word));
+        KVQ_UNROLL
+        for (std::size_t v = 0; v < kI8Vecs; ++v) sum[g][v] = Dot::Small(k[v], q4, sum[g][v]);
+      }
+    }
+    KVQ_UNROLL
+    for (std::size_t g = 0; g < G; ++g) {
+      const VF step = hn::Set(df, qd[g * n_blocks + b]);
+      KVQ_UNROLL
+      for (std::size_t v = 0; v < kI8Vecs; ++v) acc[g][v] = hn::MulAdd(hn::ConvertTo(df, sum[g][v]), step, acc[g][v]);
+    }
+  }
+  KVQ_UNROLL
+  for (std::size_t g = 0; g < G; ++g) {
+    KVQ_UNROLL
+    for (std::size_t v = 0; v < kI8Vecs; ++v) acc[g][v] = hn::Add(acc[g][v], hn::Set(df, bias[g]));
+    StoreChunk(acc[g], out + g * out_stride);
+  }
+}
+
+// int8 scores over n_tiles tiles (Scores' layout). `scratch` holds
+// 2 * d + n_q * (d + 1 + d / 32 + d / 4) floats.
+template <unsigned Bits, class Dot>
+HWY_INLINE void ScoresInt8(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles_in,
+                           std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch, float* out,
+                           std::size_t out_stride) {
+  const auto* tiles = reinterpret_cast<const std::uint8_t*>(tiles_in);
+  const std::size_t run_bytes = kvq::reference::per_channel_run_bytes<Bits>(g_tokens);
+  const std::size_t tile_bytes = kvq::reference::per_channel_tile_bytes<Bits>(d, g_tokens);
+  const std::size_t n_blocks = d / 32;
+  float* scale = scratch;
+  float* offset = scale + d;
+  float* qs = offset + d;
+  float* bias = qs + n_q * d;
+  float* qd = bias + n_q;
+  auto* qc = reinterpret_cast<std::int8_t*>(qd + n_q * n_blocks);
+  for (std::size_t i = 0; i < n_tiles; ++i) {
+    const std::uint8_t* tile = tiles + i * tile_bytes;
+    for (std::size_t b = 0; b < tile_bytes; b += 64) hwy::Prefetch(tile + tile_bytes + b);
+    ReadMeta(tile + d * run_bytes, d, scale, offset);
+    for (std::size_t g = 0; g < n_q; ++g) {
+      const float* qg = q + g * q_stride;
+      float bs = 0.0f;
+      for (std::size_t c = 0; c < d; ++c) {
+        qs[g * d + c] = qg[c] * scale[c];
+        bs += qg[c] * offset[c];
+      }
+      bias[g] = bs;
+      for (std::size_t b = 0; b < n_blocks; ++b) {  // the reference's rounding, bit for bit
+        const kvq::reference::Int8QueryBlock qb = kvq::reference::quantize_query_block(qs + g * d + 32 * b);
+        qd[g * n_blocks + b] = qb.d;
+        std::memcpy(qc + g * d + 32 * b, qb.c, 32);
+      }
+    }
+    float* o = out + i * g_tokens;
+    for (std::size_t t0 = 0; t0 < g_tokens; t0 += kI8Chunk) {
+      const ChunkPlace at = PlaceOf<Bits>(g_tokens, t0);
+      std::size_t g = 0;
+      if constexpr (kI8Group >= 4)
+        for (; g + 4 <= n_q; g += 4)
+          ScoresInt8Chunk<Bits, Dot, 4>(tile, run_bytes, d, at, qc + g * d, qd + g * n_blocks, bias + g,
+                                        o + g * out_stride + t0, out_stride);
+      if constexpr (kI8Group >= 2)
+        for (; g + 2 <= n_q; g += 2)
+          ScoresInt8Chunk<Bits, Dot, 2>(tile, run_bytes, d, at, qc + g * d, qd + g * n_blocks, bias + g,
+                                        o + g * out_stride + t0, out_stride);
+      for (; g < n_q; ++g)
+        ScoresInt8Chunk<Bits, Dot, 1>(tile, run_bytes, d, at, qc + g * d, qd + g * n_blocks, bias + g,
+                                      o + g * out_stride + t0, out_stride);
+    }
+  }
+}
+#endif  // HWY_TARGET != HWY_SCALAR
+
 }  // namespace per_channel
+
+// int8 scores with this target's dot products (SCALAR: the reference's
+// loop, tile by tile).
+template <unsigned Bits>
+HWY_INLINE void ScoresInt8PerChannel(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles,
+                                     std::size_t n_tiles, std::size_t d, std::size_t g, float* scratch, float* out,
+                                     std::size_t out_stride) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)scratch;
+  const std::size_t tile_bytes = kvq::reference::per_channel_tile_bytes<Bits>(d, g);
+  for (std::size_t qi = 0; qi < n_q; ++qi)
+    for (std::size_t i = 0; i < n_tiles; ++i)
+      kvq::reference::per_channel_scores_int8<Bits>(q + qi * q_stride, tiles + i * tile_bytes, d, g,
+                                                   out + qi * out_stride + i * g);
+#else
+#if HWY_TARGET == HWY_NEON && KVQ_INT8_SDOT_AT_RUN_TIME
+  if (::kvq::kernels::cpu::has_sdot())
+    return per_channel::ScoresInt8<Bits, int8_dot::SdotDot>(q, n_q, q_stride, tiles, n_tiles, d, g, scratch, out,
+                                                            out_stride);
+#endif
+  per_channel::ScoresInt8<Bits, int8_dot::TargetDot>(q, n_q, q_stride, tiles, n_tiles, d, g, scratch, out,
+                                                     out_stride);
+#endif
+}
 
 // Entry points (HWY_EXPORT needs plain functions); shapes are checked by the
 // dispatch wrappers.
@@ -301,6 +523,11 @@ HWY_INLINE void Accumulate(const float* w, std::size_t n_q, std::size_t w_stride
                                  std::size_t n_tiles, std::size_t d, std::size_t g, float* scratch, float* acc, \
                                  std::size_t acc_stride) {                                                  \
     per_channel::Accumulate<BITS>(w, n_q, w_stride, tiles, n_tiles, d, g, scratch, acc, acc_stride);        \
+  }                                                                                                         \
+  inline void ScoresInt8Pc##BITS(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles, \
+                                 std::size_t n_tiles, std::size_t d, std::size_t g, float* scratch, float* out, \
+                                 std::size_t out_stride) {                                                  \
+    ScoresInt8PerChannel<BITS>(q, n_q, q_stride, tiles, n_tiles, d, g, scratch, out, out_stride);           \
   }
 KVQ_PER_CHANNEL_KERNELS(2)
 KVQ_PER_CHANNEL_KERNELS(3)

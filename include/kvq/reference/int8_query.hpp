@@ -21,6 +21,7 @@
 // i.e. half a query step times the L1 norm of the key's code part.
 #pragma once
 
+#include <kvq/reference/per_channel.hpp>
 #include <kvq/reference/turbo.hpp>
 #include <kvq/reference/uniform.hpp>
 
@@ -30,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 namespace kvq::reference {
 
@@ -174,6 +176,74 @@ double turbo_int8_score_bound(const Int8QueryBlock* qb, const std::byte* in, std
     bound += qb[b].d * (0.5 * l1 + double(cb.error) * c1);
   }
   return std::fabs(double(half_bits_to_float(bits::load_u16(in)))) * bound;
+}
+
+// ---------------------------------------------------------------------------
+// Per-channel K tiles (reference/per_channel.hpp). A tile scores
+// b + sum_c q'_c k[t][c] with q'_c = q_c s_c and b = sum_c q_c m_c; the int8
+// path quantizes the folded query q' once per tile and query, per block of 32
+// channels as above (step d_b, codes c_j), and keeps b in f32:
+//     score[t] = b + sum_b d_b (sum_j c_j k[t][32b + j])
+// The integer sums are exact; against the f32 score, only the rounding of q':
+//     |score[t] - f32[t]| <= sum_b (d_b / 2) sum_j k[t][32b + j]   (+ f32 rounding)
+// i.e. half a folded-query step times the codes (at most 2^bits - 1 each).
+// Needs head_dim a multiple of 32 and, for the kernels' 32-token code runs,
+// tile_tokens a multiple of 64 (4 bits) or 128 (3 and 2 bits); other shapes
+// keep f32 scores (per_channel_int8_supported).
+inline constexpr bool per_channel_int8_supported(unsigned bits, std::size_t head_dim,
+                                                 std::size_t tile_tokens) noexcept {
+  return head_dim % kBlockValues == 0 && tile_tokens % (bits == 4 ? 64 : 128) == 0;
+}
+
+// The folded query of one tile, quantized: qb[head_dim / 32] and b.
+template <unsigned Bits>
+float per_channel_fold_int8(const float* q, const std::byte* tile, std::size_t head_dim, std::size_t tile_tokens,
+                            Int8QueryBlock* qb) {
+  const PerChannelMeta meta = read_meta<Bits>(tile, head_dim, tile_tokens);
+  float bias = 0.0f;
+  std::vector<float> qs(head_dim);
+  for (std::size_t c = 0; c < head_dim; ++c) {
+    qs[c] = q[c] * meta.scale[c];
+    bias += q[c] * meta.offset[c];
+  }
+  for (std::size_t b = 0; b < head_dim / kBlockValues; ++b) qb[b] = quantize_query_block(qs.data() + b * kBlockValues);
+  return bias;
+}
+
+// out[t] = the int8 score of token t of the tile.
+template <unsigned Bits>
+void per_channel_scores_int8(const float* q, const std::byte* tile, std::size_t head_dim, std::size_t tile_tokens,
+                             float* out) {
+  std::vector<Int8QueryBlock> qb(head_dim / kBlockValues);
+  const float bias = per_channel_fold_int8<Bits>(q, tile, head_dim, tile_tokens, qb.data());
+  const std::size_t run = per_channel_run_bytes<Bits>(tile_tokens);
+  std::vector<std::uint8_t> k(tile_tokens);
+  std::vector<std::int32_t> s(tile_tokens);
+  std::vector<float> total(tile_tokens, 0.0f);
+  for (std::size_t b = 0; b < qb.size(); ++b) {
+    std::fill(s.begin(), s.end(), 0);
+    for (std::size_t j = 0; j < kBlockValues; ++j) {
+      unpack_run<Bits>(tile + (b * kBlockValues + j) * run, tile_tokens, k.data());
+      for (std::size_t t = 0; t < tile_tokens; ++t) s[t] += qb[b].c[j] * k[t];
+    }
+    for (std::size_t t = 0; t < tile_tokens; ++t) total[t] += qb[b].d * static_cast<float>(s[t]);
+  }
+  for (std::size_t t = 0; t < tile_tokens; ++t) out[t] = bias + total[t];
+}
+
+// The bound above for every token of the tile.
+template <unsigned Bits>
+void per_channel_int8_score_bound(const float* q, const std::byte* tile, std::size_t head_dim,
+                                  std::size_t tile_tokens, double* bound) {
+  std::vector<Int8QueryBlock> qb(head_dim / kBlockValues);
+  per_channel_fold_int8<Bits>(q, tile, head_dim, tile_tokens, qb.data());
+  const std::size_t run = per_channel_run_bytes<Bits>(tile_tokens);
+  std::vector<std::uint8_t> k(tile_tokens);
+  std::fill(bound, bound + tile_tokens, 0.0);
+  for (std::size_t c = 0; c < head_dim; ++c) {
+    unpack_run<Bits>(tile + c * run, tile_tokens, k.data());
+    for (std::size_t t = 0; t < tile_tokens; ++t) bound[t] += 0.5 * double(qb[c / kBlockValues].d) * k[t];
+  }
 }
 
 }  // namespace kvq::reference
