@@ -11,9 +11,10 @@
 // from DRAM, as decoding with a real model (all layers' caches) does. The
 // fraction of bandwidth is only meaningful for cold runs.
 //
-// "scores_int8" (the uniform formats) scores int8-quantized queries
+// "scores_int8" (the uniform and turbo formats) scores int8-quantized queries
 // (kernels::quantize_queries once, outside the timed loop, as attend does
-// once per step), "scores" f32 queries: the same rows, so their ratio is the
+// once per step; per-channel tiles: kernels::scores_int8, which quantizes the
+// folded query per tile inside), "scores" f32 queries: the same rows, so their ratio is the
 // int8 path's speedup. "accumulate_bf16" and "accumulate_int8" (q4_0, q4_1,
 // q3_1, q2_1) are kernels::accumulate_bf16 / accumulate_int8 beside
 // "accumulate" (f32) in the same way.
@@ -108,6 +109,8 @@ void BM_Kernel(benchmark::State& state, Op op, bool cold) {
       kvq::kernels::scores(c, q.data(), n_q, kHeadDim, rows, cache.tiles, out.data(), n);
     else if (op == Op::scores_int8) {
       if constexpr (kvq::kernels::kHasInt8Scores<Codec>) kvq::kernels::scores(c, qq, rows, cache.tiles, out.data(), n);
+      if constexpr (kvq::kernels::kHasTileInt8Scores<Codec>)
+        kvq::kernels::scores_int8(c, q.data(), n_q, kHeadDim, rows, cache.tiles, out.data(), n);
     } else if (op == Op::accumulate_bf16) {
       if constexpr (kvq::kernels::kHasBf16Accumulate<Codec>)
         kvq::kernels::accumulate_bf16(c, w.data(), n_q, n, rows, cache.tiles, acc.data(), kHeadDim);
@@ -207,7 +210,8 @@ void register_codec() {
   for (const bool cold : {false, true})
     for (const int tokens : {4096, 32768})
       for (const Op op : {Op::scores, Op::scores_int8, Op::accumulate, Op::accumulate_bf16, Op::accumulate_int8}) {
-        if (op == Op::scores_int8 && !kvq::kernels::kHasInt8Scores<Codec>) continue;
+        if (op == Op::scores_int8 && !kvq::kernels::kHasInt8Scores<Codec> && !kvq::kernels::kHasTileInt8Scores<Codec>)
+          continue;
         if (op == Op::accumulate_bf16 && !kvq::kernels::kHasBf16Accumulate<Codec>) continue;
         if (op == Op::accumulate_int8 && !kvq::kernels::kHasInt8Accumulate<Codec>) continue;
         const std::string bm = name + "/" + op_name(op) + "/" + (cold ? "cold" : "hot");

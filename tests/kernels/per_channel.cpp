@@ -192,7 +192,10 @@ void check_int8_tiles(const kvq::PerChannel<B>& c, const std::byte* tiles, std::
       std::vector<kvq::reference::Int8QueryBlock> qb(d / 32);
       const float bias = kvq::reference::per_channel_fold_int8<B>(qv, tile, d, g, qb.data());
       std::vector<std::uint8_t> k(g);
-      std::vector<double> mag(g, std::fabs(double(bias)));  // |terms| of the int8 sum, then of q . x
+      const auto meta = kvq::reference::read_meta<B>(tile, d, g);
+      double bias_mag = std::fabs(double(bias));  // |terms| of the offsets' sum, then of the int8 sum
+      for (std::size_t j = 0; j < d; ++j) bias_mag += std::fabs(double(qv[j]) * meta.offset[j]);
+      std::vector<double> mag(g, bias_mag);
       const std::size_t run = kvq::reference::per_channel_run_bytes<B>(g);
       for (std::size_t j = 0; j < d; ++j) {
         kvq::reference::unpack_run<B>(tile + j * run, g, k.data());

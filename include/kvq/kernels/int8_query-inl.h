@@ -59,39 +59,50 @@ inline constexpr std::size_t kSection = Int8Queries::kSectionBytes;  // bytes pe
 enum Section : std::size_t { kCodes = 0, kBias128 = 1, kBias8 = 2, kStep = 3, kSum = 4 };
 
 // ---------------------------------------------------------------------------
-// Quantization (reference::quantize_query_block, bit for bit in the codes):
+// Quantization (reference::quantize_query_block, bit for bit in the codes).
+
+// One block of 32 values x: writes its 32 codes (zeros for a zero or
+// non-finite block) and sum, returns the step d (NaN for NaN/Inf).
+HWY_INLINE float QuantizeBlock(const float* HWY_RESTRICT x, std::int8_t* HWY_RESTRICT codes, float& sum) {
+  const DF df;
+  const hn::Rebind<std::int8_t, DF> di8;
+  VF vmax = hn::Zero(df), vsum = hn::Zero(df);
+  KVQ_UNROLL
+  for (std::size_t k = 0; k < 32 / kLanes; ++k) {
+    const VF v = hn::LoadU(df, x + k * kLanes);
+    vmax = hn::Max(vmax, hn::Abs(v));
+    vsum = hn::Add(vsum, v);
+  }
+  const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+  float d = std::numeric_limits<float>::quiet_NaN();  // NaN/Inf in the block: NaN scores, codes 0
+  if (amax <= FLT_MAX && std::isfinite(sum)) {
+    d = amax / 127.0f;
+    if (d > 0.0f) {
+      const VF vd = hn::Set(df, d);
+      KVQ_UNROLL
+      for (std::size_t k = 0; k < 32 / kLanes; ++k)
+        hn::StoreU(hn::DemoteTo(di8, hn::NearestInt(hn::Div(hn::LoadU(df, x + k * kLanes), vd))), di8,
+                   codes + k * kLanes);
+      return d;
+    }
+  }
+  std::memset(codes, 0, 32);
+  return d;
+}
+
 // n_q queries q + i * q_stride of head_dim values into `out` (Int8Queries
 // layout, stride bytes per query).
 inline void QuantizeQueriesInt8(const float* q, std::size_t n_q, std::size_t q_stride, std::size_t head_dim,
                                 std::byte* out) {
-  const DF df;
-  const hn::Rebind<std::int8_t, DF> di8;
   const std::size_t n_blocks = head_dim / 32, n_pb = (n_blocks + 1) / 2 * 2, sec = n_pb * kSection;
   for (std::size_t i = 0; i < n_q; ++i) {
     std::byte* base = out + i * n_pb * Int8Queries::kSections * kSection;
     std::memset(base, 0, n_pb * Int8Queries::kSections * kSection);
     for (std::size_t b = 0; b < n_blocks; ++b) {
-      const float* x = q + i * q_stride + b * 32;
-      VF vmax = hn::Zero(df), vsum = hn::Zero(df);
-      KVQ_UNROLL
-      for (std::size_t k = 0; k < 32 / kLanes; ++k) {
-        const VF v = hn::LoadU(df, x + k * kLanes);
-        vmax = hn::Max(vmax, hn::Abs(v));
-        vsum = hn::Add(vsum, v);
-      }
-      const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax)), sum = hn::GetLane(hn::SumOfLanes(df, vsum));
       std::int8_t* codes = reinterpret_cast<std::int8_t*>(base + kCodes * sec + b * kSection);
-      float d = std::numeric_limits<float>::quiet_NaN();  // NaN/Inf in the block: NaN scores, codes 0
-      if (amax <= FLT_MAX && std::isfinite(sum)) {
-        d = amax / 127.0f;
-        if (d > 0.0f) {
-          const VF vd = hn::Set(df, d);
-          KVQ_UNROLL
-          for (std::size_t k = 0; k < 32 / kLanes; ++k)
-            hn::StoreU(hn::DemoteTo(di8, hn::NearestInt(hn::Div(hn::LoadU(df, x + k * kLanes), vd))), di8,
-                       codes + k * kLanes);
-        }
-      }
+      float sum;
+      const float d = QuantizeBlock(q + i * q_stride + b * 32, codes, sum);
       std::int32_t bias128[8], bias8[8];
       float step[8], sums[8] = {sum};
       for (std::size_t l = 0; l < 8; ++l) {

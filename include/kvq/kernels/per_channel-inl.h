@@ -176,6 +176,21 @@ HWY_INLINE void ReadMeta(const std::uint8_t* meta, std::size_t d, float* scale, 
   }
 }
 
+// The query folded with a tile's scales, qs[c] = q[c] * scale[c]; returns the
+// offsets' term sum_c q[c] * offset[c] (vector partial sums: not the
+// reference's order, within float rounding of it). d is a multiple of 8.
+HWY_INLINE float FoldQuery(const float* HWY_RESTRICT q, const float* HWY_RESTRICT scale,
+                           const float* HWY_RESTRICT offset, std::size_t d, float* HWY_RESTRICT qs) {
+  const hn::CappedTag<float, 8> d8;
+  auto bias = hn::Zero(d8);
+  for (std::size_t c = 0; c < d; c += hn::Lanes(d8)) {
+    const auto qc = hn::LoadU(d8, q + c);
+    hn::StoreU(hn::Mul(qc, hn::LoadU(d8, scale + c)), d8, qs + c);
+    bias = hn::MulAdd(qc, hn::LoadU(d8, offset + c), bias);
+  }
+  return hn::GetLane(hn::SumOfLanes(d8, bias));
+}
+
 // out[g * out_stride + t] for one chunk of 32 tokens and G queries, from the
 // folded queries qs[g * d + c] and biases.
 template <unsigned Bits, std::size_t G>
@@ -225,15 +240,7 @@ HWY_INLINE void Scores(const float* q, std::size_t n_q, std::size_t q_stride, co
     // out-of-order window alone keeps too few misses in flight).
     for (std::size_t b = 0; b < tile_bytes; b += 64) hwy::Prefetch(tile + tile_bytes + b);
     ReadMeta(tile + d * run_bytes, d, scale, offset);
-    for (std::size_t g = 0; g < n_q; ++g) {
-      const float* qg = q + g * q_stride;
-      float b = 0.0f;
-      for (std::size_t c = 0; c < d; ++c) {
-        qs[g * d + c] = qg[c] * scale[c];
-        b += qg[c] * offset[c];
-      }
-      bias[g] = b;
-    }
+    for (std::size_t g = 0; g < n_q; ++g) bias[g] = FoldQuery(q + g * q_stride, scale, offset, d, qs + g * d);
     float* o = out + i * g_tokens;
     for (std::size_t t0 = 0; t0 < g_tokens; t0 += kChunk) {
       std::size_t g = 0;
@@ -452,18 +459,10 @@ HWY_INLINE void ScoresInt8(const float* q, std::size_t n_q, std::size_t q_stride
     for (std::size_t b = 0; b < tile_bytes; b += 64) hwy::Prefetch(tile + tile_bytes + b);
     ReadMeta(tile + d * run_bytes, d, scale, offset);
     for (std::size_t g = 0; g < n_q; ++g) {
-      const float* qg = q + g * q_stride;
-      float bs = 0.0f;
-      for (std::size_t c = 0; c < d; ++c) {
-        qs[g * d + c] = qg[c] * scale[c];
-        bs += qg[c] * offset[c];
-      }
-      bias[g] = bs;
-      for (std::size_t b = 0; b < n_blocks; ++b) {  // the reference's rounding, bit for bit
-        const kvq::reference::Int8QueryBlock qb = kvq::reference::quantize_query_block(qs + g * d + 32 * b);
-        qd[g * n_blocks + b] = qb.d;
-        std::memcpy(qc + g * d + 32 * b, qb.c, 32);
-      }
+      bias[g] = FoldQuery(q + g * q_stride, scale, offset, d, qs + g * d);
+      float unused_sum;
+      for (std::size_t b = 0; b < n_blocks; ++b)  // the reference's rounding, bit for bit
+        qd[g * n_blocks + b] = int8_query::QuantizeBlock(qs + g * d + 32 * b, qc + g * d + 32 * b, unused_sum);
     }
     float* o = out + i * g_tokens;
     for (std::size_t t0 = 0; t0 < g_tokens; t0 += kI8Chunk) {
