@@ -13,6 +13,8 @@
 #include "support/cache_fixtures.hpp"
 
 #include <kvq/cache/cache.hpp>
+#include <kvq/core/bits.hpp>
+#include <kvq/core/half.hpp>
 #include <kvq/kernels/parallel.hpp>
 #include <kvq/reference/int8_query.hpp>
 #include <kvq/reference/uniform.hpp>
@@ -331,4 +333,44 @@ TEST_CASE("Cache::attend with bf16 or int8 value products stays within their bou
           CHECK(got == f32);
       }
     }
+}
+
+TEST_CASE("Cache::attend with int8 products of turbo values stays within their bound of f32", "[cache][fused]") {
+  // Turbo values accumulate in rotated space (kernels::accumulate_int8 for
+  // turbo rows): with equal weights (zero queries) each rotated coordinate
+  // moves by at most s/2 per row times |l| <= 127 (s = max|w alpha s_L| / 127),
+  // i.e. max|y| / 254 summed over the weights, plus the codebook's rounding
+  // e_L <= max|L| / 254: at most max|y| / 127 per coordinate, and the inverse
+  // rotation keeps the Euclidean norm: |err|_2 <= sqrt(d) max|y| / 127.
+  for (const char* spec : {"k=q4_0,v=turbo4", "k=turbo3,v=turbo2,window=8", "k=q8_0,v=turbo3,tier=100:q4_0/turbo4"}) {
+    INFO(spec << " target " << kvq::kernels::target_name());
+    const std::size_t d = 64, hq = 4, n = 300, n_pos = 3;
+    Cache c(kvq::ModelShape::dense(1, hq, 1, d, 4096), kvq::CacheSpec::parse(spec));
+    kvq::Rng rng(29);
+    const auto k = kvq::test::random_tokens(rng, n, 1, d), v = kvq::test::random_tokens(rng, n, 1, d);
+    c.append(0, n, k.data(), v.data());
+    double ymax = 0.0;  // max |alpha L[idx]| over the turbo values, a bound from alpha and max|L|
+    for (const auto& seg : c.segments(0, StreamKind::value, 0)) {
+      double lmax = 0.0;
+      if (const auto* t4 = seg.codec->get_if<kvq::Turbo4>()) lmax = std::fabs(t4->levels().front());
+      if (const auto* t3 = seg.codec->get_if<kvq::Turbo3>()) lmax = std::fabs(t3->levels().front());
+      if (const auto* t2 = seg.codec->get_if<kvq::Turbo2>()) lmax = std::fabs(t2->levels().front());
+      const std::size_t bt = seg.codec->bytes_per_tile();
+      for (std::size_t t = 0; t < seg.n_tokens && lmax > 0.0; ++t)
+        ymax = std::max(ymax, lmax * std::fabs(kvq::half_bits_to_float(kvq::bits::load_u16(seg.bytes.data() + t * bt))));
+    }
+    REQUIRE(ymax > 0.0);
+    std::vector<float> q(n_pos * hq * d, 0.0f), f32(q.size()), got(q.size());
+    c.attend(0, n_pos, q.data(), f32.data());
+    c.set_value_products(kvq::ValueProducts::int8);
+    c.attend(0, n_pos, q.data(), got.data());
+    const double bound = 1.01 * std::sqrt(double(d)) * ymax / 127 + 1e-5;
+    for (std::size_t i = 0; i < n_pos * hq; ++i) {
+      double e2 = 0.0;
+      for (std::size_t j = 0; j < d; ++j) e2 += std::pow(double(got[i * d + j]) - f32[i * d + j], 2);
+      INFO("output " << i << " |err| " << std::sqrt(e2) << " bound " << bound);
+      REQUIRE(std::sqrt(e2) <= bound);
+    }
+    if (std::string(kvq::kernels::target_name()) == "AVX3_DL") CHECK(got != f32);  // the int8 path ran
+  }
 }

@@ -12,6 +12,7 @@
 
 #include <kvq/codec/turbo.hpp>
 #include <kvq/core/bits.hpp>
+#include <kvq/core/half.hpp>
 #include <kvq/core/rng.hpp>
 #include <kvq/reference/int8_query.hpp>
 #include <kvq/reference/turbo.hpp>
@@ -285,6 +286,114 @@ TEMPLATE_TEST_CASE_SIG("kernels turbo: int8 scores of hostile rows and queries a
   kvq::test::require_targets_exercised(ran);
 }
 
+namespace {
+
+// accumulate_int8 of n rows for n_q queries against the f32 reference, within
+// the contract's bound (kernels/dispatch.hpp): per tile of 32 rows (s / 2)
+// sum |l[idx]|, plus e_L sum |w alpha|, plus f32 rounding; a tile with a
+// non-finite alpha (or weight) makes the query's accumulator non-finite.
+template <unsigned B>
+void check_int8_accumulate(const kvq::Turbo<B>& c, const std::byte* rows, std::size_t n, std::size_t n_q,
+                           std::size_t misalign, kvq::Rng& rng) {
+  const std::size_t hd = c.head_dim(), bt = c.bytes_per_tile();
+  INFO("turbo" << B << " accumulate_int8 head_dim " << hd << " n_q " << n_q << " n " << n << " misalign " << misalign
+               << " target " << kvq::kernels::target_name());
+  const auto& cb = c.int8_codebook();
+  const float sentinel = -12345.0f;
+  const std::size_t w_stride = n + 1, acc_stride = hd + 5;
+  std::vector<float> wbuf = kvq::test::random_vector(rng, misalign + n_q * w_stride);
+  const float* w = wbuf.data() + misalign;
+  std::vector<float> accbuf(misalign + n_q * acc_stride, sentinel), ref(n_q * hd);
+  std::vector<double> bound(n_q * hd, 0.0);
+  float* acc = accbuf.data() + misalign;
+  for (std::size_t qi = 0; qi < n_q; ++qi)
+    for (std::size_t j = 0; j < hd; ++j) {
+      acc[qi * acc_stride + j] = ref[qi * hd + j] = static_cast<float>(rng.normal());
+      bound[qi * hd + j] = 2e-6 * std::fabs(ref[qi * hd + j]);
+    }
+  kvq::kernels::accumulate_int8(c, w, n_q, w_stride, rows, n, acc, acc_stride);
+  std::vector<bool> poisoned(n_q, false);
+  std::vector<std::uint8_t> idx(hd);
+  for (std::size_t qi = 0; qi < n_q; ++qi)
+    for (std::size_t t0 = 0; t0 < n; t0 += 32) {
+      const std::size_t t1 = std::min(n, t0 + 32);
+      double wmax = 0.0, amax = 0.0;
+      for (std::size_t t = t0; t < t1; ++t) {
+        const double alpha = kvq::half_bits_to_float(kvq::bits::load_u16(rows + t * bt));
+        wmax = std::max(wmax, std::fabs(double(w[qi * w_stride + t])));
+        amax = std::isfinite(alpha) ? std::max(amax, std::fabs(alpha * cb.step)) : alpha;
+        if (!std::isfinite(alpha)) poisoned[qi] = true;
+      }
+      const double s = wmax * amax / 127.0;
+      for (std::size_t t = t0; t < t1; ++t) {
+        const float wt = w[qi * w_stride + t];
+        c.accumulate(ref.data() + qi * hd, &wt, rows + t * bt);
+        const double wa = std::fabs(wt * double(kvq::half_bits_to_float(kvq::bits::load_u16(rows + t * bt))));
+        for (std::size_t g = 0; g < hd / 16; ++g)
+          kvq::reference::turbo_unpack_group<B>(rows + t * bt + 2 + g * kvq::reference::turbo_group_bytes(B), &idx[16 * g]);
+        for (std::size_t j = 0; j < hd; ++j)
+          bound[qi * hd + j] += 0.5 * s * std::abs(int(cb.levels[idx[j]])) + (cb.error + 4e-6 * std::fabs(c.levels()[idx[j]])) * wa;
+      }
+    }
+  for (std::size_t qi = 0; qi < n_q; ++qi) {
+    for (std::size_t j = 0; j < hd; ++j) {
+      const float got = acc[qi * acc_stride + j];
+      INFO("query " << qi << " coordinate " << j << ": kernel " << got << " f32 " << ref[qi * hd + j] << " bound "
+                    << bound[qi * hd + j]);
+      if (poisoned[qi]) {
+        REQUIRE(!std::isfinite(got));
+        continue;
+      }
+      REQUIRE(std::fabs(double(got) - ref[qi * hd + j]) <= bound[qi * hd + j] * (1 + 1e-6) + 1e-30);
+    }
+    for (std::size_t j = hd; j < acc_stride; ++j) REQUIRE(acc[qi * acc_stride + j] == sentinel);
+  }
+  for (std::size_t i = 0; i < misalign; ++i) REQUIRE(accbuf[i] == sentinel);
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE_SIG("kernels turbo: accumulate_int8 keeps its bound of the f32 accumulate on every target",
+                       "[kernels][turbo][int8]", ((unsigned B), B), 2, 3, 4) {
+  const auto ran = kvq::test::for_each_target([] {
+    kvq::Rng rng(51 + B);
+    for (std::size_t hd : {32u, 80u, 96u, 128u, 256u}) {  // 80: accumulate() itself
+      const kvq::Turbo<B> c(hd);
+      for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u})
+        for (std::size_t n : {1u, 3u, 7u, 13u, 33u, 70u}) {
+          const std::size_t misalign = (n_q + n + hd / 32) % 4;
+          const std::vector<std::byte> rows = encoded_rows(c, n, misalign, rng);
+          check_int8_accumulate(c, rows.data() + misalign, n, n_q, misalign, rng);
+        }
+    }
+  });
+  kvq::test::require_targets_exercised(ran);
+}
+
+TEMPLATE_TEST_CASE_SIG("kernels turbo: accumulate_int8 of hostile rows", "[kernels][turbo][int8]", ((unsigned B), B),
+                       2, 3, 4) {
+  // Random index bytes, fp16 alphas from subnormal to large; then an Inf and
+  // a NaN alpha in the second tile of 32 rows.
+  const kvq::Turbo<B> c(96);
+  const std::size_t n = 70, bt = c.bytes_per_tile();
+  kvq::Rng rng(2024);
+  std::vector<std::byte> rows(n * bt);
+  for (auto& b : rows) b = static_cast<std::byte>(rng.next_u64());
+  const std::uint16_t scales[] = {0x0001, 0x03FF, 0x3C00, 0x7BFF, 0xBC00, 0x1234, 0x4A00};
+  for (std::size_t t = 0; t < n; ++t) kvq::bits::store_u16(rows.data() + t * bt, scales[t % 7]);
+  const auto ran = kvq::test::for_each_target([&] {
+    kvq::Rng wrng(3);
+    check_int8_accumulate(c, rows.data(), n, 3, 0, wrng);
+  });
+  kvq::test::require_targets_exercised(ran);
+  kvq::bits::store_u16(rows.data() + 40 * bt, 0x7C00);
+  kvq::bits::store_u16(rows.data() + 45 * bt, 0x7E00);
+  kvq::test::for_each_target([&] {
+    kvq::Rng wrng(4);
+    check_int8_accumulate(c, rows.data(), n, 2, 0, wrng);
+  });
+}
+
 TEST_CASE("kernels turbo: refuses inconsistent arguments like the uniform kernels", "[kernels][turbo]") {
   const kvq::Turbo4 c(64);
   std::vector<std::byte> rows(4 * c.bytes_per_tile());
@@ -297,4 +406,5 @@ TEST_CASE("kernels turbo: refuses inconsistent arguments like the uniform kernel
   CHECK_THROWS_AS(kvq::kernels::scores(kvq::Turbo4(128), qq, rows.data(), 2, out.data(), 4), kvq::Error);
   CHECK_THROWS_AS(kvq::kernels::scores(c, qq, rows.data(), 4, out.data(), 3), kvq::Error);
   CHECK_THROWS_AS(kvq::kernels::scores(c, qq, nullptr, 4, out.data(), 4), kvq::Error);
+  CHECK_THROWS_AS(kvq::kernels::accumulate_int8(c, w.data(), 2, 4, rows.data(), 4, acc.data(), 63), kvq::Error);
 }

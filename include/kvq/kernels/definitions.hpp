@@ -167,6 +167,12 @@ namespace entry {
                                 std::size_t out_stride) {                                                     \
     HWY_DYNAMIC_DISPATCH(NAME)(levels, step, qq, n_q, rows, n_rows, head_dim, out, out_stride);               \
   }
+#define KVQ_DEFINE_Int8TurboAccumulateKernel(NAME)                                                          \
+  KVQ_COMPILED_INLINE void NAME(const float* table, const std::int8_t* levels, float step, const float* w,    \
+                                std::size_t n_q, std::size_t w_stride, const std::byte* rows, std::size_t n_rows, \
+                                std::size_t head_dim, float* acc, std::size_t acc_stride) {                   \
+    HWY_DYNAMIC_DISPATCH(NAME)(table, levels, step, w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride); \
+  }
 #define KVQ_DEFINE_ENTRY_POINT(TYPE, NAME) KVQ_DEFINE_##TYPE(NAME)
 KVQ_COMPILED_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
 #undef KVQ_DEFINE_ENTRY_POINT
@@ -179,6 +185,7 @@ KVQ_COMPILED_ENTRY_POINTS(KVQ_DEFINE_ENTRY_POINT)
 #undef KVQ_DEFINE_QuantizeKernel
 #undef KVQ_DEFINE_Int8ScoresKernel
 #undef KVQ_DEFINE_Int8TurboKernel
+#undef KVQ_DEFINE_Int8TurboAccumulateKernel
 
 }  // namespace entry
 }  // namespace KVQ_KERNELS_ABI

@@ -197,9 +197,12 @@ template <class C>
 inline constexpr bool kHasBf16Accumulate = std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
                                            std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1>;
 
-// accumulate_int8 also takes q8_0 (its codes offset to c + 128, like the int8 scores).
+// accumulate_int8 also takes q8_0 (its codes offset to c + 128, like the int8
+// scores) and turbo rows (their int8 codebook; below).
 template <class C>
-inline constexpr bool kHasInt8Accumulate = kHasBf16Accumulate<C> || std::is_same_v<C, kvq::Q8_0>;
+inline constexpr bool kHasInt8Accumulate = kHasBf16Accumulate<C> || std::is_same_v<C, kvq::Q8_0> ||
+                                           std::is_same_v<C, kvq::Turbo2> || std::is_same_v<C, kvq::Turbo3> ||
+                                           std::is_same_v<C, kvq::Turbo4>;
 
 inline bool bf16_accumulate_active() { return entry::Bf16AccumulateActive() != 0; }
 
@@ -280,6 +283,30 @@ void accumulate(const Turbo<B>& codec, const float* w, std::size_t n_q, std::siz
   const detail::PaddedCodebook<B> table(codec);
   detail::turbo_accumulate_kernel<B>()(table.levels, w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc,
                                        acc_stride);
+}
+
+// accumulate_int8 for turbo rows (accumulate_int8 above, in rotated space):
+// on the AVX3_DL kernels p_t = w_t alpha_t s_L is rounded to a multiple of
+// s = max_t |w_t| max_t |alpha_t s_L| / 127 per query and tile of 32 rows,
+// and multiplied with the int8 codebook l (Turbo::int8_codebook) by vpdpbusd;
+// per output value j of a query
+//   |got_j - sum_t w_t alpha_t L[idx_t,j]| <= sum_tiles (s / 2) sum_t |l[idx_t,j]| + e_L sum_t |w_t alpha_t|
+// plus f32 rounding (e_L: the codebook's rounding error). Elsewhere, and for
+// head_dim not a multiple of 32, accumulate() itself.
+template <unsigned B>
+  requires(B >= 2 && B <= 4)
+void accumulate_int8(const Turbo<B>& codec, const float* w, std::size_t n_q, std::size_t w_stride,
+                     const std::byte* rows, std::size_t n_rows, float* acc, std::size_t acc_stride) {
+  if (codec.head_dim() % 32 != 0) return accumulate(codec, w, n_q, w_stride, rows, n_rows, acc, acc_stride);
+  detail::check_run("kvq::kernels::accumulate_int8", n_rows, w, n_q, w_stride, rows, n_rows, acc, acc_stride,
+                    codec.head_dim());
+  if (n_q == 0 || n_rows == 0) return;
+  const detail::PaddedCodebook<B> table(codec);
+  const auto& cb = codec.int8_codebook();
+  constexpr entry::Int8TurboAccumulateKernel* kernel = B == 2   ? &entry::AccumulateInt8Turbo2
+                                                       : B == 3 ? &entry::AccumulateInt8Turbo3
+                                                                : &entry::AccumulateInt8Turbo4;
+  kernel(table.levels, cb.levels, cb.step, w, n_q, w_stride, rows, n_rows, codec.head_dim(), acc, acc_stride);
 }
 
 namespace detail {

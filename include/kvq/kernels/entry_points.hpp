@@ -77,6 +77,11 @@ using Int8ScoresKernel = void(const std::byte* qq, std::size_t n_q, const std::b
 using Int8TurboKernel = void(const std::int8_t* levels, float step, const std::byte* qq, std::size_t n_q,
                              const std::byte* rows, std::size_t n_rows, std::size_t head_dim, float* out,
                              std::size_t out_stride);
+// int8 value products of turbo rows: the f32 codebook (16 floats, for the
+// targets without them), the int8 codebook and its step, then RowKernel's.
+using Int8TurboAccumulateKernel = void(const float* table, const std::int8_t* levels, float step, const float* w,
+                                       std::size_t n_q, std::size_t w_stride, const std::byte* rows,
+                                       std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride);
 using TargetNameKernel = const char*();
 using TargetMaskKernel = std::int64_t();
 
@@ -106,7 +111,9 @@ using TargetMaskKernel = std::int64_t();
 #define KVQ_TURBO_ENTRY_POINTS(X)                                                                           \
   X(TurboKernel, ScoresTurbo2) X(TurboKernel, ScoresTurbo3) X(TurboKernel, ScoresTurbo4)                     \
   X(TurboKernel, AccumulateTurbo2) X(TurboKernel, AccumulateTurbo3) X(TurboKernel, AccumulateTurbo4)     \
-  X(Int8TurboKernel, ScoresInt8Turbo2) X(Int8TurboKernel, ScoresInt8Turbo3) X(Int8TurboKernel, ScoresInt8Turbo4)
+  X(Int8TurboKernel, ScoresInt8Turbo2) X(Int8TurboKernel, ScoresInt8Turbo3) X(Int8TurboKernel, ScoresInt8Turbo4) \
+  X(Int8TurboAccumulateKernel, AccumulateInt8Turbo2) X(Int8TurboAccumulateKernel, AccumulateInt8Turbo3)      \
+  X(Int8TurboAccumulateKernel, AccumulateInt8Turbo4)
 #define KVQ_PER_CHANNEL_ENTRY_POINTS(X)                                                                     \
   X(PerChannelKernel, ScoresPc2) X(PerChannelKernel, ScoresPc3) X(PerChannelKernel, ScoresPc4)               \
   X(PerChannelKernel, AccumulatePc2) X(PerChannelKernel, AccumulatePc3) X(PerChannelKernel, AccumulatePc4)     \

@@ -294,6 +294,19 @@ struct Int8Rows {
     ScoresInt8WithTargetDot(turbo::Int8Rows<BITS>{levels, step}, qq, n_q, rows, n_rows, head_dim, out,      \
                             out_stride);                                                                   \
   }
+// int8 value products (value_products-inl.h; AVX3_DL), else f32 Accumulate.
+#define KVQ_TURBO_INT8_ACCUMULATE(BITS)                                                                    \
+  inline void AccumulateInt8Turbo##BITS(const float* table, const std::int8_t* levels, float step, const float* w, \
+                                        std::size_t n_q, std::size_t w_stride, const std::byte* rows,        \
+                                        std::size_t n_rows, std::size_t head_dim, float* acc,                \
+                                        std::size_t acc_stride) {                                            \
+    value_products::AccumulateInt8(turbo::Int8Rows<BITS>{levels, step}, turbo::Rows<BITS>{table}, w, n_q, w_stride, \
+                                   rows, n_rows, head_dim, acc, acc_stride);                                 \
+  }
+KVQ_TURBO_INT8_ACCUMULATE(2)
+KVQ_TURBO_INT8_ACCUMULATE(3)
+KVQ_TURBO_INT8_ACCUMULATE(4)
+#undef KVQ_TURBO_INT8_ACCUMULATE
 KVQ_TURBO_INT8_KERNELS(2)
 KVQ_TURBO_INT8_KERNELS(3)
 KVQ_TURBO_INT8_KERNELS(4)

@@ -99,7 +99,8 @@ struct CodeTable {
 // value order), interleaved a, b value by value as bf16: values 0..15 in lo,
 // 16..31 in hi.
 template <class Fmt>
-HWY_INLINE void PairCodes(const std::uint8_t* a, const std::uint8_t* b, __m512i table, __m512i& lo, __m512i& hi) {
+HWY_INLINE void PairCodes(const Fmt& fmt, const std::uint8_t* a, const std::uint8_t* b, __m512i table, __m512i& lo,
+                          __m512i& hi) {
   if constexpr (requires { Fmt::kNibbleCodes; }) {
     // ggml's 4-bit order (byte j: value j low, j + 16 high): interleave the
     // two rows' bytes, widen to words; the table ignores bits 5.. of a word.
@@ -111,8 +112,8 @@ HWY_INLINE void PairCodes(const std::uint8_t* a, const std::uint8_t* b, __m512i 
     hi = _mm512_permutexvar_epi16(_mm512_srli_epi16(z, 4), table);
   } else {
     int8_dot::VB va[int8_dot::kGroupVecs], vb[int8_dot::kGroupVecs];
-    Fmt::template Int8Codes<1>(a, va);
-    Fmt::template Int8Codes<1>(b, vb);
+    fmt.template Int8Codes<1>(a, va);
+    fmt.template Int8Codes<1>(b, vb);
     // 64-bit quarters 0 2 1 3: the in-lane byte interleave then yields values in order.
     const __m256i ya = _mm256_permute4x64_epi64(_mm512_castsi512_si256(va[0].raw), 0xD8);
     const __m256i yb = _mm256_permute4x64_epi64(_mm512_castsi512_si256(vb[0].raw), 0xD8);
@@ -153,11 +154,11 @@ HWY_INLINE void TileMasks(std::size_t n, __mmask16& m0, __mmask16& m1) {
 // Rows t and t + 1 of a block (t alone, weight 0 for the other, at an odd
 // tail) into the G queries' accumulators of the block's 32 values.
 template <class Fmt, std::size_t G>
-HWY_INLINE void PairStep(const std::uint8_t* blk, std::size_t row_bytes, std::size_t n, std::size_t t,
+HWY_INLINE void PairStep(const Fmt& fmt, const std::uint8_t* blk, std::size_t row_bytes, std::size_t n, std::size_t t,
                          __m512i table, const std::uint16_t (&p)[G][kTileRows], __m512 (&a)[G][2]) {
   const std::size_t u = t + 1 < n ? t + 1 : t;
   __m512i lo, hi;
-  PairCodes<Fmt>(blk + t * row_bytes, blk + u * row_bytes, table, lo, hi);
+  PairCodes<Fmt>(fmt, blk + t * row_bytes, blk + u * row_bytes, table, lo, hi);
   KVQ_UNROLL
   for (std::size_t g = 0; g < G; ++g) {
     std::uint32_t pw;
@@ -171,9 +172,10 @@ HWY_INLINE void PairStep(const std::uint8_t* blk, std::size_t row_bytes, std::si
 // One tile of n <= kTileRows rows for G queries, P partial sums per
 // accumulator (token pairs alternate between them).
 template <class Fmt, std::size_t G, std::size_t P>
-HWY_INLINE void TileBf16(const float* HWY_RESTRICT w, std::size_t w_stride, const std::uint8_t* HWY_RESTRICT rows,
+HWY_INLINE void TileBf16(const Fmt& fmt, const float* HWY_RESTRICT w, std::size_t w_stride, const std::uint8_t* HWY_RESTRICT rows,
                          std::size_t row_bytes, std::size_t n, std::size_t n_blocks, float* HWY_RESTRICT acc,
                          std::size_t acc_stride) {
+  static_assert(!Fmt::kRowScale && Fmt::kHeader == 0, "bf16 products: the uniform formats");
   const DF df;
   const __m512i table = _mm512_load_si512(CodeTable<Fmt>::kBits);
   const std::size_t pairs = (n + 1) / 2;
@@ -214,8 +216,8 @@ HWY_INLINE void TileBf16(const float* HWY_RESTRICT w, std::size_t w_stride, cons
     std::size_t i = 0;
     for (; i + P <= pairs; i += P)
       KVQ_UNROLL
-      for (std::size_t s = 0; s < P; ++s) PairStep<Fmt, G>(blk, row_bytes, n, 2 * (i + s), table, p, a[s]);
-    for (; i < pairs; ++i) PairStep<Fmt, G>(blk, row_bytes, n, 2 * i, table, p, a[0]);
+      for (std::size_t s = 0; s < P; ++s) PairStep<Fmt, G>(fmt, blk, row_bytes, n, 2 * (i + s), table, p, a[s]);
+    for (; i < pairs; ++i) PairStep<Fmt, G>(fmt, blk, row_bytes, n, 2 * i, table, p, a[0]);
     KVQ_UNROLL
     for (std::size_t g = 0; g < G; ++g) {
       __m512 lo = a[0][g][0], hi = a[0][g][1];
@@ -251,7 +253,7 @@ HWY_INLINE __m512i Dpbusd(__m512i acc, __m512i u, __m512i s) {
 // The codes n of one block of rows t..t+3, each 32-bit lane holding one
 // value's four codes (row t in the low byte): values 0..15 in lo, 16..31 in hi.
 template <class Fmt>
-HWY_INLINE void QuadCodes(const std::uint8_t* const (&r)[4], __m512i& lo, __m512i& hi) {
+HWY_INLINE void QuadCodes(const Fmt& fmt, const std::uint8_t* const (&r)[4], __m512i& lo, __m512i& hi) {
   if constexpr (requires { Fmt::kNibbleCodes; }) {
     __m128i x[4];
     KVQ_UNROLL
@@ -269,9 +271,9 @@ HWY_INLINE void QuadCodes(const std::uint8_t* const (&r)[4], __m512i& lo, __m512
     KVQ_UNROLL
     for (int i = 0; i < 4; ++i) {
       int8_dot::VB v[int8_dot::kGroupVecs];
-      Fmt::template Int8Codes<1>(r[i], v);
+      fmt.template Int8Codes<1>(r[i], v);
       y[i] = _mm512_castsi512_si256(v[0].raw);  // values 0..31 in order
-      // Signed codes (q8_0) as c + 128 for vpdpbusd's unsigned side; the
+      // Signed codes (q8_0, turbo's int8 levels) as c + 128 for vpdpbusd's unsigned side; the
       // weights' -128 * sum comes off with the bias (kInt8Bias = 128).
       if constexpr (Fmt::kInt8Signed) y[i] = _mm256_xor_si256(y[i], _mm256_set1_epi8(static_cast<char>(0x80)));
     }
@@ -296,13 +298,13 @@ HWY_INLINE float MaxAbs(__m512 a, __m512 b) {
 
 // Rows t..t+3 of a block (rows past n repeat row n - 1; their weight codes are 0).
 template <class Fmt, std::size_t G>
-HWY_INLINE void QuadStep(const std::uint8_t* blk, std::size_t row_bytes, std::size_t n, std::size_t t,
+HWY_INLINE void QuadStep(const Fmt& fmt, const std::uint8_t* blk, std::size_t row_bytes, std::size_t n, std::size_t t,
                          const std::int8_t (&qw)[G][kTileRows], __m512i (&a)[G][2]) {
   const std::uint8_t* const r[4] = {blk + t * row_bytes, blk + (t + 1 < n ? t + 1 : n - 1) * row_bytes,
                                     blk + (t + 2 < n ? t + 2 : n - 1) * row_bytes,
                                     blk + (t + 3 < n ? t + 3 : n - 1) * row_bytes};
   __m512i lo, hi;
-  QuadCodes<Fmt>(r, lo, hi);
+  QuadCodes<Fmt>(fmt, r, lo, hi);
   KVQ_UNROLL
   for (std::size_t g = 0; g < G; ++g) {
     std::int32_t q4;
@@ -313,32 +315,18 @@ HWY_INLINE void QuadStep(const std::uint8_t* blk, std::size_t row_bytes, std::si
   }
 }
 
-template <class Fmt, std::size_t G, std::size_t P>
-HWY_INLINE void TileInt8(const float* HWY_RESTRICT w, std::size_t w_stride, const std::uint8_t* HWY_RESTRICT rows,
-                         std::size_t row_bytes, std::size_t n, std::size_t n_blocks, float* HWY_RESTRICT acc,
-                         std::size_t acc_stride) {
-  const DF df;
-  const std::size_t quads = (n + 3) / 4;
-  __mmask16 m0, m1;
-  TileMasks(n, m0, m1);
-  __m512 wl[G][2];
-  float wmax[G];
-  KVQ_UNROLL
-  for (std::size_t g = 0; g < G; ++g) {
-    wl[g][0] = _mm512_maskz_loadu_ps(m0, w + g * w_stride);
-    wl[g][1] = _mm512_maskz_loadu_ps(m1, w + g * w_stride + 16);
-    wmax[g] = MaxAbs(wl[g][0], wl[g][1]);
-  }
-  for (std::size_t b = 0; b < n_blocks; ++b) {
-    const std::uint8_t* blk = rows + b * Fmt::kBytes;
-    const TileFields fl(blk, row_bytes, m0, m1);
+// The weight codes of one block (or, for row-scale formats, of every block)
+// of a tile for G queries: p = w d quantized with the step max|w| max|d| / 127.
+template <class Fmt, std::size_t G>
+struct WeightCodes {
+  alignas(64) std::int8_t qw[G][kTileRows];  // four rows per 32-bit word
+  float step[G], msum[G];
+  std::int32_t bias[G];
+
+  HWY_INLINE WeightCodes(const __m512 (&wl)[G][2], const float (&wmax)[G], const TileFields& fl) {
     // |p| <= max|w| max|d|: one maximum per query and one per block, not
     // one per (query, block).
     const float dmax = MaxAbs(fl.d[0].raw, fl.d[1].raw);
-    // Weight codes (four rows per 32-bit word), steps, bias and minimum per query.
-    alignas(64) std::int8_t qw[G][kTileRows];
-    float step[G], msum[G];
-    std::int32_t bias[G];
     KVQ_UNROLL
     for (std::size_t g = 0; g < G; ++g) {
       const __m512 p0 = _mm512_mul_ps(wl[g][0], fl.d[0].raw), p1 = _mm512_mul_ps(wl[g][1], fl.d[1].raw);
@@ -354,18 +342,53 @@ HWY_INLINE void TileInt8(const float* HWY_RESTRICT w, std::size_t w_stride, cons
       bias[g] = -Fmt::kInt8Bias * _mm512_reduce_add_epi32(_mm512_add_epi32(c0, c1));
       msum[g] = Fmt::kInt8Min ? fl.MinSum(VF{wl[g][0]}, VF{wl[g][1]}) : 0.0f;
     }
+  }
+};
+
+// Fields of a tile: each block's d (and m) at its start; with a row scale
+// (turbo), the row's fp16 alpha times the decoder's RowStep, for every block.
+template <class Fmt>
+HWY_INLINE TileFields FieldsOf(const Fmt& fmt, const std::uint8_t* at, std::size_t row_bytes, __mmask16 m0,
+                               __mmask16 m1) {
+  TileFields fl(at, row_bytes, m0, m1);
+  if constexpr (Fmt::kRowScale) {
+    const VF step = hn::Set(DF(), fmt.step);
+    fl.d[0] = hn::Mul(fl.d[0], step);
+    fl.d[1] = hn::Mul(fl.d[1], step);
+  }
+  (void)fmt;
+  return fl;
+}
+
+template <class Fmt, std::size_t G, std::size_t P>
+HWY_INLINE void TileInt8(const Fmt& fmt, const float* HWY_RESTRICT w, std::size_t w_stride,
+                         const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes, std::size_t n,
+                         std::size_t n_blocks, float* HWY_RESTRICT acc, std::size_t acc_stride) {
+  const std::size_t quads = (n + 3) / 4;
+  __mmask16 m0, m1;
+  TileMasks(n, m0, m1);
+  __m512 wl[G][2];
+  float wmax[G];
+  KVQ_UNROLL
+  for (std::size_t g = 0; g < G; ++g) {
+    wl[g][0] = _mm512_maskz_loadu_ps(m0, w + g * w_stride);
+    wl[g][1] = _mm512_maskz_loadu_ps(m1, w + g * w_stride + 16);
+    wmax[g] = MaxAbs(wl[g][0], wl[g][1]);
+  }
+  const auto block = [&](std::size_t b, const WeightCodes<Fmt, G>& wc) HWY_ATTR {
+    const std::uint8_t* blk = rows + Fmt::kHeader + b * Fmt::kBytes;
     __m512i a[P][G][2];
     KVQ_UNROLL
     for (std::size_t g = 0; g < G; ++g) {
-      a[0][g][0] = a[0][g][1] = _mm512_set1_epi32(bias[g]);
+      a[0][g][0] = a[0][g][1] = _mm512_set1_epi32(wc.bias[g]);
       KVQ_UNROLL
       for (std::size_t s = 1; s < P; ++s) a[s][g][0] = a[s][g][1] = _mm512_setzero_si512();
     }
     std::size_t i = 0;
     for (; i + P <= quads; i += P)
       KVQ_UNROLL
-      for (std::size_t s = 0; s < P; ++s) QuadStep<Fmt, G>(blk, row_bytes, n, 4 * (i + s), qw, a[s]);
-    for (; i < quads; ++i) QuadStep<Fmt, G>(blk, row_bytes, n, 4 * i, qw, a[0]);
+      for (std::size_t s = 0; s < P; ++s) QuadStep<Fmt, G>(fmt, blk, row_bytes, n, 4 * (i + s), wc.qw, a[s]);
+    for (; i < quads; ++i) QuadStep<Fmt, G>(fmt, blk, row_bytes, n, 4 * i, wc.qw, a[0]);
     KVQ_UNROLL
     for (std::size_t g = 0; g < G; ++g) {
       __m512i lo = a[0][g][0], hi = a[0][g][1];
@@ -374,46 +397,57 @@ HWY_INLINE void TileInt8(const float* HWY_RESTRICT w, std::size_t w_stride, cons
         lo = _mm512_add_epi32(lo, a[s][g][0]);
         hi = _mm512_add_epi32(hi, a[s][g][1]);
       }
-      const __m512 st = _mm512_set1_ps(step[g]), m = _mm512_set1_ps(msum[g]);
+      const __m512 st = _mm512_set1_ps(wc.step[g]), m = _mm512_set1_ps(wc.msum[g]);
       float* o = acc + g * acc_stride + b * 32;
       _mm512_storeu_ps(o, _mm512_add_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), st, m), _mm512_loadu_ps(o)));
       _mm512_storeu_ps(o + 16, _mm512_add_ps(_mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), st, m), _mm512_loadu_ps(o + 16)));
     }
+  };
+  if constexpr (Fmt::kRowScale) {  // the same scale for every block: weight codes once per tile
+    const WeightCodes<Fmt, G> wc(wl, wmax, FieldsOf(fmt, rows, row_bytes, m0, m1));
+    for (std::size_t b = 0; b < n_blocks; ++b) block(b, wc);
+  } else {
+    for (std::size_t b = 0; b < n_blocks; ++b)
+      block(b, WeightCodes<Fmt, G>(wl, wmax, FieldsOf(fmt, rows + b * Fmt::kBytes, row_bytes, m0, m1)));
   }
-  (void)df;
 }
 
 enum class Products { bf16, int8 };
 
 template <class Fmt, Products K, std::size_t G, std::size_t P>
-HWY_INLINE void Tile(const float* w, std::size_t w_stride, const std::uint8_t* rows, std::size_t row_bytes,
-                     std::size_t n, std::size_t n_blocks, float* acc, std::size_t acc_stride) {
+HWY_INLINE void Tile(const Fmt& fmt, const float* w, std::size_t w_stride, const std::uint8_t* rows,
+                     std::size_t row_bytes, std::size_t n, std::size_t n_blocks, float* acc, std::size_t acc_stride) {
   if constexpr (K == Products::bf16)
-    TileBf16<Fmt, G, P>(w, w_stride, rows, row_bytes, n, n_blocks, acc, acc_stride);
+    TileBf16<Fmt, G, P>(fmt, w, w_stride, rows, row_bytes, n, n_blocks, acc, acc_stride);
   else
-    TileInt8<Fmt, G, P>(w, w_stride, rows, row_bytes, n, n_blocks, acc, acc_stride);
+    TileInt8<Fmt, G, P>(fmt, w, w_stride, rows, row_bytes, n, n_blocks, acc, acc_stride);
 }
 
 // The row loop: tiles of kTileRows rows, prefetching ahead like the f32
 // driver, each tile for the queries in groups of 8, 4, 2, 1 (8 x 2
 // accumulators fill half the 32 registers; smaller groups add partials).
 template <class Fmt, Products K>
-HWY_INLINE void AccumulateRows(const float* w, std::size_t n_q, std::size_t w_stride, const std::uint8_t* rows,
-                               std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) {
-  const std::size_t n_blocks = head_dim / 32, row_bytes = n_blocks * Fmt::kBytes;
+HWY_INLINE void AccumulateRows(const Fmt& fmt, const float* w, std::size_t n_q, std::size_t w_stride,
+                               const std::uint8_t* rows, std::size_t n_rows, std::size_t head_dim, float* acc,
+                               std::size_t acc_stride) {
+  const std::size_t n_blocks = head_dim / 32, row_bytes = Fmt::kHeader + n_blocks * Fmt::kBytes;
   for (std::size_t t = 0; t < n_rows; t += kTileRows) {
     const std::size_t n = n_rows - t < kTileRows ? n_rows - t : kTileRows;
     const std::uint8_t* tile = rows + t * row_bytes;
     PrefetchAhead(tile, n * row_bytes);
     std::size_t g = 0;
     for (; g + 8 <= n_q; g += 8)
-      Tile<Fmt, K, 8, 1>(w + g * w_stride + t, w_stride, tile, row_bytes, n, n_blocks, acc + g * acc_stride, acc_stride);
+      Tile<Fmt, K, 8, 1>(fmt, w + g * w_stride + t, w_stride, tile, row_bytes, n, n_blocks, acc + g * acc_stride,
+                         acc_stride);
     for (; g + 4 <= n_q; g += 4)
-      Tile<Fmt, K, 4, 1>(w + g * w_stride + t, w_stride, tile, row_bytes, n, n_blocks, acc + g * acc_stride, acc_stride);
+      Tile<Fmt, K, 4, 1>(fmt, w + g * w_stride + t, w_stride, tile, row_bytes, n, n_blocks, acc + g * acc_stride,
+                         acc_stride);
     for (; g + 2 <= n_q; g += 2)
-      Tile<Fmt, K, 2, 2>(w + g * w_stride + t, w_stride, tile, row_bytes, n, n_blocks, acc + g * acc_stride, acc_stride);
+      Tile<Fmt, K, 2, 2>(fmt, w + g * w_stride + t, w_stride, tile, row_bytes, n, n_blocks, acc + g * acc_stride,
+                         acc_stride);
     for (; g < n_q; ++g)
-      Tile<Fmt, K, 1, 4>(w + g * w_stride + t, w_stride, tile, row_bytes, n, n_blocks, acc + g * acc_stride, acc_stride);
+      Tile<Fmt, K, 1, 4>(fmt, w + g * w_stride + t, w_stride, tile, row_bytes, n, n_blocks, acc + g * acc_stride,
+                         acc_stride);
   }
 }
 #endif  // HWY_TARGET == HWY_AVX3_DL
@@ -423,20 +457,25 @@ HWY_INLINE void AccumulateBf16(const float* w, std::size_t n_q, std::size_t w_st
                                std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) {
 #if KVQ_BF16_ACCUMULATE
   if (CpuHasBf16())
-    return AccumulateRows<Fmt, Products::bf16>(w, n_q, w_stride, reinterpret_cast<const std::uint8_t*>(rows), n_rows,
-                                               head_dim, acc, acc_stride);
+    return AccumulateRows<Fmt, Products::bf16>(Fmt(), w, n_q, w_stride, reinterpret_cast<const std::uint8_t*>(rows),
+                                               n_rows, head_dim, acc, acc_stride);
 #endif
   row_kernels::Accumulate(Fmt(), w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);
 }
 
-template <class Fmt>
-HWY_INLINE void AccumulateInt8(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows,
-                               std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) {
+// int8 products with the int8 decoder fmt; elsewhere rows-inl.h's f32
+// Accumulate with the decoder f32 (of the same rows).
+template <class Fmt, class F32Fmt>
+HWY_INLINE void AccumulateInt8(const Fmt& fmt, const F32Fmt& f32, const float* w, std::size_t n_q,
+                               std::size_t w_stride, const std::byte* rows, std::size_t n_rows, std::size_t head_dim,
+                               float* acc, std::size_t acc_stride) {
 #if KVQ_BF16_ACCUMULATE
-  return AccumulateRows<Fmt, Products::int8>(w, n_q, w_stride, reinterpret_cast<const std::uint8_t*>(rows), n_rows,
-                                             head_dim, acc, acc_stride);
+  (void)f32;
+  return AccumulateRows<Fmt, Products::int8>(fmt, w, n_q, w_stride, reinterpret_cast<const std::uint8_t*>(rows),
+                                             n_rows, head_dim, acc, acc_stride);
 #else
-  row_kernels::Accumulate(Fmt(), w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);
+  (void)fmt;
+  row_kernels::Accumulate(f32, w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);
 #endif
 }
 
@@ -466,7 +505,7 @@ KVQ_BF16_ACCUMULATE_ENTRY_POINT(uniform, Q2_1)
 #define KVQ_INT8_ACCUMULATE_ENTRY_POINT(NS, FMT)                                                               \
   inline void AccumulateInt8##FMT(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows, \
                                   std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) { \
-    value_products::AccumulateInt8<NS::FMT>(w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);       \
+    value_products::AccumulateInt8(NS::FMT(), NS::FMT(), w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride); \
   }
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q4_0)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q4_1)
