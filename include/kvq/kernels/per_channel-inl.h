@@ -40,6 +40,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(KVQ_KERNELS_PER_CHANNEL_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef KVQ_KERNELS_PER_CHANNEL_INL_H_
@@ -221,12 +222,14 @@ HWY_INLINE void ScoresChunk(const std::uint8_t* HWY_RESTRICT codes, std::size_t 
     for (std::size_t v = 0; v < kVecsPerChunk; ++v) hn::StoreU(acc[g][v], df, out + g * out_stride + t0 + v * kLanes);
 }
 
-// scores over n_tiles tiles: out[qi * out_stride + i * G + t]. `scratch`
-// holds 2 * d + n_q * (d + 1) floats.
-template <unsigned Bits>
-HWY_INLINE void Scores(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles_in,
-                       std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch, float* out,
-                       std::size_t out_stride) {
+// The tile loop of both score kernels: per tile, prefetch the next one,
+// decode the metadata and fold every query (qs[g * d + c], bias[g]); then
+// fn(tile, out + i * G, qs, bias) scores it. `scratch` starts with
+// 2 * d + n_q * (d + 1) floats for that.
+template <unsigned Bits, class Fn>
+HWY_INLINE void ForEachFoldedTile(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles_in,
+                                  std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch,
+                                  float* out, Fn&& fn) {
   const auto* tiles = reinterpret_cast<const std::uint8_t*>(tiles_in);
   const std::size_t run_bytes = kvq::reference::per_channel_run_bytes<Bits>(g_tokens);
   const std::size_t tile_bytes = kvq::reference::per_channel_tile_bytes<Bits>(d, g_tokens);
@@ -241,18 +244,36 @@ HWY_INLINE void Scores(const float* q, std::size_t n_q, std::size_t q_stride, co
     for (std::size_t b = 0; b < tile_bytes; b += 64) hwy::Prefetch(tile + tile_bytes + b);
     ReadMeta(tile + d * run_bytes, d, scale, offset);
     for (std::size_t g = 0; g < n_q; ++g) bias[g] = FoldQuery(q + g * q_stride, scale, offset, d, qs + g * d);
-    float* o = out + i * g_tokens;
-    for (std::size_t t0 = 0; t0 < g_tokens; t0 += kChunk) {
-      std::size_t g = 0;
-      if constexpr (kMaxGroup >= 4)
-        for (; g + 4 <= n_q; g += 4)
-          ScoresChunk<Bits, 4>(tile, run_bytes, g_tokens, d, t0, qs + g * d, bias + g, o + g * out_stride, out_stride);
-      for (; g + 2 <= n_q; g += 2)
-        ScoresChunk<Bits, 2>(tile, run_bytes, g_tokens, d, t0, qs + g * d, bias + g, o + g * out_stride, out_stride);
-      for (; g < n_q; ++g)
-        ScoresChunk<Bits, 1>(tile, run_bytes, g_tokens, d, t0, qs + g * d, bias + g, o + g * out_stride, out_stride);
-    }
+    fn(tile, out + i * g_tokens, qs, bias);
   }
+}
+
+// fn(G, g) for the queries [g, g + G) of n_q, G = 4 (up to Max), 2, 1.
+template <std::size_t Max, class Fn>
+HWY_INLINE void ForQueryGroups(std::size_t n_q, Fn&& fn) {
+  std::size_t g = 0;
+  if constexpr (Max >= 4)
+    for (; g + 4 <= n_q; g += 4) fn(std::integral_constant<std::size_t, 4>(), g);
+  if constexpr (Max >= 2)
+    for (; g + 2 <= n_q; g += 2) fn(std::integral_constant<std::size_t, 2>(), g);
+  for (; g < n_q; ++g) fn(std::integral_constant<std::size_t, 1>(), g);
+}
+
+// scores over n_tiles tiles: out[qi * out_stride + i * G + t]. `scratch`
+// holds 2 * d + n_q * (d + 1) floats.
+template <unsigned Bits>
+HWY_INLINE void Scores(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles,
+                       std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch, float* out,
+                       std::size_t out_stride) {
+  const std::size_t run_bytes = kvq::reference::per_channel_run_bytes<Bits>(g_tokens);
+  ForEachFoldedTile<Bits>(q, n_q, q_stride, tiles, n_tiles, d, g_tokens, scratch, out,
+                          [&](const std::uint8_t* tile, float* o, const float* qs, const float* bias) HWY_ATTR {
+    for (std::size_t t0 = 0; t0 < g_tokens; t0 += kChunk)
+      ForQueryGroups<kMaxGroup>(n_q, [&](auto group, std::size_t g) HWY_ATTR {
+        ScoresChunk<Bits, decltype(group)::value>(tile, run_bytes, g_tokens, d, t0, qs + g * d, bias + g,
+                                                  o + g * out_stride, out_stride);
+      });
+  });
 }
 
 // sum_t w[t] * k[t][c] for one channel's run, two partial sums.
@@ -441,46 +462,27 @@ HWY_INLINE void ScoresInt8Chunk(const std::uint8_t* HWY_RESTRICT codes, std::siz
 // int8 scores over n_tiles tiles (Scores' layout). `scratch` holds
 // 2 * d + n_q * (d + 1 + d / 32 + d / 4) floats.
 template <unsigned Bits, class Dot>
-HWY_INLINE void ScoresInt8(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles_in,
+HWY_INLINE void ScoresInt8(const float* q, std::size_t n_q, std::size_t q_stride, const std::byte* tiles,
                            std::size_t n_tiles, std::size_t d, std::size_t g_tokens, float* scratch, float* out,
                            std::size_t out_stride) {
-  const auto* tiles = reinterpret_cast<const std::uint8_t*>(tiles_in);
   const std::size_t run_bytes = kvq::reference::per_channel_run_bytes<Bits>(g_tokens);
-  const std::size_t tile_bytes = kvq::reference::per_channel_tile_bytes<Bits>(d, g_tokens);
   const std::size_t n_blocks = d / 32;
-  float* scale = scratch;
-  float* offset = scale + d;
-  float* qs = offset + d;
-  float* bias = qs + n_q * d;
-  float* qd = bias + n_q;
+  float* qd = scratch + 2 * d + n_q * (d + 1);  // after ForEachFoldedTile's part
   auto* qc = reinterpret_cast<std::int8_t*>(qd + n_q * n_blocks);
-  for (std::size_t i = 0; i < n_tiles; ++i) {
-    const std::uint8_t* tile = tiles + i * tile_bytes;
-    for (std::size_t b = 0; b < tile_bytes; b += 64) hwy::Prefetch(tile + tile_bytes + b);
-    ReadMeta(tile + d * run_bytes, d, scale, offset);
-    for (std::size_t g = 0; g < n_q; ++g) {
-      bias[g] = FoldQuery(q + g * q_stride, scale, offset, d, qs + g * d);
-      float unused_sum;
+  ForEachFoldedTile<Bits>(q, n_q, q_stride, tiles, n_tiles, d, g_tokens, scratch, out,
+                          [&](const std::uint8_t* tile, float* o, const float* qs, const float* bias) HWY_ATTR {
+    float unused_sum;
+    for (std::size_t g = 0; g < n_q; ++g)
       for (std::size_t b = 0; b < n_blocks; ++b)  // the reference's rounding, bit for bit
         qd[g * n_blocks + b] = int8_query::QuantizeBlock(qs + g * d + 32 * b, qc + g * d + 32 * b, unused_sum);
-    }
-    float* o = out + i * g_tokens;
     for (std::size_t t0 = 0; t0 < g_tokens; t0 += kI8Chunk) {
       const ChunkPlace at = PlaceOf<Bits>(g_tokens, t0);
-      std::size_t g = 0;
-      if constexpr (kI8Group >= 4)
-        for (; g + 4 <= n_q; g += 4)
-          ScoresInt8Chunk<Bits, Dot, 4>(tile, run_bytes, d, at, qc + g * d, qd + g * n_blocks, bias + g,
-                                        o + g * out_stride + t0, out_stride);
-      if constexpr (kI8Group >= 2)
-        for (; g + 2 <= n_q; g += 2)
-          ScoresInt8Chunk<Bits, Dot, 2>(tile, run_bytes, d, at, qc + g * d, qd + g * n_blocks, bias + g,
-                                        o + g * out_stride + t0, out_stride);
-      for (; g < n_q; ++g)
-        ScoresInt8Chunk<Bits, Dot, 1>(tile, run_bytes, d, at, qc + g * d, qd + g * n_blocks, bias + g,
-                                      o + g * out_stride + t0, out_stride);
+      ForQueryGroups<kI8Group>(n_q, [&](auto group, std::size_t g) HWY_ATTR {
+        ScoresInt8Chunk<Bits, Dot, decltype(group)::value>(tile, run_bytes, d, at, qc + g * d, qd + g * n_blocks,
+                                                           bias + g, o + g * out_stride + t0, out_stride);
+      });
     }
-  }
+  });
 }
 #endif  // HWY_TARGET != HWY_SCALAR
 

@@ -199,13 +199,8 @@ inline constexpr bool per_channel_int8_supported(unsigned bits, std::size_t head
 template <unsigned Bits>
 float per_channel_fold_int8(const float* q, const std::byte* tile, std::size_t head_dim, std::size_t tile_tokens,
                             Int8QueryBlock* qb) {
-  const PerChannelMeta meta = read_meta<Bits>(tile, head_dim, tile_tokens);
-  float bias = 0.0f;
   std::vector<float> qs(head_dim);
-  for (std::size_t c = 0; c < head_dim; ++c) {
-    qs[c] = q[c] * meta.scale[c];
-    bias += q[c] * meta.offset[c];
-  }
+  const float bias = fold_query<Bits>(q, tile, head_dim, tile_tokens, qs.data());
   for (std::size_t b = 0; b < head_dim / kBlockValues; ++b) qb[b] = quantize_query_block(qs.data() + b * kBlockValues);
   return bias;
 }

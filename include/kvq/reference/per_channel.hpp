@@ -297,17 +297,25 @@ void decode_tile(const std::byte* tile, std::size_t head_dim, std::size_t tile_t
   }
 }
 
-// out[t] = q . decode(tile)[t] for all G tokens: the scale folded into the
-// query once per tile (q'_c = q_c s_c) and the offsets into one constant.
+// The query folded with a tile's metadata: qs[c] = q_c s_c; returns the
+// offsets' constant b = sum_c q_c m_c (f32, in channel order).
 template <unsigned Bits>
-void scores(const float* q, const std::byte* tile, std::size_t head_dim, std::size_t tile_tokens, float* out) {
+float fold_query(const float* q, const std::byte* tile, std::size_t head_dim, std::size_t tile_tokens, float* qs) {
   const PerChannelMeta meta = read_meta<Bits>(tile, head_dim, tile_tokens);
   float bias = 0.0f;
-  std::vector<float> qs(head_dim);
   for (std::size_t c = 0; c < head_dim; ++c) {
     qs[c] = q[c] * meta.scale[c];
     bias += q[c] * meta.offset[c];
   }
+  return bias;
+}
+
+// out[t] = q . decode(tile)[t] for all G tokens: the scale folded into the
+// query once per tile (q'_c = q_c s_c) and the offsets into one constant.
+template <unsigned Bits>
+void scores(const float* q, const std::byte* tile, std::size_t head_dim, std::size_t tile_tokens, float* out) {
+  std::vector<float> qs(head_dim);
+  const float bias = fold_query<Bits>(q, tile, head_dim, tile_tokens, qs.data());
   const std::size_t run = per_channel_run_bytes<Bits>(tile_tokens);
   std::vector<std::uint8_t> k(tile_tokens);
   std::fill(out, out + tile_tokens, bias);
