@@ -298,15 +298,16 @@ class Cache {
     std::size_t n_ranges = 1;
     if (n_threads > 1 && jobs < 2 * n_threads) n_ranges = std::min((2 * n_threads + jobs - 1) / jobs, std::max<std::size_t>(1, n / 4096));
     const std::size_t hf = pass.heavy_floats();
-    thread_local std::vector<float> mass;
+    thread_local std::vector<float> mass;  // this thread's: tasks on other threads get its address
     if (mass.size() < jobs * hf) mass.resize(jobs * hf);
+    float* const mbase = mass.data();
     if (n_ranges == 1) {
       parallel_for(jobs, [&](std::size_t job) {
         const detail::Partial p = pass.run(job, 0, n, nullptr);
         pass.write_out(job, p);
-        if (hf) pass.record(job, p, mass.data() + job * hf);
+        if (hf) pass.record(job, p, mbase + job * hf);
       });
-      if (hf) pass.commit(jobs, mass.data());
+      if (hf) pass.commit(jobs, mbase);
       return;
     }
     detail::Scratch<std::size_t, 65> bounds(n_ranges + 1);
@@ -321,8 +322,8 @@ class Cache {
       const std::size_t job = task / n_ranges, r = task % n_ranges;
       pass.run(job, bounds.data()[r], bounds.data()[r + 1], sbase + task * per);
     });
-    merge_ranges(pass, jobs, n_ranges, sbase, hf ? mass.data() : nullptr);
-    if (hf) pass.commit(jobs, mass.data());
+    merge_ranges(pass, jobs, n_ranges, sbase, hf ? mbase : nullptr);
+    if (hf) pass.commit(jobs, mbase);
   }
 
   // f(codec, first position, tiles, n_tiles, segment) for every page of one
