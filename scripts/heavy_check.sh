@@ -73,8 +73,10 @@ for a in $ages; do printf ' age %s |' "$a"; done
 printf '\n|---|---|---|---|'
 for a in $ages; do printf -- '---|'; done
 printf '\n'
-for spec in "${SPECS[@]}"; do
-  res=$(result_of "$spec")
+for given in "${SPECS[@]}"; do
+  res=$(result_of "$given")
+  # The probe's TSV names specs in canonical form (CacheSpec::to_string, as kvq plan prints it).
+  spec=$("$KVQ" plan --model llama-3.2-3b --context 32768 --spec "$given" | awk 'NR == 3 {print $1}')
   kd=$(field key_delta "$res") kse=$(field key_delta_se "$res")
   for name in mentioned observed; do
     label=$([[ $name == mentioned ]] && echo mentioned || echo "not mentioned")
