@@ -250,6 +250,18 @@ TEST_CASE("heavy hitters: memory, truncate, clear, fork, snapshots", "[cache][he
     CHECK(std::string(e.what()).find("mass") != std::string::npos);
   }
   CHECK(kvq::snapshot_bytes(r) == kvq::snapshot_bytes(c));
+  // Truncated anywhere (checksum refitted, so the parser must notice), or with
+  // a member position no longer below the frontier: refused, target untouched.
+  const auto refit = [](std::vector<std::byte> b) {
+    kvq::bits::store_u64(b.data() + b.size() - 8, kvq::detail::fnv1a64(b.data(), b.size() - 8));
+    return b;
+  };
+  for (std::size_t cut : {bytes.size() / 2, bytes.size() - 200, bytes.size() - 20, bytes.size() - 9}) {
+    std::vector<std::byte> t(bytes.begin(), bytes.begin() + std::ptrdiff_t(cut));
+    t.resize(t.size() + 8);
+    CHECK_THROWS_AS(kvq::restore(r, std::span<const std::byte>(refit(t))), kvq::Error);
+  }
+  CHECK(kvq::snapshot_bytes(r) == kvq::snapshot_bytes(c));
   // A cache without heavy hitters still writes format 1.
   Cache plain(shape, without);
   plain.append(0, sc.k.data(), sc.v.data());
