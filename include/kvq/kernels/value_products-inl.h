@@ -244,10 +244,9 @@ HWY_INLINE void TileBf16(const Fmt& fmt, const float* HWY_RESTRICT w, std::size_
 // multiply-adds per instruction). A tile's integer sums are exact (|sum| <
 // 32 * 127 * 15); q4_0's bias 8 comes off as 8 * sum(weight codes).
 
-// acc + dpbusd(u, s).
+// acc + dpbusd(u, s): int8_dot-inl.h's, on raw registers.
 HWY_INLINE __m512i Dpbusd(__m512i acc, __m512i u, __m512i s) {
-  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
-  return acc;
+  return int8_dot::Dpbusd(int8_dot::VI{acc}, int8_dot::VB{u}, int8_dot::VI8{s}).raw;
 }
 
 // The codes n of one block of rows t..t+3, each 32-bit lane holding one
