@@ -4,6 +4,7 @@
 // against the post-RoPE K activation dumps.
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
+#include "support/real_model.hpp"
 
 #include "llama_model.hpp"
 #include "npy.hpp"
@@ -122,13 +123,10 @@ TEST_CASE("ExactAttention equals naive causal GQA attention", "[examples][llama]
 }
 
 TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples][llama][model]") {
-  const auto model_file = kvq::test::shared_file("models/wt2-byte-a.gguf");
-  if (model_file.empty()) {
-    WARN("skipped: ../shared/models/wt2-byte-a.gguf not found (set KVQ_SHARED_DIR)");
-    return;
-  }
+  const auto real = kvq::test::load_real_model();
+  if (!real) return;
+  const auto& [model, text] = *real;
   const auto shared = kvq::test::shared_dir();
-  const auto model = LlamaModel::load(model_file);
   const auto& c = model.config();
   CHECK(c.dim == 512);
   CHECK(c.n_layers == 8);
@@ -140,7 +138,6 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
   CHECK(c.rope_dims == 64);
   CHECK(c.rope_base == 10000.0);
 
-  const auto text = kvq::tools::detail::read_file_bytes(shared / "data/wikitext-2/test.txt");
   REQUIRE(text.size() >= 4096);
   auto window = [&](int n, std::vector<int>& in, std::vector<int>& tgt) {
     in.assign(1, kByteBos);

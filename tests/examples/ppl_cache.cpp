@@ -6,10 +6,10 @@
 // and flat q2_1 is worse than q8_0.
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
+#include "support/real_model.hpp"
 
 #include "cache_attention.hpp"
 #include "llama_model.hpp"
-#include "npy.hpp"
 
 #include <cmath>
 #include <random>
@@ -110,15 +110,10 @@ TEST_CASE("CacheAttention decoded readout agrees with the cache's attention kern
 }
 
 TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[examples][ppl_cache][model]") {
-  const auto model_file = kvq::test::shared_file("models/wt2-byte-a.gguf");
-  if (model_file.empty()) {
-    WARN("skipped: ../shared/models/wt2-byte-a.gguf not found (set KVQ_SHARED_DIR)");
-    return;
-  }
-  const auto shared = kvq::test::shared_dir();
-  const auto model = LlamaModel::load(model_file);
+  const auto real = kvq::test::load_real_model();
+  if (!real) return;
+  const auto& [model, text] = *real;
   const auto& c = model.config();
-  const auto text = kvq::tools::detail::read_file_bytes(shared / "data/wikitext-2/test.txt");
   REQUIRE(text.size() >= 1024);
   auto window = [&](int n, std::vector<int>& in, std::vector<int>& tgt) {
     in.assign(1, kByteBos);

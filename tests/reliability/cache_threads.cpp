@@ -9,6 +9,7 @@
 // ThreadSanitizer (the KVQ_TSAN build, docs/RELIABILITY.md) to also catch races
 // that happen to produce the right numbers.
 #include "support/cache_fixtures.hpp"
+#include "support/same_bits.hpp"
 #include "support/segments.hpp"
 
 #include <atomic>
@@ -28,9 +29,7 @@ const ModelShape kShape = ModelShape::dense(4, 4, 2, 64, 4096);
 const char* kSpec = "k=pc4,v=q8_0,boundary=0+1:q8_0/q4_0,window=16,sinks=2,tier=160:q2_1/q2_1,rollback=4";
 constexpr std::size_t kPrefill = 300, kReaders = 3, kRounds = 4, kBatches = 12;
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
+using kvq::test::same_bits;
 
 // Everything a reader computes from one layer with the const API.
 struct Reading {
