@@ -229,7 +229,8 @@ TEST_CASE("Cache::attend: a NaN query poisons only its own head", "[cache][fused
 
 #ifdef KVQ_COUNT_ALLOCATIONS
 TEST_CASE("Cache::attend allocates nothing once warmed", "[cache][fused]") {
-  for (const char* spec : {"k=q4_0,v=q4_0,window=32,sinks=4", "k=pc4,v=turbo4,window=8", "k=f16,v=f16"}) {
+  for (const char* spec : {"k=q4_0,v=q4_0,window=32,sinks=4", "k=pc4,v=turbo4,window=8", "k=f16,v=f16",
+                           "k=q4_0,v=q4_0,window=32,heavy=64"}) {
     INFO(spec);
     const std::size_t d = 128, n = 3000;
     Cache c(kvq::ModelShape::dense(2, 8, 2, d, n + 8), kvq::CacheSpec::parse(spec));

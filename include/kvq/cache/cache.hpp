@@ -18,6 +18,7 @@
 
 #include <kvq/cache/attention.hpp>
 #include <kvq/cache/fused_attention.hpp>
+#include <kvq/cache/heavy_hitters.hpp>
 #include <kvq/cache/cache_spec.hpp>
 #include <kvq/cache/memory.hpp>
 #include <kvq/cache/model_shape.hpp>
@@ -111,6 +112,11 @@ class Cache {
   // up to 64 queries (a GQA group, or several prefill positions of it), K and
   // V are read once, tile by tile, with an online softmax. No heap allocation
   // once the calling thread has attended a shape this large before.
+  //
+  // With heavy=N in the spec, attend also records the long-range attention
+  // each token draws and admits heavy hitters (heavy_hitters.hpp): it then
+  // changes the layer's state, so calls on one layer must not overlap (calls
+  // on different layers may).
   void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out,
               std::optional<float> scale = std::nullopt) const;
 
@@ -160,7 +166,13 @@ class Cache {
 
   // out = sum_t weights[t] v_t over every value of `layer` for query head
   // q_head: weights is [length(layer)], out is [head_dim].
+  // Both read heavy hitters in their exact form; they record no attention
+  // (only attend finds heavy hitters).
   void accumulate(std::size_t layer, std::size_t q_head, const float* weights, float* out) const;
+
+  // The positions kept exact as heavy hitters for one KV head (spec heavy=N),
+  // ascending.
+  std::vector<std::size_t> heavy_positions(std::size_t layer, std::size_t kv_head) const;
 
   // Drops every token at position >= `position` in every layer (speculative
   // decoding rollback). Exact -- the cache is then bit-identical to one that
@@ -212,6 +224,7 @@ class Cache {
   struct Layer {
     std::size_t length = 0;
     detail::Stream k, v;
+    mutable detail::HeavyHitters heavy;  // attend records attention into it
   };
 
   std::size_t ordinal(std::size_t layer, const char* op) const;
@@ -241,6 +254,7 @@ class Cache {
     float scale;
     std::size_t d, g, hq, n, n_pos, n_flat, n_blocks, max_k_tile = 1, max_v_tile = 1;
     detail::Scratch<detail::RunKernels, 16> kk, vk;
+    detail::RunKernels heavy_k, heavy_v;  // the heavy hitters' exact codec
 
     LayerPass(const Cache& c, const Layer& layer, std::size_t n_pos_, const float* q_, float* out_, float scale_);
     std::size_t jobs(std::size_t n_kv_heads) const noexcept { return n_kv_heads * n_blocks; }
@@ -259,11 +273,19 @@ class Cache {
     // Runs job over [begin, end); p == nullptr: into the thread's own partial.
     detail::Partial run(std::size_t job, std::size_t begin, std::size_t end, float* p) const;
     void write_out(std::size_t job, const detail::Partial& p) const;
+    // Heavy hitters: floats per job of long-range mass (candidates, members),
+    // the mass job's queries gave (from its final partial), and the sum of
+    // every job's into the layer's state, which then decides pending tokens.
+    std::size_t heavy_floats() const noexcept;
+    void record(std::size_t job, const detail::Partial& p, float* mass) const;
+    void commit(std::size_t jobs, const float* mass) const;
   };
   // The token-range bounds of a multi-range pass (fused_attend).
   static void range_bounds(const Layer& L, const LayerPass& pass, std::size_t n_ranges, std::size_t* bounds);
-  // Merges each job's ranges' partials and writes its output.
-  static void merge_ranges(const LayerPass& pass, std::size_t jobs, std::size_t n_ranges, float* partials);
+  // Merges each job's ranges' partials and writes its output (and records
+  // heavy-hitter mass into `mass` when not null).
+  static void merge_ranges(const LayerPass& pass, std::size_t jobs, std::size_t n_ranges, float* partials,
+                           float* mass);
 
   template <class ParallelFor>
   void fused_attend(const Layer& L, std::size_t n_pos, const float* q, float* out, float scale,
@@ -275,8 +297,17 @@ class Cache {
     // bounds are tile boundaries of both streams (the same for every head).
     std::size_t n_ranges = 1;
     if (n_threads > 1 && jobs < 2 * n_threads) n_ranges = std::min((2 * n_threads + jobs - 1) / jobs, std::max<std::size_t>(1, n / 4096));
+    const std::size_t hf = pass.heavy_floats();
+    thread_local std::vector<float> mass;  // this thread's: tasks on other threads get its address
+    if (mass.size() < jobs * hf) mass.resize(jobs * hf);
+    float* const mbase = mass.data();
     if (n_ranges == 1) {
-      parallel_for(jobs, [&](std::size_t job) { pass.write_out(job, pass.run(job, 0, n, nullptr)); });
+      parallel_for(jobs, [&](std::size_t job) {
+        const detail::Partial p = pass.run(job, 0, n, nullptr);
+        pass.write_out(job, p);
+        if (hf) pass.record(job, p, mbase + job * hf);
+      });
+      if (hf) pass.commit(jobs, mbase);
       return;
     }
     detail::Scratch<std::size_t, 65> bounds(n_ranges + 1);
@@ -291,7 +322,8 @@ class Cache {
       const std::size_t job = task / n_ranges, r = task % n_ranges;
       pass.run(job, bounds.data()[r], bounds.data()[r + 1], sbase + task * per);
     });
-    merge_ranges(pass, jobs, n_ranges, sbase);
+    merge_ranges(pass, jobs, n_ranges, sbase, hf ? mbase : nullptr);
+    if (hf) pass.commit(jobs, mbase);
   }
 
   // f(codec, first position, tiles, n_tiles, segment) for every page of one
@@ -362,14 +394,31 @@ KVQ_COMPILED_INLINE void Cache::append(std::size_t layer, std::size_t n, const f
                       std::to_string(L.length) + " exceed max_context " + std::to_string(shape_.max_context));
   check_tokens("k", k, n);
   check_tokens("v", v, n);
-  const std::size_t bound =
-      detail::Allowance::needs_bound(*pool_) ? L.k.append_bound(L.length, n) + L.v.append_bound(L.length, n) : 0;
+  const std::size_t bound = detail::Allowance::needs_bound(*pool_)
+                                ? L.k.append_bound(L.length, n) + L.v.append_bound(L.length, n) + L.heavy.storage_need()
+                                : 0;
   detail::Allowance a(*pool_, bound, "append");
+  L.heavy.allocate(a);
   const std::size_t stride = shape_.n_kv_heads * shape_.head_dim;
+  // Tokens leaving a window are judged as heavy hitters (heavy_hitters.hpp).
+  struct Exit final : detail::WindowExit {
+    detail::HeavyHitters& heavy;
+    const detail::Stream& self;
+    const detail::Stream& other;
+    bool is_key;
+    Exit(detail::HeavyHitters& h, const detail::Stream& s, const detail::Stream& o, bool k)
+        : heavy(h), self(s), other(o), is_key(k) {}
+    void left_window(std::size_t first, std::size_t count, std::size_t head, const float* x) override {
+      heavy.left_window(self, other, is_key, first, count, head, x);
+    }
+  };
+  Exit k_exit(L.heavy, L.k, L.v, true), v_exit(L.heavy, L.v, L.k, false);
+  const bool heavy = L.heavy.enabled();
   for (std::size_t t = 0; t < n; ++t) {
     ++L.length;
-    L.k.append(k + t * stride, L.length, a);
-    L.v.append(v + t * stride, L.length, a);
+    L.heavy.appended();
+    L.k.append(k + t * stride, L.length, a, heavy ? &k_exit : nullptr);
+    L.v.append(v + t * stride, L.length, a, heavy ? &v_exit : nullptr);
   }
 }
 
@@ -402,6 +451,9 @@ KVQ_COMPILED_INLINE void Cache::scores(std::size_t layer, std::size_t q_head, co
   for_each_run(L.k, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t) {
     detail::segment_scores(c, q, 1, shape_.head_dim, tiles, nt, out + first, 0);
   });
+  const detail::HeavyHitters& hh = L.heavy;
+  for (std::size_t s = 0; s < hh.members(h); ++s)
+    hh.codec().scores(q, hh.keys(h) + s * hh.tile_bytes(), out + hh.positions(h)[s]);  // exact: q needs no preparing
 }
 
 KVQ_COMPILED_INLINE void Cache::accumulate(std::size_t layer, std::size_t q_head, const float* weights,
@@ -409,9 +461,27 @@ KVQ_COMPILED_INLINE void Cache::accumulate(std::size_t layer, std::size_t q_head
   const Layer& L = layers_[ordinal(layer, "accumulate")];
   const std::size_t h = kv_head_of(q_head, "accumulate");
   std::fill(out, out + shape_.head_dim, 0.0f);
+  const detail::HeavyHitters& hh = L.heavy;
+  const float* w = weights;
+  if (hh.members(h) > 0) {  // heavy hitters: their stored forms weigh nothing, their exact forms are added
+    thread_local std::vector<float> masked;
+    masked.assign(weights, weights + L.length);
+    for (std::size_t s = 0; s < hh.members(h); ++s) masked[hh.positions(h)[s]] = 0.0f;
+    w = masked.data();
+  }
   for_each_run(L.v, h, [&](const AnyCodec& c, std::size_t first, const std::byte* tiles, std::size_t nt, std::size_t) {
-    detail::segment_accumulate(c, weights + first, 1, 0, tiles, nt, out, 0);
+    detail::segment_accumulate(c, w + first, 1, 0, tiles, nt, out, 0);
   });
+  for (std::size_t s = 0; s < hh.members(h); ++s)
+    hh.codec().accumulate(out, weights + hh.positions(h)[s], hh.values(h) + s * hh.tile_bytes());
+}
+
+KVQ_COMPILED_INLINE std::vector<std::size_t> Cache::heavy_positions(std::size_t layer, std::size_t kv_head) const {
+  const Layer& L = layers_[ordinal(layer, "heavy_positions")];
+  detail::require(kv_head < shape_.n_kv_heads, Errc::out_of_range,
+                  "heavy_positions: kv_head " + std::to_string(kv_head) + " >= n_kv_heads");
+  const auto hidden = L.heavy.hidden(kv_head);
+  return std::vector<std::size_t>(hidden.begin(), hidden.end());
 }
 
 KVQ_COMPILED_INLINE void Cache::truncate(std::size_t position) {
@@ -424,6 +494,7 @@ KVQ_COMPILED_INLINE void Cache::truncate(std::size_t position) {
     if (L.length <= position) continue;
     L.k.truncate(position, a);
     L.v.truncate(position, a);
+    L.heavy.truncate(position);
     L.length = position;
   }
 }
@@ -438,6 +509,7 @@ KVQ_COMPILED_INLINE void Cache::clear() {
     L.length = 0;
     L.k.clear();
     L.v.clear();
+    L.heavy.clear();
   }
 }
 
@@ -503,24 +575,28 @@ KVQ_COMPILED_INLINE Cache::Cache(ModelShape shape, CacheSpec spec, CodecFactory 
   spec_.validate(shape_);
   layers_.reserve(shape_.n_kv_layers());
   for (std::size_t o = 0; o < shape_.n_kv_layers(); ++o) {
-    layers_.push_back(Layer{0,
-                            detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::key),
-                                           shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_, 2 * o,
-                                           shape_.max_context),
-                            detail::Stream(detail::stream_config(shape_, spec_, make_, o, StreamKind::value),
-                                           shape_.n_kv_heads, shape_.head_dim, spec_.rollback_reserve, *pool_,
-                                           2 * o + 1, shape_.max_context)});
+    detail::Stream k(detail::stream_config(shape_, spec_, make_, o, StreamKind::key), shape_.n_kv_heads,
+                     shape_.head_dim, spec_.rollback_reserve, *pool_, 2 * o, shape_.max_context);
+    detail::Stream v(detail::stream_config(shape_, spec_, make_, o, StreamKind::value), shape_.n_kv_heads,
+                     shape_.head_dim, spec_.rollback_reserve, *pool_, 2 * o + 1, shape_.max_context);
+    const std::size_t max_move = std::max(k.layout.segment(k.layout.policy_segment()).tokens_per_tile,
+                                          v.layout.segment(v.layout.policy_segment()).tokens_per_tile);
+    detail::HeavyHitters heavy(spec_.heavy, shape_.n_kv_heads, k.codecs[k.layout.window_segment()],
+                               detail::heavy_min_age(spec_.window), max_move, *pool_);
+    layers_.push_back(Layer{0, std::move(k), std::move(v), std::move(heavy)});
   }
 }
 
 KVQ_COMPILED_INLINE void Cache::copy_from(const Cache& o, bool share_pages) {
   std::size_t bound = 0;
-  for (const Layer& L : o.layers_) bound += L.k.copy_bound(share_pages) + L.v.copy_bound(share_pages);
+  for (const Layer& L : o.layers_)
+    bound += L.k.copy_bound(share_pages) + L.v.copy_bound(share_pages) + L.heavy.capacity();
   detail::Allowance a(*pool_, bound, share_pages ? "fork" : "copy");
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     layers_[i].length = o.layers_[i].length;
     layers_[i].k.copy_from(o.layers_[i].k, share_pages, a);
     layers_[i].v.copy_from(o.layers_[i].v, share_pages, a);
+    layers_[i].heavy.copy_from(o.layers_[i].heavy, a);
   }
   // The run-time settings travel with the copy or fork (documented above).
   int8_scores_ = o.int8_scores_;
@@ -598,6 +674,10 @@ KVQ_COMPILED_INLINE Cache::LayerPass::LayerPass(const Cache& c, const Layer& lay
     vk.data()[j] = detail::resolve_kernels(L.v.codecs[j], false, c.value_products_);
     max_v_tile = std::max(max_v_tile, L.v.codecs[j].tokens_per_tile());
   }
+  if (L.heavy.enabled()) {
+    heavy_k = detail::resolve_kernels(L.heavy.codec());
+    heavy_v = heavy_k;
+  }
 }
 
 KVQ_COMPILED_INLINE detail::Partial Cache::LayerPass::run(std::size_t job, std::size_t begin, std::size_t end,
@@ -618,8 +698,73 @@ KVQ_COMPILED_INLINE detail::Partial Cache::LayerPass::run(std::size_t job, std::
   stream_runs(L.v, h, vk.data(), vr);
   const detail::QueryBlock qb{nq, qs, visible, scale};
   const detail::Partial part = as_partial(p ? p : ws.partial.data());
-  detail::attend_range(kr.runs, kr.kernels, vr.runs, vr.kernels, d, qb, begin, end, ws, part);
+  const detail::HeavyHitters& hh = L.heavy;
+  detail::Overlay ov;
+  if (hh.members(h) > 0) {
+    ov.hidden = hh.hidden(h);
+    ov.codec = &hh.codec();
+    ov.kk = heavy_k;
+    ov.vk = heavy_v;
+    ov.k_tiles = hh.keys(h);
+    ov.v_tiles = hh.values(h);
+    ov.positions = hh.positions(h);
+    ov.n = hh.members(h);
+  }
+  detail::attend_range(kr.runs, kr.kernels, vr.runs, vr.kernels, d, qb, begin, end, ws, part, ov.n ? &ov : nullptr);
   return part;
+}
+
+KVQ_COMPILED_INLINE std::size_t Cache::LayerPass::heavy_floats() const noexcept {
+  return L.heavy.enabled() ? (n - L.heavy.base()) + L.heavy.budget() : 0;
+}
+
+KVQ_COMPILED_INLINE void Cache::LayerPass::record(std::size_t job, const detail::Partial& p, float* mass) const {
+  const detail::HeavyHitters& hh = L.heavy;
+  const std::size_t h = job / n_blocks, b = job % n_blocks, nq = block_size(b);
+  const std::size_t base = hh.base(), pend = hh.pend(), n_cand = n - base, n_mem = hh.members(h);
+  const std::size_t cols = n_cand + n_mem, bt = hh.tile_bytes();
+  thread_local std::vector<float> qbuf, sbuf;
+  qbuf.resize(nq * d);
+  sbuf.resize(nq * std::max<std::size_t>(cols, 1));
+  for (std::size_t i = 0; i < nq; ++i) std::copy_n(q + offset(h, b, i), d, qbuf.data() + i * d);  // exact: no preparing
+  float* const s = sbuf.data();
+  const auto score = [&](const std::byte* tiles, std::size_t nt, std::size_t col) {
+    heavy_k.scores(heavy_k.codec, qbuf.data(), nq, d, tiles, nt, s + col, cols);
+  };
+  // Candidates: pending ones from their slots, the others from the K window.
+  for (std::size_t pos = base; pos < pend; ++pos) score(hh.pending_key(h, pos), 1, pos - base);
+  const std::size_t w = L.k.layout.window_segment();
+  std::size_t first = n - L.k.counts[w];
+  L.k.data[w][h].for_each_page([&](const std::byte* tiles, std::size_t nt) {
+    const std::size_t skip = pend > first ? std::min(pend - first, nt) : 0;
+    if (skip < nt) score(tiles + skip * bt, nt - skip, first + skip - base);
+    first += nt;
+  });
+  if (n_mem) score(hh.keys(h), n_mem, n_cand);
+  std::fill(mass, mass + n_cand + hh.budget(), 0.0f);
+  const std::size_t min_age = hh.min_age();
+  for (std::size_t i = 0; i < nq; ++i) {
+    const std::size_t qpos = n - n_pos + (b * detail::kMaxBlockQueries + i) / g;  // the query's own position
+    const float m = p.m[i], inv = 1.0f / p.l[i];
+    const float* row = s + i * cols;
+    const auto add = [&](std::size_t col, std::size_t pos) {
+      if (pos <= qpos && qpos - pos >= min_age) mass[col] += std::exp(scale * row[col] - m) * inv;
+    };
+    for (std::size_t c = 0; c < n_cand; ++c) add(c, base + c);
+    for (std::size_t j = 0; j < n_mem; ++j) add(n_cand + j, hh.positions(h)[j]);
+  }
+}
+
+KVQ_COMPILED_INLINE void Cache::LayerPass::commit(std::size_t jobs, const float* mass) const {
+  detail::HeavyHitters& hh = L.heavy;
+  const std::size_t hf = heavy_floats(), base = hh.base(), n_cand = n - base;
+  for (std::size_t job = 0; job < jobs; ++job) {
+    const std::size_t h = job / n_blocks;
+    const float* m = mass + job * hf;
+    for (std::size_t c = 0; c < n_cand; ++c) hh.candidate_mass(h, base + c) += m[c];
+    for (std::size_t j = 0; j < hh.members(h); ++j) hh.member_mass(h, j) += m[n_cand + j];
+  }
+  hh.decide_pending();
 }
 
 KVQ_COMPILED_INLINE void Cache::LayerPass::write_out(std::size_t job, const detail::Partial& p) const {
@@ -645,7 +790,7 @@ KVQ_COMPILED_INLINE void Cache::range_bounds(const Layer& L, const LayerPass& pa
 }
 
 KVQ_COMPILED_INLINE void Cache::merge_ranges(const LayerPass& pass, std::size_t jobs, std::size_t n_ranges,
-                                             float* partials) {
+                                             float* partials, float* mass) {
   const std::size_t per = LayerPass::partial_floats + detail::kMaxBlockQueries * pass.d;
   for (std::size_t job = 0; job < jobs; ++job) {
     const detail::Partial p = LayerPass::as_partial(partials + job * n_ranges * per);
@@ -653,16 +798,18 @@ KVQ_COMPILED_INLINE void Cache::merge_ranges(const LayerPass& pass, std::size_t 
       detail::merge_partials(p, LayerPass::as_partial(partials + (job * n_ranges + r) * per),
                              pass.block_size(job % pass.n_blocks), pass.d);
     pass.write_out(job, p);
+    if (mass) pass.record(job, p, mass + job * pass.heavy_floats());
   }
 }
 
 KVQ_COMPILED_INLINE std::size_t Cache::layer_capacity(const Layer& L) noexcept {
-  return L.k.page_capacity() + L.v.page_capacity() + L.k.log_bytes() + L.v.log_bytes();
+  return L.k.page_capacity() + L.v.page_capacity() + L.k.log_bytes() + L.v.log_bytes() + L.heavy.capacity();
 }
 
 KVQ_COMPILED_INLINE MemoryUse Cache::layer_use(const Layer& L) const {
   MemoryUse u = detail::stream_use(L.k.layout, L.k.counts, L.k.log_bytes(), shape_.n_kv_heads, shape_.head_dim);
   u += detail::stream_use(L.v.layout, L.v.counts, L.v.log_bytes(), shape_.n_kv_heads, shape_.head_dim);
+  u.heavy_bytes = L.heavy.bytes_used();
   u.tokens = L.length;
   return u;
 }

@@ -128,7 +128,8 @@ class CachePool {
     SequenceBytes b;
     b.payload = c.bytes_used();
     b.capacity = c.capacity_bytes();
-    for (const auto& L : c.layers_)
+    for (const auto& L : c.layers_) {
+      b.exclusive += L.heavy.capacity();
       for (const detail::Stream* s : {&L.k, &L.v}) {
         b.exclusive += s->log_bytes();
         for (const auto& seg : s->data)
@@ -136,6 +137,7 @@ class CachePool {
             for (std::size_t p = 0; p < run.n_pages(); ++p)
               (detail::PagePool::shared(run.page(p)) ? b.shared : b.exclusive) += run.page_bytes();
       }
+    }
     return b;
   }
 

@@ -13,6 +13,7 @@
 //             | "boundary=" N "+" N ":" NAME "/" NAME
 //             | "layers=" NAME "/" NAME (";" NAME "/" NAME)*
 //             | "tier=" N ":" NAME "/" NAME            (repeatable, N ascending)
+//             | "heavy=" N                             (heavy hitters per KV head)
 //
 //   e.g. "k=turbo4,v=q4_1,window=128,sinks=4,boundary=2+2:q8_0/q8_0,tier=4096:q2_1/q2_1"
 #pragma once
@@ -64,6 +65,10 @@ struct CacheSpec {
   std::vector<TierSpec> tiers;        // older tokens demoted, after_tokens ascending
   WindowPrecision window_precision = WindowPrecision::f32;
   std::size_t rollback_reserve = 0;   // newest tokens whose truncation is exact
+  // Attention-aware precision (heavy_hitters.hpp): per KV layer and KV head,
+  // up to `heavy` older tokens that drew the most long-range attention are
+  // kept exact (at window precision) beside their compressed copies.
+  std::size_t heavy = 0;
 
   friend bool operator==(const CacheSpec&, const CacheSpec&) = default;
 
@@ -122,6 +127,8 @@ KVQ_COMPILED_INLINE void CacheSpec::validate(const ModelShape& shape) const {
           std::to_string(tiers[i - 1].after_tokens) + ")");
   }
   if (sinks > shape.max_context) bad("sinks " + std::to_string(sinks) + " exceed max_context");
+  if (heavy > shape.max_context) bad("heavy " + std::to_string(heavy) + " exceeds max_context");
+  if (heavy > (std::size_t{1} << 20)) bad("heavy " + std::to_string(heavy) + " exceeds 2^20 tokens per KV head");
 }
 
 KVQ_COMPILED_INLINE std::string CacheSpec::to_string() const {
@@ -139,6 +146,7 @@ KVQ_COMPILED_INLINE std::string CacheSpec::to_string() const {
   }
   if (window) s += ",window=" + std::to_string(window);
   if (sinks) s += ",sinks=" + std::to_string(sinks);
+  if (heavy) s += ",heavy=" + std::to_string(heavy);
   for (const auto& t : tiers) s += ",tier=" + std::to_string(t.after_tokens) + ":" + pair(t.codecs);
   if (window_precision == WindowPrecision::f16) s += ",precision=f16";
   if (rollback_reserve) s += ",rollback=" + std::to_string(rollback_reserve);
@@ -205,6 +213,8 @@ KVQ_COMPILED_INLINE CacheSpec CacheSpec::parse(std::string_view text) {
       spec.window = number(item, val);
     } else if (key == "sinks") {
       spec.sinks = number(item, val);
+    } else if (key == "heavy") {
+      spec.heavy = number(item, val);
     } else if (key == "rollback") {
       spec.rollback_reserve = number(item, val);
     } else if (key == "precision") {
@@ -235,7 +245,7 @@ KVQ_COMPILED_INLINE CacheSpec CacheSpec::parse(std::string_view text) {
       spec.tiers.push_back(TierSpec{number(item, val.substr(0, colon)), pair(item, val.substr(colon + 1))});
     } else {
       bad(item, "unknown key '" + std::string(key) +
-                    "' (known: k, v, window, sinks, precision, rollback, boundary, layers, tier)");
+                    "' (known: k, v, window, sinks, heavy, precision, rollback, boundary, layers, tier)");
     }
   }
   return spec;

@@ -234,12 +234,37 @@ inline std::size_t common_boundary(std::span<const TileRun> k, std::span<const T
   return n;
 }
 
+// Exact copies of some tokens that replace their stored forms (heavy
+// hitters, heavy_hitters.hpp): scores at the `hidden` positions are masked
+// (weight 0 in K and V), and the n exact tokens, at positions[i], are
+// attended once more, by the range holding position 0.
+struct Overlay {
+  std::span<const std::uint32_t> hidden;  // ascending
+  const AnyCodec* codec = nullptr;        // of both K and V tiles (one token each)
+  RunKernels kk, vk;
+  const std::byte* k_tiles = nullptr;
+  const std::byte* v_tiles = nullptr;
+  const std::uint32_t* positions = nullptr;
+  std::size_t n = 0;
+};
+
+// Scores of rows [0, n_q) x [0, n) at `w` become scale * s, and -inf where
+// masked(i, t): the caller then runs the softmax with scale 1, so a masked
+// weight is exactly 0 whatever the sign of scale.
+template <class Masked>
+void scale_and_mask(float* w, std::size_t stride, std::size_t n_q, std::size_t n, float scale, Masked&& masked) {
+  for (std::size_t i = 0; i < n_q; ++i) {
+    float* row = w + i * stride;
+    for (std::size_t t = 0; t < n; ++t) row[t] = masked(i, t) ? -std::numeric_limits<float>::infinity() : row[t] * scale;
+  }
+}
+
 // The pass over [begin, end) (common tile boundaries) for one query block.
 // kk / vk: the resolved kernels of each run.
 inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKernels> kk,
                          std::span<const TileRun> v_runs, std::span<const RunKernels> vk, std::size_t d,
                          const QueryBlock& qb, std::size_t begin, std::size_t end, FusedWorkspace& ws,
-                         Partial out) {
+                         Partial out, const Overlay* overlay = nullptr) {
   const std::size_t n_q = qb.n_q;
   for (std::size_t i = 0; i < n_q; ++i) {
     out.m[i] = -std::numeric_limits<float>::infinity();
@@ -305,6 +330,53 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
     }
   };
 
+  // What was accumulated so far follows a moved running max (ws.corr);
+  // `col` weights wait in the buffer for their V tile.
+  const auto rescale = [&](std::size_t col) {
+    for (std::size_t i = 0; i < n_q; ++i) {
+      const float c = ws.corr[i];
+      if (c == 1.0f) continue;
+      float* wi = w + i * ws_stride;
+      for (std::size_t t = 0; t < col; ++t) wi[t] *= c;
+      float* a = out.acc + i * d;
+      for (std::size_t j = 0; j < d; ++j) a[j] *= c;
+      if (working != nullptr) {
+        float* aw = ws.acc_work + i * d;
+        for (std::size_t j = 0; j < d; ++j) aw[j] *= c;
+      }
+    }
+  };
+
+  // The overlay's exact tokens, after every stored one (no weight waits).
+  const auto attend_overlay = [&] {
+    const Overlay& o = *overlay;
+    for (std::size_t first = 0; first < o.n; first += kChunkTokens) {
+      const std::size_t n = std::min(kChunkTokens, o.n - first);
+      if (prepared != o.codec) {
+        for (std::size_t i = 0; i < n_q; ++i) o.codec->prepare_query(qb.q[i], ws.q_work + i * d);
+        prepared = o.codec;
+      }
+      const std::size_t bt = o.codec->bytes_per_tile();
+      o.kk.scores(o.kk.codec, ws.q_work, n_q, d, o.k_tiles + first * bt, n, w, ws_stride);
+      scale_and_mask(w, ws_stride, n_q, n, qb.scale,
+                     [&](std::size_t i, std::size_t t) { return o.positions[first + t] >= qb.visible[i]; });
+      kernels::online_softmax(w, n_q, ws_stride, n, nullptr, 1.0f, out.m, out.l, ws.corr);
+      rescale(0);
+      float* acc = out.acc;
+      if (!o.vk.model_space) {
+        if (working != o.codec) {
+          finish_working();
+          std::fill(ws.acc_work, ws.acc_work + n_q * d, 0.0f);
+          working = o.codec;
+        }
+        acc = ws.acc_work;
+      }
+      o.vk.accumulate(o.vk.codec, w, n_q, ws_stride, o.v_tiles + first * bt, n, acc, d);
+    }
+  };
+
+  const std::span<const std::uint32_t> hidden = overlay ? overlay->hidden : std::span<const std::uint32_t>{};
+  std::size_t hid = 0;  // first hidden position not behind k_pos
   while (k_pos < stop) {
     kr = run_at(k_runs, k_pos, kr);
     const TileRun& run = k_runs[kr];
@@ -339,23 +411,24 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
     const std::size_t n = nt * g;
     for (std::size_t i = 0; i < n_q; ++i)
       ws.valid[i] = static_cast<std::uint32_t>(qb.visible[i] > k_pos ? std::min(qb.visible[i] - k_pos, n) : 0);
-    kernels::online_softmax(w + col, n_q, ws_stride, n, ws.valid.data(), qb.scale, out.m, out.l, ws.corr);
-    for (std::size_t i = 0; i < n_q; ++i) {
-      const float c = ws.corr[i];
-      if (c == 1.0f) continue;
-      float* wi = w + i * ws_stride;
-      for (std::size_t t = 0; t < col; ++t) wi[t] *= c;
-      float* a = out.acc + i * d;
-      for (std::size_t j = 0; j < d; ++j) a[j] *= c;
-      if (working != nullptr) {
-        float* aw = ws.acc_work + i * d;
-        for (std::size_t j = 0; j < d; ++j) aw[j] *= c;
-      }
+    float softmax_scale = qb.scale;
+    while (hid < hidden.size() && hidden[hid] < k_pos) ++hid;
+    if (hid < hidden.size() && hidden[hid] < k_pos + n) {  // heavy hitters' stored forms
+      std::size_t last = hid;
+      while (last < hidden.size() && hidden[last] < k_pos + n) ++last;
+      scale_and_mask(w + col, ws_stride, n_q, n, qb.scale, [](std::size_t, std::size_t) { return false; });
+      for (std::size_t i = 0; i < n_q; ++i)
+        for (std::size_t h = hid; h < last; ++h)
+          w[i * ws_stride + col + (hidden[h] - k_pos)] = -std::numeric_limits<float>::infinity();
+      softmax_scale = 1.0f;
     }
+    kernels::online_softmax(w + col, n_q, ws_stride, n, ws.valid.data(), softmax_scale, out.m, out.l, ws.corr);
+    rescale(col);
     k_pos += n;
     flush_v(k_pos, false);
   }
   flush_v(std::min(k_pos, stop), true);
+  if (overlay != nullptr && begin == 0) attend_overlay();
   finish_working();
 }
 

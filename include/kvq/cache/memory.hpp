@@ -26,8 +26,9 @@ struct MemoryUse {
   std::size_t compressed_bytes = 0;   // compressed tiers
   std::size_t exact_bytes = 0;        // sinks and recent window
   std::size_t reserve_bytes = 0;      // rollback undo log
+  std::size_t heavy_bytes = 0;        // exact copies of heavy hitters (and tokens being judged)
 
-  std::size_t total_bytes() const noexcept { return compressed_bytes + exact_bytes + reserve_bytes; }
+  std::size_t total_bytes() const noexcept { return compressed_bytes + exact_bytes + reserve_bytes + heavy_bytes; }
   std::size_t fp16_bytes() const noexcept { return 2 * values; }
   // Everything held, per value stored.
   double bits_per_value() const noexcept { return values ? 8.0 * double(total_bytes()) / double(values) : 0.0; }
@@ -42,6 +43,7 @@ struct MemoryUse {
     compressed_bytes += o.compressed_bytes;
     exact_bytes += o.exact_bytes;
     reserve_bytes += o.reserve_bytes;
+    heavy_bytes += o.heavy_bytes;
     return *this;
   }
   friend bool operator==(const MemoryUse&, const MemoryUse&) = default;
@@ -109,7 +111,14 @@ inline MemoryUse plan_stream(const ModelShape& shape, const CacheSpec& spec, std
   const auto config = detail::stream_config(shape, spec, make, kv_ordinal, kind);
   const auto [counts, log_bytes] =
       detail::simulate_stream(config.layout, shape.n_kv_heads, spec.rollback_reserve, context_tokens);
-  return detail::stream_use(config.layout, counts, log_bytes, shape.n_kv_heads, shape.head_dim);
+  MemoryUse u = detail::stream_use(config.layout, counts, log_bytes, shape.n_kv_heads, shape.head_dim);
+  // Heavy hitters: a full set once enough tokens are compressed (an upper
+  // bound: a cache holds fewer when fewer tokens drew long-range attention).
+  std::size_t compressed = 0;
+  for (std::size_t j = 1; j < config.layout.window_segment(); ++j) compressed += counts[j];
+  u.heavy_bytes = std::min(spec.heavy, compressed) * shape.n_kv_heads *
+                  config.layout.segment(config.layout.window_segment()).bytes_per_tile;
+  return u;
 }
 
 // Bytes a cache of `shape` and `spec` holds with every KV layer at

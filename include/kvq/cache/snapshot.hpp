@@ -20,6 +20,8 @@
 #include <kvq/core/bits.hpp>
 #include <kvq/version.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -34,7 +36,9 @@
 namespace kvq {
 
 inline constexpr std::string_view snapshot_magic = "KVQCACHE";
-inline constexpr std::uint32_t snapshot_format_version = 1;
+// Version 2 adds each layer's heavy hitters; caches without them (heavy=0)
+// write version 1, byte for byte as before.
+inline constexpr std::uint32_t snapshot_format_version = 2;
 
 namespace detail {
 
@@ -104,7 +108,7 @@ struct SnapshotIO {
   static std::vector<std::byte> save(const Cache& c) {
     SnapshotWriter w;
     w.bytes(reinterpret_cast<const std::byte*>(snapshot_magic.data()), snapshot_magic.size());
-    w.u32(snapshot_format_version);
+    w.u32(c.spec_.heavy ? 2 : 1);
     w.u32(version_major);
     w.u32(version_minor);
     w.u32(version_patch);
@@ -130,6 +134,7 @@ struct SnapshotIO {
           for (const auto& b : e.bytes) w.bytes(b.data(), b.size());
         }
       }
+      if (c.spec_.heavy) write_heavy(w, L.heavy, L.length);
     }
     w.u64(fnv1a64(w.buf.data(), w.buf.size()));
     return std::move(w.buf);
@@ -201,6 +206,75 @@ struct SnapshotIO {
     }
   }
 
+  static void write_heavy(SnapshotWriter& w, const HeavyHitters& hh, std::size_t length) {
+    w.u64(hh.heads_.empty() ? 0 : 1);
+    if (hh.heads_.empty()) return;
+    w.u64(hh.base_);
+    w.u64(hh.pend_);
+    const std::size_t bt = hh.bt_;
+    for (const auto& h : hh.heads_) {
+      w.u64(h.pos.size());
+      for (std::size_t s = 0; s < h.pos.size(); ++s) {
+        w.u64(h.pos[s]);
+        w.u32(std::bit_cast<std::uint32_t>(h.mass[s]));
+        w.bytes(h.k.data() + s * bt, bt);
+        w.bytes(h.v.data() + s * bt, bt);
+      }
+      for (std::size_t p = hh.base_; p < length; ++p) w.u32(std::bit_cast<std::uint32_t>(h.cand[p - hh.base_]));
+      for (std::size_t p = hh.base_; p < hh.pend_; ++p) {
+        w.bytes(hh.pending_key(&h - hh.heads_.data(), p), bt);
+        w.bytes(hh.pending_value(&h - hh.heads_.data(), p), bt);
+      }
+    }
+  }
+
+  static float read_mass(SnapshotReader& r) {
+    const float m = std::bit_cast<float>(r.u32("heavy-hitter mass"));
+    if (!(m >= 0.0f) || !std::isfinite(m)) r.corrupt("a heavy-hitter mass is negative or not finite");
+    return m;
+  }
+
+  static void read_heavy(SnapshotReader& r, HeavyHitters& hh, std::size_t length, PagePool& pool) {
+    const std::uint64_t allocated = r.u64("heavy-hitter storage");
+    if (allocated > 1) r.corrupt("heavy-hitter storage flag is not 0 or 1");
+    if (allocated == 0) {
+      if (length) r.corrupt("a layer holding tokens has no heavy-hitter storage");
+      return;
+    }
+    Allowance a(pool, hh.storage_bytes(), "restore");
+    hh.allocate(a);
+    hh.base_ = r.u64("heavy-hitter frontier");
+    hh.pend_ = r.u64("heavy-hitter frontier");
+    if (hh.base_ > hh.pend_ || hh.pend_ > length || hh.pend_ - hh.base_ > hh.budget_)
+      r.corrupt("heavy-hitter frontiers are inconsistent");
+    const std::size_t bt = hh.bt_;
+    for (std::size_t head = 0; head < hh.heads_.size(); ++head) {
+      auto& h = hh.heads_[head];
+      const std::uint64_t n = r.u64("heavy-hitter count");
+      if (n > hh.budget_) r.corrupt("more heavy hitters than the budget");
+      for (std::uint64_t s = 0; s < n; ++s) {
+        const std::uint64_t p = r.u64("heavy-hitter position");
+        if (p >= hh.base_ || std::binary_search(h.sorted.begin(), h.sorted.end(), std::uint32_t(p)))
+          r.corrupt("a heavy-hitter position is repeated or not yet judged");
+        h.pos.push_back(std::uint32_t(p));
+        h.sorted.insert(std::upper_bound(h.sorted.begin(), h.sorted.end(), std::uint32_t(p)), std::uint32_t(p));
+        h.mass.push_back(read_mass(r));
+        for (std::byte* dst : {h.k.data() + s * bt, h.v.data() + s * bt}) {
+          const std::byte* src = r.take(bt, "heavy-hitter tile");
+          require_valid_tiles(r, *hh.exact_, src, 1, true);
+          std::memcpy(dst, src, bt);
+        }
+      }
+      for (std::size_t p = hh.base_; p < length; ++p) h.cand.push_back(read_mass(r));
+      for (std::size_t p = hh.base_; p < hh.pend_; ++p)
+        for (std::byte* dst : {h.pk.data() + hh.slot(p) * bt, h.pv.data() + hh.slot(p) * bt}) {
+          const std::byte* src = r.take(bt, "pending tile");
+          require_valid_tiles(r, *hh.exact_, src, 1, true);
+          std::memcpy(dst, src, bt);
+        }
+    }
+  }
+
   // The largest norm an exact (sink or window) token can have: the cache's
   // input domain, plus the f16 window's rounding (2^-11 relative) with margin.
   static constexpr double max_exact_norm = double(Cache::max_vector_norm) * (1.0 + 0x1p-10);
@@ -237,9 +311,8 @@ struct SnapshotIO {
     SnapshotReader r(p, n - 8);
     r.take(8, "magic");
     const std::uint32_t format = r.u32("format version");
-    if (format != snapshot_format_version)
-      r.corrupt("snapshot format version " + std::to_string(format) + ", this kvq reads " +
-                std::to_string(snapshot_format_version));
+    if (format != 1 && format != 2)
+      r.corrupt("snapshot format version " + std::to_string(format) + ", this kvq reads 1 and 2");
     r.u32("kvq version");  // informational: the format version decides compatibility
     r.u32("kvq version");
     r.u32("kvq version");
@@ -256,6 +329,8 @@ struct SnapshotIO {
     const std::string spec_text = r.str("cache spec");
     if (spec_text != target.spec().to_string())
       r.corrupt("cache spec '" + spec_text + "' differs from the target's '" + target.spec().to_string() + "'");
+    if (format != (target.spec().heavy ? 2u : 1u))
+      r.corrupt("snapshot format version " + std::to_string(format) + " does not match its spec (heavy hitters: 2)");
 
     Cache fresh(target.shape(), target.spec(), target.codec_factory(), target.pool_);
     for (auto& L : fresh.layers_) {
@@ -263,6 +338,7 @@ struct SnapshotIO {
       if (L.length > shape.max_context) r.corrupt("layer length " + std::to_string(L.length) + " > max_context");
       read_stream(r, L.k, L.length, target.spec().sinks, *target.pool_);
       read_stream(r, L.v, L.length, target.spec().sinks, *target.pool_);
+      if (target.spec().heavy) read_heavy(r, L.heavy, L.length, *target.pool_);
     }
     if (r.remaining() != 0) r.corrupt("trailing bytes after the last layer");
     target.swap(fresh);

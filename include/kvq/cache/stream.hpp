@@ -186,6 +186,15 @@ inline void clamp_to_domain(float* x, std::size_t n_tokens, std::size_t head_dim
   }
 }
 
+// Told of tokens leaving a stream's exact window, with their exact values
+// (heavy_hitters.hpp judges them then).
+struct WindowExit {
+  virtual void left_window(std::size_t first, std::size_t n, std::size_t head, const float* x) = 0;
+
+ protected:
+  ~WindowExit() = default;
+};
+
 // One entry of the undo log: the previous bytes (per head) of a transition.
 struct SnapshotIO;
 
@@ -265,12 +274,12 @@ class Stream {
   std::size_t length() const noexcept { return std::accumulate(counts.begin(), counts.end(), std::size_t{0}); }
 
   // One token, x = [n_heads][head_dim], already validated; `length` counts it.
-  void append(const float* x, std::size_t length, Allowance& a) {
+  void append(const float* x, std::size_t length, Allowance& a, WindowExit* exit = nullptr) {
     const std::size_t seg = layout.entry_segment(counts);
     const std::size_t ft = first_tile(seg);
     for (std::size_t h = 0; h < n_heads; ++h) codecs[seg].encode_tile(x + h * head_dim, data[seg][h].push_back(a, ft));
     ++counts[seg];
-    while (auto t = layout.next(counts, length)) move(*t, length, a);
+    while (auto t = layout.next(counts, length)) move(*t, length, a, exit);
     while (!log.empty() && log.front().trigger + reserve <= length) {
       floor = std::max(floor, log.front().trigger);
       log_bytes_.remove(entry_bytes(log.front()), a);
@@ -278,7 +287,7 @@ class Stream {
     }
   }
 
-  void move(const Transition& t, std::size_t length, Allowance& a) {
+  void move(const Transition& t, std::size_t length, Allowance& a, WindowExit* exit = nullptr) {
     const std::size_t from = t.from, to = from - 1, n = t.n_tokens;
     const std::size_t gf = layout.segment(from).tokens_per_tile, gt = layout.segment(to).tokens_per_tile;
     const std::size_t bf = layout.segment(from).bytes_per_tile;
@@ -286,10 +295,12 @@ class Stream {
     std::vector<float>& values = scratch;
     values.resize(n * head_dim);
     const std::size_t ft = first_tile(to);
+    const std::size_t first = first_position(from);
     for (std::size_t h = 0; h < n_heads; ++h) {
       const PagedRun& src = data[from][h];
       for (std::size_t i = 0; i < n / gf; ++i) codecs[from].decode_tile(src.tile(i), values.data() + i * gf * head_dim);
       clamp_to_domain(values.data(), n, head_dim);
+      if (exit && from == layout.window_segment()) exit->left_window(first, n, h, values.data());
       for (std::size_t i = 0; i < n / gt; ++i)
         codecs[to].encode_tile(values.data() + i * gt * head_dim, data[to][h].push_back(a, ft + i));
       if (reserve) {
