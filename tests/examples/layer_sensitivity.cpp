@@ -14,13 +14,10 @@ using namespace kvq::llama;
 TEST_CASE("layer sensitivity: f32 is 0, cells are single-stream NLL increases", "[examples][calibrate][model]") {
   const auto real = kvq::test::load_real_model();
   if (!real) return;
-  const auto& [model, text] = *real;
+  const auto& model = real->model;
   const int n = 96;
-  std::vector<int> in{kByteBos}, tgt;
-  for (int i = 0; i < n; ++i) {
-    if (i + 1 < n) in.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-    tgt.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-  }
+  std::vector<int> in, tgt;
+  real->first_bytes(n, in, tgt);
   const auto base = kvq::CacheSpec::parse("window=16,sinks=2");
   const auto t = measure_nll_sensitivity(model, in, tgt, {"f32", "q2_1"}, {"f32", "q2_1"}, base);
   const std::size_t L = static_cast<std::size_t>(model.config().n_layers);

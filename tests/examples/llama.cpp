@@ -139,14 +139,6 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
   CHECK(c.rope_base == 10000.0);
 
   REQUIRE(text.size() >= 4096);
-  auto window = [&](int n, std::vector<int>& in, std::vector<int>& tgt) {
-    in.assign(1, kByteBos);
-    tgt.clear();
-    for (int i = 0; i < n; ++i) {
-      if (i + 1 < n) in.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-      tgt.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-    }
-  };
   ExactAttention exact(c.attention_shape(), 1024);
 #if defined(NDEBUG) && !defined(KVQ_SANITIZED_BUILD)
   constexpr int kChunkT = 48, kDumpT = 128;
@@ -156,7 +148,7 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
   std::vector<int> in, tgt;
 
   // Chunked evaluation equals token-by-token decoding.
-  window(kChunkT, in, tgt);
+  real->first_bytes(kChunkT, in, tgt);
   const auto one = model.nll(in, tgt, exact, 1);
   const auto chunked = model.nll(in, tgt, exact, 5);
   for (std::size_t i = 0; i < one.size(); ++i) REQUIRE(chunked[i] == Approx(one[i]).margin(2e-5));
@@ -167,7 +159,7 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
   if (std::filesystem::exists(kdump_path)) {
     const int T = kDumpT;
     RecordingAttention rec(exact, c.attention_shape(), T);
-    window(T, in, tgt);
+    real->first_bytes(T, in, tgt);
     (void)model.nll(in, tgt, rec, 64);
     const auto kd = kvq::tools::read_npy(kdump_path);
     REQUIRE(kd.shape == std::vector<std::size_t>{8, 2, 4096, 64});
@@ -191,7 +183,7 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
 
 #if defined(NDEBUG) && !defined(KVQ_SANITIZED_BUILD)
   // README "Export check": first 1024 bytes of test.txt, [BOS] + bytes, 0.987380 nats/byte.
-  window(1024, in, tgt);
+  real->first_bytes(1024, in, tgt);
   const auto nll = model.nll(in, tgt, exact, 64);
   double sum = 0.0;
   for (double x : nll) sum += x;

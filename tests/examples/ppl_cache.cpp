@@ -115,14 +115,6 @@ TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[exam
   const auto& [model, text] = *real;
   const auto& c = model.config();
   REQUIRE(text.size() >= 1024);
-  auto window = [&](int n, std::vector<int>& in, std::vector<int>& tgt) {
-    in.assign(1, kByteBos);
-    tgt.clear();
-    for (int i = 0; i < n; ++i) {
-      if (i + 1 < n) in.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-      tgt.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-    }
-  };
 #if defined(__SANITIZE_ADDRESS__)  // optimized ASan build (.ci: RelWithDebInfo): ~10x slower
   constexpr int kExactT = 128, kOrderT = 256;
   constexpr bool kReadme = false;
@@ -134,7 +126,7 @@ TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[exam
   constexpr bool kReadme = false;
 #endif
   std::vector<int> in, tgt;
-  window(kExactT, in, tgt);
+  real->first_bytes(kExactT, in, tgt);
   ExactAttention exact(c.attention_shape(), kExactT);
   CacheAttention f32(c.attention_shape(), kExactT, "k=f32,v=f32");
   const double nll_cache = mean(model.nll(in, tgt, f32, 64));
@@ -145,7 +137,7 @@ TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[exam
   else
     WARN("1024-byte README NLL check through the cache runs in optimized, unsanitized builds only");
 
-  window(kOrderT, in, tgt);
+  real->first_bytes(kOrderT, in, tgt);
   const double base = mean(model.nll(in, tgt, exact, 64));
   CacheAttention q8(c.attention_shape(), kOrderT, "k=q8_0,v=q8_0"), q2(c.attention_shape(), kOrderT, "k=q2_1,v=q2_1");
   const double nll_q8 = mean(model.nll(in, tgt, q8, 64)), nll_q2 = mean(model.nll(in, tgt, q2, 64));

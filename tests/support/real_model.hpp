@@ -15,6 +15,17 @@ namespace kvq::test {
 struct RealModel {
   kvq::llama::LlamaModel model;
   std::vector<unsigned char> text;  // data/wikitext-2/test.txt, bytes
+
+  // The text's first n bytes as next-byte prediction: inputs BOS and bytes 0 .. n-2,
+  // targets bytes 0 .. n-1.
+  void first_bytes(int n, std::vector<int>& in, std::vector<int>& tgt) const {
+    in.assign(1, kvq::llama::kByteBos);
+    tgt.clear();
+    for (int i = 0; i < n; ++i) {
+      if (i + 1 < n) in.push_back(kvq::llama::byte_token(text[static_cast<std::size_t>(i)]));
+      tgt.push_back(kvq::llama::byte_token(text[static_cast<std::size_t>(i)]));
+    }
+  }
 };
 
 inline std::optional<RealModel> load_real_model() {
