@@ -29,6 +29,7 @@ const char* const kSpecs[] = {
     "k=q4_1,v=q8_0,window=12,sinks=2,tier=40:q2_1/q2_1,rollback=5",
     "k=pc4/g32,v=q4_1,window=8,sinks=1,tier=64:q2_1/q2_1",
     "k=turbo3,v=q3_1,window=5,rollback=3,precision=f16",
+    "k=q4_0,v=q2_1,window=6,sinks=1,heavy=3,rollback=2",
 };
 const ModelShape kShape = ModelShape::dense(2, 4, 2, 32, 700);
 

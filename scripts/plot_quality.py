@@ -201,6 +201,7 @@ def main():
     ap.add_argument("--retrieval", help="TSV of kvq eval --retrieval --out")
     ap.add_argument("--mass", type=float, default=0.6, help="exact needle mass to plot (default 0.6)")
     ap.add_argument("--out-dir", default="docs/img")
+    ap.add_argument("--retrieval-name", help="file name of the needle-mass picture (default needle-mass-vs-age-MASS.svg)")
     a = ap.parse_args()
     if not a.pareto and not a.retrieval:
         ap.error("give --pareto and/or --retrieval")
@@ -208,7 +209,8 @@ def main():
         plot_pareto(read_pareto(a.pareto), os.path.join(a.out_dir, "memory-vs-key-token-ppl.svg"))
     if a.retrieval:
         series, bits = read_retrieval(a.retrieval, a.mass)
-        plot_retrieval(series, bits, a.mass, os.path.join(a.out_dir, f"needle-mass-vs-age-{a.mass:g}.svg"))
+        name = a.retrieval_name or f"needle-mass-vs-age-{a.mass:g}.svg"
+        plot_retrieval(series, bits, a.mass, os.path.join(a.out_dir, name))
 
 
 if __name__ == "__main__":

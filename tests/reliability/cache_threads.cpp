@@ -205,3 +205,33 @@ TEST_CASE("threads: attend on a thread pool, from several callers at once, equal
   for (auto& th : callers) th.join();
   CHECK(mismatches.load() == 0);
 }
+
+TEST_CASE("threads: heavy hitters, each layer appended and attended by its own thread", "[reliability][threads][cache]") {
+  // With heavy=N attend changes its layer's state: calls on one layer must not
+  // overlap, calls on different layers may (docs/CACHE.md). Every thread owns a
+  // layer, attends it on a shared ThreadPool (tasks write the caller's mass
+  // buffer) and by itself; the cache must equal one built by a single thread.
+  const ModelShape shape = ModelShape::dense(3, 4, 2, 64, 12000);
+  const CacheSpec spec = CacheSpec::parse("k=q4_0,v=q4_1,window=16,sinks=1,heavy=8,tier=200:q2_1/q2_1");
+  Rng rng(9);
+  const std::size_t n = 9000, kd = 2 * 64;
+  const auto k = random_tokens(rng, n, 2, 64), v = random_tokens(rng, n, 2, 64);
+  const auto q = random_tokens(rng, 1, 4, 64);
+  const auto build = [&](Cache& c, std::size_t layer, kernels::ThreadPool* tp) {
+    std::vector<float> out(4 * 64), qi(q);
+    for (std::size_t t = 0; t < n; t += 300) {
+      c.append(layer, 300, k.data() + t * kd, v.data() + t * kd);
+      for (std::size_t i = 0; i < qi.size(); ++i) qi[i] = q[i] + k[(t / 2) * kd + i % kd];  // looks up an old key
+      if (tp && (t / 300) % 2) c.attend(layer, 1, qi.data(), out.data(), *tp);
+      else c.attend(layer, 1, qi.data(), out.data());
+    }
+  };
+  Cache serial(shape, spec), threaded(shape, spec);
+  kernels::ThreadPool tp(2);
+  for (std::size_t l = 0; l < 3; ++l) build(serial, l, &tp);
+  std::vector<std::thread> owners;
+  for (std::size_t l = 0; l < 3; ++l) owners.emplace_back([&, l] { build(threaded, l, &tp); });
+  for (auto& th : owners) th.join();
+  for (std::size_t l = 0; l < 3; ++l) CHECK(threaded.heavy_positions(l, 1) == serial.heavy_positions(l, 1));
+  CHECK(kvq::snapshot_bytes(threaded) == kvq::snapshot_bytes(serial));
+}

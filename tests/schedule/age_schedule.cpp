@@ -70,3 +70,17 @@ TEST_CASE("age_schedule: Tiered demotes old tokens to the lower policy", "[sched
     CHECK(k[0] + k[1] + k[2] + k[3] == n);
   }
 }
+
+TEST_CASE("age_schedule: AttentionAware adds heavy hitters to any age schedule", "[schedule][age_schedule][heavy]") {
+  using Age = kvq::AttentionAware<kvq::Tiered<P2>>;
+  kvq::KVCache<P4, kvq::UniformLayers, Age> c(ModelShape::dense(1, 1, 1, 32, 500), {}, Age{{8, 24, 2}, 5});
+  CHECK(c.spec().to_string() == "k=q4_1,v=q4_1,window=8,sinks=2,heavy=5,tier=32:q2_1/q2_1");
+  feed(c, 100);
+  // No attend yet: the newest 5 tokens out of the window (87..91) wait to be judged, exact.
+  CHECK(c.memory(0).heavy_bytes == 2 * 5 * 32 * 4);
+  CHECK(c.heavy_positions(0, 0).empty());
+  std::vector<float> q(32, 0.1f), out(32);
+  c.attend(0, q.data(), out.data());  // sees them from 8+ positions away: all admitted
+  CHECK(c.heavy_positions(0, 0) == std::vector<std::size_t>{87, 88, 89, 90, 91});
+  CHECK(c.memory(0).heavy_bytes == 2 * 5 * 32 * 4);
+}

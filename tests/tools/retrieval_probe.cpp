@@ -179,6 +179,32 @@ TEST_CASE("retrieval probes through caches: exact storage is exact, 2-bit loses 
   CHECK(two.bits() < eight.bits());
 }
 
+TEST_CASE("retrieval probes with mentions: heavy hitters keep the needles that were asked about", "[tools][retrieval][heavy]") {
+  const auto d = synthetic(2, 4, 2, 600, 32);
+  auto opt = small_options();
+  const auto plain = kt::make_probes(d, opt);
+  opt.observe_every = 8;
+  opt.mention_age = 40;
+  const auto mentioned = kt::make_probes(d, opt);
+  // Observation changes nothing for a cache without heavy hitters.
+  const auto spec = kvq::CacheSpec::parse("k=turbo2,v=turbo2,window=64");
+  const auto a = kt::run_probes(d, plain, spec), b = kt::run_probes(d, mentioned, spec);
+  for (std::size_t i = 0; i < a.outcomes.size(); ++i) REQUIRE(a.outcomes[i].mass == b.outcomes[i].mass);
+  // With heavy hitters, old mentioned needles are exact: their mass ratio is no
+  // longer that of 2-bit keys (they may even gain: their competitors stay 2-bit).
+  // The mention (age 40) comes while the needle is in the window: tokens are judged by what
+  // they drew until they leave it.
+  const auto heavy = kvq::CacheSpec::parse("k=turbo2,v=turbo2,window=64,heavy=64");
+  const auto h_plain = kt::run_probes(d, plain, heavy), h_mentioned = kt::run_probes(d, mentioned, heavy);
+  auto old = [&](const kt::RetrievalProbes& pr, const kt::RetrievalResult& r) {
+    return kt::probe_stats(pr, r, [&](const kt::Probe& p) { return p.bucket >= 2; });
+  };
+  CHECK(old(mentioned, h_mentioned).mean_ratio > 0.97);
+  CHECK(old(mentioned, h_mentioned).hit_rate >= old(mentioned, b).hit_rate);
+  CHECK(old(plain, h_plain).mean_ratio < 0.95);  // never asked about: not kept
+  CHECK(h_mentioned.bits() > b.bits());          // the exact copies are paid for
+}
+
 TEST_CASE("retrieval probe on the wt2-byte-a dumps: 2-bit loses needles 4-bit keeps", "[tools][retrieval][model]") {
   const auto shared = kvq::test::shared_dir();
   const auto dir = shared / "data/kv-dumps/wt2-byte-a";

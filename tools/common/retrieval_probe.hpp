@@ -32,6 +32,15 @@
 // beta (up to ~500 |q_real| on wt2-byte-a), i.e. logits of thousands in which any relative score
 // error flips the winner -- a near-tie, not a retrieval. Refused draws are counted.
 // Exact attention is computed in double from the dump's values, independently of the cache.
+//
+// A decoding engine attends at every step while it builds the context, and attention-aware
+// precision (heavy=N) judges tokens by that attention. Two options replay it: `observe_every`
+// k attends every k-th step with the real queries of that position's source stream (query head
+// j of KV head h asks with query j of the stream position t was taken from), and `mention_age`
+// A makes each probe's own query also attend once when its needle is A tokens old (a passage
+// that names an entity early and asks about it much later: the needle drew attention once,
+// while it was recent). Neither changes the exact reference (which is the final query's) or a
+// cache without heavy hitters; they decide what a heavy-hitter cache has seen.
 #pragma once
 
 #include "kv_eval.hpp"
@@ -62,6 +71,8 @@ struct RetrievalOptions {
   std::uint64_t seed = 16;
   std::vector<std::size_t> layers;  // empty: all
   double scale = 0.0;               // softmax scale; 0: 1/sqrt(head_dim)
+  std::size_t observe_every = 0;    // attend with the real queries every k-th step (0: never)
+  std::size_t mention_age = 0;      // each probe's query also attends when its needle is this old (0: never)
 };
 
 // Where one context position comes from in the dump.
@@ -323,7 +334,47 @@ inline RetrievalResult run_probes(const KvDumps& d, const RetrievalProbes& pr, c
         std::copy_n(d.v_at(ctx[t].layer, ctx[t].head, ctx[t].token), D, vbuf.data() + (t * HK + h) * D);
       }
     }
-    for (std::size_t t = 0; t < N; ++t) cache.append(L, kbuf.data() + t * HK * D, vbuf.data() + t * HK * D);
+    // The steps at which probes mention their needles (observation, see the header comment).
+    std::vector<std::vector<std::size_t>> mentions(N);
+    if (pr.opt.mention_age)
+      for (std::size_t i = 0; i < pr.probes.size(); ++i) {
+        const Probe& p = pr.probes[i];
+        if (p.layer == L && N - 1 - p.needle > pr.opt.mention_age) mentions[p.needle + pr.opt.mention_age].push_back(i);
+      }
+    const std::size_t group = HQ / HK;
+    std::vector<std::vector<ContextSource>> ctxs(HK);
+    if (pr.opt.observe_every || pr.opt.mention_age)
+      for (std::size_t h = 0; h < HK; ++h) ctxs[h] = chain_context(d, L, h, N);
+    const auto natural = [&](std::size_t t) {  // the real queries of step t's sources
+      for (std::size_t qh = 0; qh < HQ; ++qh) {
+        const ContextSource& src = ctxs[qh / group][t];
+        std::copy_n(d.q_at(src.layer, src.head * group + qh % group, src.token), D, q.data() + qh * D);
+      }
+    };
+    for (std::size_t t = 0; t < N; ++t) {
+      cache.append(L, kbuf.data() + t * HK * D, vbuf.data() + t * HK * D);
+      if (pr.opt.observe_every && (t + 1) % pr.opt.observe_every == 0) {
+        natural(t);
+        cache.attend(L, q.data(), out.data(), static_cast<float>(pr.scale));
+      }
+      // Probes on distinct query heads share an attend.
+      std::vector<std::size_t>& due = mentions[t];
+      while (!due.empty()) {
+        natural(t);
+        std::vector<bool> taken(HQ, false);
+        for (std::size_t j = 0; j < due.size();) {
+          const Probe& p = pr.probes[due[j]];
+          if (taken[p.q_head]) {
+            ++j;
+            continue;
+          }
+          taken[p.q_head] = true;
+          std::copy_n(p.q.data(), D, q.data() + p.q_head * D);
+          due.erase(due.begin() + std::ptrdiff_t(j));
+        }
+        cache.attend(L, q.data(), out.data(), static_cast<float>(pr.scale));
+      }
+    }
     res.bytes += cache.bytes_used(L);
     res.values += 2 * N * HK * D;
     // This layer's probes, queued per query head.

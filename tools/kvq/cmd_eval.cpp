@@ -99,6 +99,11 @@ int run_retrieval(const kvq::cli::Args& args, const std::string& dir, const std:
   if (args.has("masses")) opt.masses = parse_doubles(args.require("masses"), "masses");
   if (args.has("layers")) opt.layers = parse_list(args.require("layers"), "layers");
   opt.max_beta = args.get_double("max-beta", opt.max_beta);
+  const long long observe = args.get_int("observe", 0), mention = args.get_int("mention-age", 0);
+  kvq::detail::require(observe >= 0 && mention >= 0, kvq::Errc::invalid_argument,
+                       "--observe and --mention-age are non-negative");
+  opt.observe_every = static_cast<std::size_t>(observe);
+  opt.mention_age = static_cast<std::size_t>(mention);
   kvq::detail::require(opt.max_beta > 0.0, kvq::Errc::invalid_argument, "--max-beta must be positive");
   opt.scale = args.get_double("scale", 0.0);
   kvq::detail::require(opt.scale >= 0.0, kvq::Errc::invalid_argument, "--scale must be positive (0: 1/sqrt(head_dim))");
@@ -130,6 +135,15 @@ int run_retrieval(const kvq::cli::Args& args, const std::string& dir, const std:
               dir.c_str(), pr.layer_ids.size(), dumps.kv_heads, opt.context, pr.duplicates, pr.probes.size(),
               pr.layer_ids.size(), opt.ages.size(), opt.masses.size(), opt.needles, pr.refused, pr.refused_beta,
               opt.max_beta, static_cast<unsigned long long>(opt.seed), worst, prep_sec);
+  if (opt.observe_every || opt.mention_age)
+    std::printf("while the context is built: %s%s%s (what heavy= judges tokens by)\n\n",
+                opt.observe_every ? ("an attend with the real queries every " + std::to_string(opt.observe_every) +
+                                     " steps").c_str()
+                                  : "",
+                opt.observe_every && opt.mention_age ? "; " : "",
+                opt.mention_age ? ("each probe's query attends once when its needle is " +
+                                   std::to_string(opt.mention_age) + " tokens old").c_str()
+                                : "");
   std::fflush(stdout);
 
   std::vector<kt::RetrievalResult> results;
@@ -298,7 +312,9 @@ const kvq::cli::Command reg{
     "attention error of cache specs on Q/K/V .npy dumps: --spec S [more specs] [--dir DIR] [--stride 16] "
     "[--tokens T] [--layers 0,7] [--scale X]; --retrieval: the retrieval probe (needles at ages 16..32K in "
     "contexts chained from the dumps' keys) [--context 36864] [--ages 16,64,256,1024,4096,16384,32768] "
-    "[--masses 0.3,0.6,0.9] [--needles 16] [--seed 16] [--max-beta 8] [--layers ...] [--per-layer] [--out results.tsv]",
+    "[--masses 0.3,0.6,0.9] [--needles 16] [--seed 16] [--max-beta 8] [--layers ...] [--per-layer] [--out results.tsv] "
+    "[--observe K: attend with the real queries every K-th step] [--mention-age A: each probe's query also attends "
+    "when its needle is A tokens old]",
     run};
 
 }  // namespace

@@ -274,8 +274,8 @@ class Cache {
     detail::Partial run(std::size_t job, std::size_t begin, std::size_t end, float* p) const;
     void write_out(std::size_t job, const detail::Partial& p) const;
     // Heavy hitters: floats per job of long-range mass (candidates, members),
-    // the mass job's queries gave (from its final partial), and the sum of
-    // every job's into the layer's state, which then decides pending tokens.
+    // the mass job's queries gave (from its final partial), and the largest
+    // of every job's into the layer's state, which then decides pending tokens.
     std::size_t heavy_floats() const noexcept;
     void record(std::size_t job, const detail::Partial& p, float* mass) const;
     void commit(std::size_t jobs, const float* mass) const;
@@ -741,17 +741,25 @@ KVQ_COMPILED_INLINE void Cache::LayerPass::record(std::size_t job, const detail:
     first += nt;
   });
   if (n_mem) score(hh.keys(h), n_mem, n_cand);
+  // A token's mass from one position is the weight its group's query heads
+  // give it, summed; it keeps the largest over positions.
   std::fill(mass, mass + n_cand + hh.budget(), 0.0f);
+  thread_local std::vector<float> group;
+  group.assign(cols, 0.0f);
   const std::size_t min_age = hh.min_age();
   for (std::size_t i = 0; i < nq; ++i) {
-    const std::size_t qpos = n - n_pos + (b * detail::kMaxBlockQueries + i) / g;  // the query's own position
+    const std::size_t f = b * detail::kMaxBlockQueries + i, qpos = n - n_pos + f / g;  // the query's own position
     const float m = p.m[i], inv = 1.0f / p.l[i];
     const float* row = s + i * cols;
     const auto add = [&](std::size_t col, std::size_t pos) {
-      if (pos <= qpos && qpos - pos >= min_age) mass[col] += std::exp(scale * row[col] - m) * inv;
+      if (pos <= qpos && qpos - pos >= min_age) group[col] += std::exp(scale * row[col] - m) * inv;
     };
     for (std::size_t c = 0; c < n_cand; ++c) add(c, base + c);
     for (std::size_t j = 0; j < n_mem; ++j) add(n_cand + j, hh.positions(h)[j]);
+    if (f % g == g - 1 || i + 1 == nq) {  // the position's last query head (of this block)
+      for (std::size_t c = 0; c < cols; ++c) mass[c] = std::max(mass[c], group[c]);
+      std::fill(group.begin(), group.end(), 0.0f);
+    }
   }
 }
 
@@ -761,8 +769,8 @@ KVQ_COMPILED_INLINE void Cache::LayerPass::commit(std::size_t jobs, const float*
   for (std::size_t job = 0; job < jobs; ++job) {
     const std::size_t h = job / n_blocks;
     const float* m = mass + job * hf;
-    for (std::size_t c = 0; c < n_cand; ++c) hh.candidate_mass(h, base + c) += m[c];
-    for (std::size_t j = 0; j < hh.members(h); ++j) hh.member_mass(h, j) += m[n_cand + j];
+    for (std::size_t c = 0; c < n_cand; ++c) hh.candidate_mass(h, base + c) = std::max(hh.candidate_mass(h, base + c), m[c]);
+    for (std::size_t j = 0; j < hh.members(h); ++j) hh.member_mass(h, j) = std::max(hh.member_mass(h, j), m[n_cand + j]);
   }
   hh.decide_pending();
 }

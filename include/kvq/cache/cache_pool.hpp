@@ -167,11 +167,20 @@ class CachePool {
     for (std::size_t i = 0; i < ids.size(); ++i)
       passes.push_back(std::make_unique<const Cache::LayerPass>(*caches[i], caches[i]->layers_[o], 1, q[i], out[i], s));
     const std::size_t jobs = passes.empty() ? 0 : passes[0]->jobs(shape().n_kv_heads);
+    // Heavy hitters: each sequence records the attention its query gave, as
+    // its own attend would (one slice per job, summed after).
+    std::vector<std::size_t> first(ids.size() + 1, 0);
+    for (std::size_t i = 0; i < ids.size(); ++i) first[i + 1] = first[i] + jobs * passes[i]->heavy_floats();
+    std::vector<float> mass(first.back());
     parallel_for(ids.size() * jobs, [&](std::size_t task) {
       const Cache::LayerPass& p = *passes[task / jobs];
-      const std::size_t job = task % jobs;
-      p.write_out(job, p.run(job, 0, p.n, nullptr));
+      const std::size_t job = task % jobs, hf = p.heavy_floats();
+      const detail::Partial part = p.run(job, 0, p.n, nullptr);
+      p.write_out(job, part);
+      if (hf) p.record(job, part, mass.data() + first[task / jobs] + job * hf);
     });
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (passes[i]->heavy_floats()) passes[i]->commit(jobs, mass.data() + first[i]);
   }
   void attend(std::size_t layer, std::span<const SequenceId> ids, const float* const* q, float* const* out,
               std::optional<float> scale = std::nullopt) const {

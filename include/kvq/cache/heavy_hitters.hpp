@@ -10,19 +10,24 @@
 // exact anyway; with sinks=0 the first tokens are found as heavy hitters like
 // any other, which is the automatic sink detection.
 //
-// How a token is judged. Each attend adds, per KV head, the softmax weight a
-// token gets from every query of the group that sees it from at least
-// `min_age` positions away (local attention, which every recent token gets,
-// does not count) to its *long-range mass*. A token is judged when it first
-// leaves the exact window of the K or the V stream: its exact K and V are
-// copied into a pending slot (the other stream still has it exact in its
-// window), and the next attend, which sees it, decides it: admitted while the
-// set has room, else in place of the member with the least mass when it has
-// more. Members keep accumulating mass, as in H2O. Pending tokens are at most
-// N per head between appends: when an append leaves more tokens unjudged (a long prefill
-// append with no attend between), the oldest are decided with what they have
-// (no mass: not admitted). So every token is judged after at least one attend
-// when prefill appends no more than window + N tokens between attends.
+// How a token is judged. Each attend gives every token, per KV head, the
+// softmax weight the query heads of one position (the GQA group) put on it,
+// summed, when that position sees it from at least `min_age` positions away
+// (local attention, which every recent token gets, does not count); a token's
+// *long-range mass* is the largest such weight it has drawn. A token is judged
+// when it first leaves the exact window of the K or the V stream: its exact K
+// and V are copied into a pending slot (the other stream still has it exact in
+// its window), and the next attend, which sees it, decides it: admitted while
+// the set has room, else in place of the member with the least mass when it
+// has more. Members keep their largest mass (they can still draw more).
+// H2O sums the weights instead; on the retrieval probe (docs/QUALITY.md) the
+// sum keeps old tokens that many distant queries each weighed a little,
+// while the peak keeps the ones a query actually looked up. Pending tokens are
+// at most N per head between appends: when an append leaves more tokens
+// unjudged (a long prefill append with no attend between), the oldest are
+// decided with what they have (no mass: not admitted). So every token is
+// judged after at least one attend when prefill appends no more than
+// window + N tokens between attends.
 //
 // Storage per head is fixed (N member slots and N + G pending slots of the
 // exact codec for K and for V, G the largest policy tile), taken at the first

@@ -4,7 +4,7 @@
 // (seed 002: turbo4 + 128 recent FP32 tokens recovers +3.8% -> +0.6% PPL),
 // the first few "attention sink" tokens too, and old tokens may be demoted to
 // a cheaper codec. Window sizes are run-time values; the run-time equivalent
-// is CacheSpec::{window, sinks, tiers, window_precision}.
+// is CacheSpec::{window, sinks, tiers, window_precision, heavy}.
 #pragma once
 
 #include <kvq/cache/cache_spec.hpp>
@@ -54,6 +54,20 @@ struct Tiered {
     spec.window_precision = precision;
     spec.tiers = {TierSpec{recent + tier_tokens,
                            {std::string(LowerPolicy::key_codec::name), std::string(LowerPolicy::value_codec::name)}}};
+  }
+};
+
+// Any age schedule, plus up to `heavy` older tokens per KV head kept exact
+// because they drew long-range attention (heavy hitters, docs/CACHE.md):
+// AttentionAware<Tiered<Q2_1>>{{128, 4096, 4}, 256}.
+template <class Age>
+struct AttentionAware {
+  using codecs = typename Age::codecs;
+  Age age{};
+  std::size_t heavy = 256;
+  void apply(CacheSpec& spec) const {
+    age.apply(spec);
+    spec.heavy = heavy;
   }
 };
 
