@@ -180,7 +180,7 @@ TEST_CASE("retrieval probes through caches: exact storage is exact, 2-bit loses 
 }
 
 TEST_CASE("retrieval probes with mentions: heavy hitters keep the needles that were asked about", "[tools][retrieval][heavy]") {
-  const auto d = synthetic(2, 4, 2, 600, 32);
+  const auto d = probe_dumps(2, 4, 2, 600, 32);
   auto opt = small_options();
   const auto plain = kt::make_probes(d, opt);
   opt.observe_every = 8;
