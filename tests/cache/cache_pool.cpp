@@ -235,27 +235,27 @@ TEST_CASE("cache pool: batched decode attention equals each sequence's own atten
 
 TEST_CASE("cache pool: batched attend finds heavy hitters as each sequence's own attend does", "[cache][pool][heavy]") {
   const auto spec = CacheSpec::parse("k=q4_0,v=q2_1,window=16,sinks=2,heavy=4");
-  CachePool pool(kShape, spec, std::size_t{64} << 20);
+  CachePool pool(kPoolShape, spec, std::size_t{64} << 20);
   std::vector<Cache> alone;
   std::vector<CachePool::SequenceId> ids;
   for (int i = 0; i < 3; ++i) {
     ids.push_back(pool.create());
-    alone.emplace_back(kShape, spec);
+    alone.emplace_back(kPoolShape, spec);
   }
   Rng rng(21);
-  const std::size_t qd = kShape.n_q_heads * kShape.head_dim, kd = kShape.n_kv_heads * kShape.head_dim;
+  const std::size_t qd = kPoolShape.n_q_heads * kPoolShape.head_dim, kd = kPoolShape.n_kv_heads * kPoolShape.head_dim;
   std::vector<std::vector<float>> out(ids.size(), std::vector<float>(qd)), ref = out;
   for (int round = 0; round < 40; ++round)
-    for (std::size_t layer = 0; layer < kShape.n_layers; ++layer) {
+    for (std::size_t layer = 0; layer < kPoolShape.n_layers; ++layer) {
       std::vector<std::vector<float>> q(ids.size());
       std::vector<const float*> qp;
       std::vector<float*> op;
       for (std::size_t i = 0; i < ids.size(); ++i) {
-        const auto k = random_tokens(rng, 3 + i, kShape.n_kv_heads, kShape.head_dim);
-        const auto v = random_tokens(rng, 3 + i, kShape.n_kv_heads, kShape.head_dim);
+        const auto k = random_tokens(rng, 3 + i, kPoolShape.n_kv_heads, kPoolShape.head_dim);
+        const auto v = random_tokens(rng, 3 + i, kPoolShape.n_kv_heads, kPoolShape.head_dim);
         pool.sequence(ids[i]).append(layer, 3 + i, k.data(), v.data());
         alone[i].append(layer, 3 + i, k.data(), v.data());
-        q[i] = random_tokens(rng, 1, kShape.n_q_heads, kShape.head_dim);
+        q[i] = random_tokens(rng, 1, kPoolShape.n_q_heads, kPoolShape.head_dim);
         for (std::size_t t = 0; t < qd; ++t) q[i][t] += k[t % kd];  // leans on a key: it will be looked up
         qp.push_back(q[i].data());
         op.push_back(out[i].data());
