@@ -17,8 +17,7 @@
 #
 #   BITS=3.0 scripts/calibrate_check.sh > calibrated.md
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
+source "$(dirname "$0")/eval_tools.sh"  # ROOT, BUILD, PPL, KVQ
 BITS=${BITS:-3.0}
 WINDOW=${WINDOW:-128}
 SINKS=${SINKS:-4}
@@ -28,11 +27,6 @@ STRIDE=${STRIDE:-16}
 METRICS=${METRICS:-out kl}  # dump sensitivity metrics (kvq calibrate --metric)
 EXTRA=${EXTRA:-k=turbo4,v=turbo2,window=128,sinks=4,tier=16384:turbo3/turbo2}
 OUT=${OUT:-$BUILD/calibrate-b$BITS-w$WINDOW-s$SINKS}
-PPL=$BUILD/examples/llama/kvq-ppl
-KVQ=$BUILD/tools/kvq/kvq
-for exe in "$PPL" "$KVQ"; do
-  [[ -x $exe ]] || { echo "calibrate_check.sh: $exe not built (cmake --build $BUILD --target kvq-ppl kvq_cli)" >&2; exit 1; }
-done
 mkdir -p "$OUT"
 t_start=$SECONDS
 budget=(--bits "$BITS" --context 32768 --price-model llama-3.2-3b)

@@ -18,8 +18,7 @@
 #   BUILD=build WINDOWS=2 CTX=4096 scripts/pareto.sh > pareto.md
 #   MATCH='turbo2|q2_1' scripts/pareto.sh   # only specs matching the regex (and the FP32 row)
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
+source "$(dirname "$0")/eval_tools.sh"  # ROOT, BUILD, PPL, KVQ
 WINDOWS=${WINDOWS:-2}
 CTX=${CTX:-4096}
 CHUNK=${CHUNK:-64}
@@ -28,11 +27,6 @@ KEY_MARGIN=${KEY_MARGIN:-0.5}  # nats: short-context NLL minus full-context NLL 
 KEY_SHORT=${KEY_SHORT:-256}
 KEYS=$OUT/key-tokens-s$KEY_SHORT.txt
 NOISE=${NOISE:-0.0005}  # nats/byte: NLL differences below this are ties (docs/QUALITY.md, noise floor)
-PPL=$BUILD/examples/llama/kvq-ppl
-KVQ=$BUILD/tools/kvq/kvq
-for exe in "$PPL" "$KVQ"; do
-  [[ -x $exe ]] || { echo "pareto.sh: $exe not built (cmake --build $BUILD --target kvq-ppl kvq_cli)" >&2; exit 1; }
-done
 mkdir -p "$OUT"
 
 # label|spec, most informative first (a partial run is still useful).

@@ -184,18 +184,18 @@ kvq::AnyCodec test_factory(std::string_view name, std::size_t hd) {
   return kvq::default_codec_factory(name, hd);
 }
 
-const ModelShape kShape = ModelShape::hybrid(6, 3, 4, 2, 32, 400);  // KV layers 2 and 5, GQA 2
+const ModelShape kHybridShape = ModelShape::hybrid(6, 3, 4, 2, 32, 400);  // KV layers 2 and 5, GQA 2
 
-Cache make(const std::string& spec) { return Cache(kShape, CacheSpec::parse(spec), test_factory); }
+Cache make(const std::string& spec) { return Cache(kHybridShape, CacheSpec::parse(spec), test_factory); }
 
 void fill(Cache& c, kvq::Rng& rng, std::size_t n, bool batch) {
-  for (std::size_t layer : kShape.kv_layers) {
-    const auto k = random_tokens(rng, n, kShape.n_kv_heads, kShape.head_dim);
-    const auto v = random_tokens(rng, n, kShape.n_kv_heads, kShape.head_dim);
+  for (std::size_t layer : kHybridShape.kv_layers) {
+    const auto k = random_tokens(rng, n, kHybridShape.n_kv_heads, kHybridShape.head_dim);
+    const auto v = random_tokens(rng, n, kHybridShape.n_kv_heads, kHybridShape.head_dim);
     if (batch) {
       c.append(layer, n, k.data(), v.data());
     } else {
-      const std::size_t row = kShape.n_kv_heads * kShape.head_dim;
+      const std::size_t row = kHybridShape.n_kv_heads * kHybridShape.head_dim;
       for (std::size_t t = 0; t < n; ++t) c.append(layer, k.data() + t * row, v.data() + t * row);
     }
   }
@@ -203,13 +203,13 @@ void fill(Cache& c, kvq::Rng& rng, std::size_t n, bool batch) {
 
 // Every token of a stream decoded, [length][head_dim], from the segment views.
 std::vector<float> decode_stream(const Cache& c, std::size_t layer, StreamKind kind, std::size_t head) {
-  std::vector<float> x(c.length(layer) * kShape.head_dim);
+  std::vector<float> x(c.length(layer) * kHybridShape.head_dim);
   std::size_t next = 0;
   for (const auto& s : kvq::test::segments_of(c, layer, kind, head)) {
     CHECK(s.first_position == next);
     const std::size_t g = s.codec->tokens_per_tile();
     for (std::size_t t = 0; t < s.n_tokens / g; ++t)
-      s.codec->decode_tile(s.bytes.data() + t * s.codec->bytes_per_tile(), x.data() + (s.first_position + t * g) * kShape.head_dim);
+      s.codec->decode_tile(s.bytes.data() + t * s.codec->bytes_per_tile(), x.data() + (s.first_position + t * g) * kHybridShape.head_dim);
     next += s.n_tokens;
   }
   CHECK(next == c.length(layer));
@@ -232,25 +232,25 @@ TEST_CASE("cache: attention equals exact attention over the decoded cache", "[ca
     Cache c = make(spec);
     c.set_int8_scores(false);  // f32 scores, as the f32 reference (int8 scores: tests/cache/fused_attention.cpp)
     fill(c, rng, 137, false);
-    const std::size_t layer = 5, d = kShape.head_dim, g = kShape.group_size(), n_pos = 9;
-    const auto q = random_tokens(rng, n_pos, kShape.n_q_heads, d);
+    const std::size_t layer = 5, d = kHybridShape.head_dim, g = kHybridShape.group_size(), n_pos = 9;
+    const auto q = random_tokens(rng, n_pos, kHybridShape.n_q_heads, d);
     std::vector<float> out(q.size());
     c.attend(layer, n_pos, q.data(), out.data());
-    std::vector<std::vector<float>> k(kShape.n_kv_heads), v(kShape.n_kv_heads);
-    for (std::size_t h = 0; h < kShape.n_kv_heads; ++h) {
+    std::vector<std::vector<float>> k(kHybridShape.n_kv_heads), v(kHybridShape.n_kv_heads);
+    for (std::size_t h = 0; h < kHybridShape.n_kv_heads; ++h) {
       k[h] = decode_stream(c, layer, StreamKind::key, h);
       v[h] = decode_stream(c, layer, StreamKind::value, h);
     }
     const std::size_t L = c.length(layer);
     for (std::size_t i = 0; i < n_pos; ++i)
-      for (std::size_t qh = 0; qh < kShape.n_q_heads; ++qh) {
-        const auto ref = reference_attention(q.data() + (i * kShape.n_q_heads + qh) * d, k[qh / g].data(),
+      for (std::size_t qh = 0; qh < kHybridShape.n_q_heads; ++qh) {
+        const auto ref = reference_attention(q.data() + (i * kHybridShape.n_q_heads + qh) * d, k[qh / g].data(),
                                              v[qh / g].data(), L - n_pos + i, 1, d, 0, 1.0 / std::sqrt(double(d)));
         for (std::size_t j = 0; j < d; ++j)
-          CHECK(std::abs(out[(i * kShape.n_q_heads + qh) * d + j] - ref(j)) < 1e-5 * (1 + std::abs(ref(j))));
+          CHECK(std::abs(out[(i * kHybridShape.n_q_heads + qh) * d + j] - ref(j)) < 1e-5 * (1 + std::abs(ref(j))));
       }
     // A custom scale is honoured.
-    std::vector<float> o2(kShape.n_q_heads * d);
+    std::vector<float> o2(kHybridShape.n_q_heads * d);
     c.attend(layer, q.data(), o2.data(), 0.5f);
     const auto ref = reference_attention(q.data(), k[0].data(), v[0].data(), L - 1, 1, d, 0, 0.5);
     for (std::size_t j = 0; j < d; ++j) CHECK(std::abs(o2[j] - ref(j)) < 1e-5 * (1 + std::abs(ref(j))));
@@ -264,7 +264,7 @@ TEST_CASE("cache: decode attend, prefill attend and scores/accumulate agree", "[
     Cache c = make(spec);
     c.set_int8_scores(false);  // scores() is f32: compare like with like
     fill(c, rng, 61, true);
-    const std::size_t d = kShape.head_dim, nq = kShape.n_q_heads, layer = 2;
+    const std::size_t d = kHybridShape.head_dim, nq = kHybridShape.n_q_heads, layer = 2;
     const auto q = random_tokens(rng, 4, nq, d);
     std::vector<float> pre(q.size()), dec(nq * d);
     c.attend(layer, 4, q.data(), pre.data());
@@ -304,8 +304,8 @@ TEST_CASE("cache: demotion keeps every token exactly once, bytes as a direct enc
   const std::string spec = "k=test_ch4,v=q4_1,window=6,sinks=2,tier=20:test_ch8/q2_1,tier=50:q2_1/q2_1";
   Cache c = make(spec);
   kvq::Rng rng(4);
-  const std::size_t n = 150, d = kShape.head_dim, row = kShape.n_kv_heads * d;
-  const auto k = random_tokens(rng, n, kShape.n_kv_heads, d), v = random_tokens(rng, n, kShape.n_kv_heads, d);
+  const std::size_t n = 150, d = kHybridShape.head_dim, row = kHybridShape.n_kv_heads * d;
+  const auto k = random_tokens(rng, n, kHybridShape.n_kv_heads, d), v = random_tokens(rng, n, kHybridShape.n_kv_heads, d);
   const std::size_t layer = 2;
   for (std::size_t t = 0; t < n; ++t) {
     c.append(layer, k.data() + t * row, v.data() + t * row);
@@ -322,7 +322,7 @@ TEST_CASE("cache: demotion keeps every token exactly once, bytes as a direct enc
   // Each segment holds exactly the encode chain of the original tokens.
   for (StreamKind kind : {StreamKind::key, StreamKind::value}) {
     const float* src = kind == StreamKind::key ? k.data() : v.data();
-    for (std::size_t h = 0; h < kShape.n_kv_heads; ++h) {
+    for (std::size_t h = 0; h < kHybridShape.n_kv_heads; ++h) {
       const auto segs = kvq::test::segments_of(c, layer, kind, h);
       REQUIRE(segs.size() == 5);
       for (std::size_t j = 0; j < segs.size(); ++j) {
@@ -357,14 +357,14 @@ TEST_CASE("cache: demotion keeps every token exactly once, bytes as a direct enc
 
 TEST_CASE("cache: rollback then re-append equals never having appended", "[cache]") {
   const std::string spec = "k=test_ch4,v=q4_1,window=6,sinks=2,tier=20:test_ch8/q2_1,tier=50:q2_1/q2_1,rollback=7";
-  const std::size_t d = kShape.head_dim, row = kShape.n_kv_heads * d;
+  const std::size_t d = kHybridShape.head_dim, row = kHybridShape.n_kv_heads * d;
   kvq::Rng rng(5);
-  const auto k = random_tokens(rng, 200, kShape.n_kv_heads, d), v = random_tokens(rng, 200, kShape.n_kv_heads, d);
+  const auto k = random_tokens(rng, 200, kHybridShape.n_kv_heads, d), v = random_tokens(rng, 200, kHybridShape.n_kv_heads, d);
   auto feed = [&](Cache& c, std::size_t from, std::size_t to, const float* kk, const float* vv) {
-    for (std::size_t layer : kShape.kv_layers)
+    for (std::size_t layer : kHybridShape.kv_layers)
       for (std::size_t t = from; t < to; ++t) c.append(layer, kk + t * row, vv + t * row);
   };
-  const auto junk_k = random_tokens(rng, 200, kShape.n_kv_heads, d), junk_v = random_tokens(rng, 200, kShape.n_kv_heads, d);
+  const auto junk_k = random_tokens(rng, 200, kHybridShape.n_kv_heads, d), junk_v = random_tokens(rng, 200, kHybridShape.n_kv_heads, d);
   for (std::size_t n : {3, 30, 57, 120}) {
     for (std::size_t drafts : {1, 4, 7}) {
       for (std::size_t more : {0, 2, 9}) {
@@ -380,9 +380,9 @@ TEST_CASE("cache: rollback then re-append equals never having appended", "[cache
         if (more >= drafts) {
           CHECK(snap(a) == snap(b));  // everything, including the undo log
         }
-        for (std::size_t layer : kShape.kv_layers)
+        for (std::size_t layer : kHybridShape.kv_layers)
           for (StreamKind kind : {StreamKind::key, StreamKind::value})
-            for (std::size_t h = 0; h < kShape.n_kv_heads; ++h) {
+            for (std::size_t h = 0; h < kHybridShape.n_kv_heads; ++h) {
               const auto sa = kvq::test::segments_of(a, layer, kind, h), sb = kvq::test::segments_of(b, layer, kind, h);
               REQUIRE(sa.size() == sb.size());
               for (std::size_t j = 0; j < sa.size(); ++j) {
@@ -396,7 +396,7 @@ TEST_CASE("cache: rollback then re-append equals never having appended", "[cache
 }
 
 TEST_CASE("cache: rollback deeper than the reserve keeps a valid, close cache", "[cache]") {
-  const std::size_t d = kShape.head_dim;
+  const std::size_t d = kHybridShape.head_dim;
   for (const char* spec : kSpecs) {
     INFO(spec);
     Cache c = make(spec);
@@ -412,7 +412,7 @@ TEST_CASE("cache: rollback deeper than the reserve keeps a valid, close cache", 
     CHECK(total == L);
     fill(c, rng, 30, false);  // keeps working after a deep rollback
     CHECK(c.length(5) == L + 30);
-    std::vector<float> q(kShape.n_q_heads * d, 0.1f), o(q.size());
+    std::vector<float> q(kHybridShape.n_q_heads * d, 0.1f), o(q.size());
     c.attend(5, q.data(), o.data());
     for (float x : o) CHECK(std::isfinite(x));
   }
@@ -428,12 +428,12 @@ TEST_CASE("cache: rollback deeper than the reserve keeps a valid, close cache", 
 }
 
 TEST_CASE("cache: bad input is refused before anything is stored", "[cache]") {
-  const std::size_t d = kShape.head_dim, row = kShape.n_kv_heads * d;
+  const std::size_t d = kHybridShape.head_dim, row = kHybridShape.n_kv_heads * d;
   Cache c = make(kSpecs[2]);
   kvq::Rng rng(8);
   fill(c, rng, 40, false);
   const auto before = snap(c);
-  auto k = random_tokens(rng, 5, kShape.n_kv_heads, d), v = random_tokens(rng, 5, kShape.n_kv_heads, d);
+  auto k = random_tokens(rng, 5, kHybridShape.n_kv_heads, d), v = random_tokens(rng, 5, kHybridShape.n_kv_heads, d);
   auto nan_k = k;
   nan_k[4 * row + row - 1] = std::numeric_limits<float>::quiet_NaN();  // last value of the batch
   auto inf_v = v;
@@ -450,10 +450,10 @@ TEST_CASE("cache: bad input is refused before anything is stored", "[cache]") {
   CHECK(error_code([&] { c.append(3, k.data(), v.data()); }) == Errc::out_of_range);  // no KV cache
   CHECK(error_code([&] { c.append(2, 361, k.data(), v.data()); }) == Errc::out_of_range);  // past max_context
   CHECK(error_code([&] { c.append(2, 1, nullptr, v.data()); }) == Errc::invalid_argument);
-  std::vector<float> q(kShape.n_q_heads * d, 0.0f), o(q.size()), s(100);
+  std::vector<float> q(kHybridShape.n_q_heads * d, 0.0f), o(q.size()), s(100);
   CHECK(error_code([&] { c.attend(3, q.data(), o.data()); }) == Errc::out_of_range);
   CHECK(error_code([&] { c.attend(2, 41, q.data(), o.data()); }) == Errc::out_of_range);
-  CHECK(error_code([&] { c.scores(2, kShape.n_q_heads, q.data(), s.data()); }) == Errc::out_of_range);
+  CHECK(error_code([&] { c.scores(2, kHybridShape.n_q_heads, q.data(), s.data()); }) == Errc::out_of_range);
   CHECK(error_code([&] { c.length(7); }) == Errc::out_of_range);
   CHECK(error_code([&] { c.attend(2, q.data(), o.data(), std::numeric_limits<float>::quiet_NaN()); }) ==
         Errc::invalid_argument);
@@ -482,23 +482,23 @@ TEST_CASE("cache: memory accounting is the sum of what is stored, and plan_memor
       fill(c, rng, step, step % 2 == 1);
       const auto report = c.memory();
       std::size_t sum = 0;
-      for (std::size_t layer : kShape.kv_layers) {
+      for (std::size_t layer : kHybridShape.kv_layers) {
         std::size_t layer_sum = 0;
         for (StreamKind kind : {StreamKind::key, StreamKind::value})
-          for (std::size_t h = 0; h < kShape.n_kv_heads; ++h)
+          for (std::size_t h = 0; h < kHybridShape.n_kv_heads; ++h)
             for (const auto& s : kvq::test::segments_of(c, layer, kind, h)) layer_sum += s.bytes.size();
         CHECK(layer_sum + c.memory(layer).reserve_bytes == c.bytes_used(layer));
         sum += layer_sum + c.memory(layer).reserve_bytes;
       }
       CHECK(sum == c.bytes_used());
       if (c.spec().rollback_reserve == 0) CHECK(report.total.reserve_bytes == 0);
-      const auto plan = kvq::plan_memory(kShape, c.spec(), c.length(2), test_factory);
+      const auto plan = kvq::plan_memory(kHybridShape, c.spec(), c.length(2), test_factory);
       CHECK(plan == report);
-      CHECK(report.total.values == c.length(2) * 2 * kShape.n_kv_heads * kShape.head_dim * 2);
+      CHECK(report.total.values == c.length(2) * 2 * kHybridShape.n_kv_heads * kHybridShape.head_dim * 2);
     }
   }
   // Seed arithmetic: q8_0 K + q4_1 V at head_dim 32 is (8.5 + 5) / 2 bits per value.
-  const auto p = kvq::plan_memory(kShape, CacheSpec::parse("k=q8_0,v=q4_1"), 1000);
+  const auto p = kvq::plan_memory(kHybridShape, CacheSpec::parse("k=q8_0,v=q4_1"), 1000);
   CHECK(p.total.bits_per_value() == Approx(6.75));
   CHECK(p.total.payload_bits_per_value() == Approx(6.75));
   CHECK(p.total.fp16_bytes() == 2 * 1000 * 2 * 2 * 32 * 2);
@@ -555,7 +555,7 @@ TEST_CASE("cache: segments are stored in pages; capacity is the payload plus par
 }
 
 TEST_CASE("cache: a copy and a fork keep the run-time kernel settings and attend alike", "[cache]") {
-  Cache c(kShape, CacheSpec::parse("k=q4_0,v=q4_0,window=8"));
+  Cache c(kHybridShape, CacheSpec::parse("k=q4_0,v=q4_0,window=8"));
   kvq::Rng rng(21);
   fill(c, rng, 120, true);
   c.set_int8_scores(false);
@@ -566,11 +566,11 @@ TEST_CASE("cache: a copy and a fork keep the run-time kernel settings and attend
     CHECK_FALSE(x->int8_scores());
     CHECK(x->value_products() == ValueProducts::int8);
   }
-  const auto q = random_tokens(rng, 1, kShape.n_q_heads, kShape.head_dim);
+  const auto q = random_tokens(rng, 1, kHybridShape.n_q_heads, kHybridShape.head_dim);
   std::vector<float> a(q.size()), b(q.size()), f(q.size());
-  c.attend(kShape.kv_layers[0], q.data(), a.data());
-  copy.attend(kShape.kv_layers[0], q.data(), b.data());
-  forked.attend(kShape.kv_layers[0], q.data(), f.data());
+  c.attend(kHybridShape.kv_layers[0], q.data(), a.data());
+  copy.attend(kHybridShape.kv_layers[0], q.data(), b.data());
+  forked.attend(kHybridShape.kv_layers[0], q.data(), f.data());
   CHECK(a == b);
   CHECK(a == f);
 }

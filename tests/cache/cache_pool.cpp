@@ -14,9 +14,9 @@ using kvq::test::snap;
 
 namespace {
 
-const ModelShape kShape = ModelShape::dense(3, 4, 2, 64, 4096);
+const ModelShape kPoolShape = ModelShape::dense(3, 4, 2, 64, 4096);
 // Sinks, two tiers, a window, a rollback reserve: every kind of move.
-const char* kSpec = "k=q4_1,v=q4_1,window=40,sinks=3,tier=150:q2_1/q2_1,rollback=9";
+const char* kPoolSpec = "k=q4_1,v=q4_1,window=40,sinks=3,tier=150:q2_1/q2_1,rollback=9";
 
 // A sequence's history, replayed on an independent Cache as the oracle.
 struct Op {
@@ -28,15 +28,15 @@ struct Op {
 void apply(Cache& c, const Op& op) {
   if (op.n == 0) return c.truncate(op.position);
   Rng rng(op.seed);
-  for (std::size_t l = 0; l < kShape.n_layers; ++l) {
-    const auto k = random_tokens(rng, op.n, kShape.n_kv_heads, kShape.head_dim);
-    const auto v = random_tokens(rng, op.n, kShape.n_kv_heads, kShape.head_dim);
+  for (std::size_t l = 0; l < kPoolShape.n_layers; ++l) {
+    const auto k = random_tokens(rng, op.n, kPoolShape.n_kv_heads, kPoolShape.head_dim);
+    const auto v = random_tokens(rng, op.n, kPoolShape.n_kv_heads, kPoolShape.head_dim);
     c.append(l, op.n, k.data(), v.data());
   }
 }
 
 Cache replay(const std::vector<Op>& ops) {
-  Cache c(kShape, CacheSpec::parse(kSpec));
+  Cache c(kPoolShape, CacheSpec::parse(kPoolSpec));
   for (const Op& op : ops) apply(c, op);
   return c;
 }
@@ -56,7 +56,7 @@ std::size_t length_after(std::size_t length, const Op& op) { return op.n ? lengt
 }  // namespace
 
 TEST_CASE("cache pool: sequences behave as independent caches", "[cache][pool]") {
-  CachePool pool(kShape, CacheSpec::parse(kSpec), std::size_t{64} << 20);
+  CachePool pool(kPoolShape, CacheSpec::parse(kPoolSpec), std::size_t{64} << 20);
   Rng rng(21);
   std::vector<CachePool::SequenceId> ids;
   std::vector<std::vector<Op>> history;
@@ -90,7 +90,7 @@ TEST_CASE("cache pool: sequences behave as independent caches", "[cache][pool]")
 
 TEST_CASE("cache pool: an append that does not fit fails before changing anything", "[cache][pool]") {
   // A budget a few pages short of two sequences' growth.
-  CachePool pool(kShape, CacheSpec::parse(kSpec), 1u << 20);
+  CachePool pool(kPoolShape, CacheSpec::parse(kPoolSpec), 1u << 20);
   const auto a = pool.create(), b = pool.create();
   Rng rng(5);
   std::size_t refused = 0;
@@ -98,10 +98,10 @@ TEST_CASE("cache pool: an append that does not fit fails before changing anythin
     const auto id = step % 2 ? a : b;
     Cache& c = pool.sequence(id);
     const std::size_t n = 1 + rng.next_u64() % 40;
-    const auto k = random_tokens(rng, n, kShape.n_kv_heads, kShape.head_dim);
-    const auto v = random_tokens(rng, n, kShape.n_kv_heads, kShape.head_dim);
-    const std::size_t layer = rng.next_u64() % kShape.n_layers;
-    if (c.length(layer) + n > kShape.max_context) break;
+    const auto k = random_tokens(rng, n, kPoolShape.n_kv_heads, kPoolShape.head_dim);
+    const auto v = random_tokens(rng, n, kPoolShape.n_kv_heads, kPoolShape.head_dim);
+    const std::size_t layer = rng.next_u64() % kPoolShape.n_layers;
+    if (c.length(layer) + n > kPoolShape.max_context) break;
     const auto before_a = snap(pool.sequence(a)), before_b = snap(pool.sequence(b));
     const std::size_t committed = pool.committed();
     try {
@@ -119,13 +119,13 @@ TEST_CASE("cache pool: an append that does not fit fails before changing anythin
   // Room again after one sequence is destroyed.
   pool.destroy(a);
   Cache& c = pool.sequence(b);
-  const auto k = random_tokens(rng, 1, kShape.n_kv_heads, kShape.head_dim);
+  const auto k = random_tokens(rng, 1, kPoolShape.n_kv_heads, kPoolShape.head_dim);
   CHECK_NOTHROW(c.append(0, k.data(), k.data()));
 }
 
 TEST_CASE("cache pool: fork shares pages; neither side's appends, truncations or demotions change the other",
           "[cache][pool]") {
-  CachePool pool(kShape, CacheSpec::parse(kSpec), std::size_t{256} << 20);
+  CachePool pool(kPoolShape, CacheSpec::parse(kPoolSpec), std::size_t{256} << 20);
   Rng rng(8);
   for (int trial = 0; trial < 6; ++trial) {
     const auto parent = pool.create();
@@ -169,7 +169,7 @@ TEST_CASE("cache pool: fork shares pages; neither side's appends, truncations or
 }
 
 TEST_CASE("cache pool: a fork of a plain Cache and its copy are independent", "[cache][pool]") {
-  Cache c(kShape, CacheSpec::parse(kSpec));
+  Cache c(kPoolShape, CacheSpec::parse(kPoolSpec));
   std::vector<Op> h;
   Rng rng(3);
   for (int i = 0; i < 30; ++i) h.push_back(random_op(rng, 1000));
@@ -185,14 +185,14 @@ TEST_CASE("cache pool: a fork of a plain Cache and its copy are independent", "[
 }
 
 TEST_CASE("cache pool: restore into a sequence; one that does not fit changes nothing", "[cache][pool]") {
-  Cache src(kShape, CacheSpec::parse(kSpec));
+  Cache src(kPoolShape, CacheSpec::parse(kPoolSpec));
   apply(src, {700, 0, 4});
   const auto bytes = snap(src);
-  CachePool pool(kShape, CacheSpec::parse(kSpec), std::size_t{64} << 20);
+  CachePool pool(kPoolShape, CacheSpec::parse(kPoolSpec), std::size_t{64} << 20);
   const auto id = pool.create();
   restore(pool.sequence(id), bytes);
   CHECK(snap(pool.sequence(id)) == bytes);
-  CachePool small(kShape, CacheSpec::parse(kSpec), 200000);
+  CachePool small(kPoolShape, CacheSpec::parse(kPoolSpec), 200000);
   const auto s = small.create();
   apply(small.sequence(s), {3, 0, 9});
   const auto before = snap(small.sequence(s));
@@ -201,7 +201,7 @@ TEST_CASE("cache pool: restore into a sequence; one that does not fit changes no
 }
 
 TEST_CASE("cache pool: batched decode attention equals each sequence's own attend", "[cache][pool]") {
-  CachePool pool(kShape, CacheSpec::parse(kSpec), std::size_t{64} << 20);
+  CachePool pool(kPoolShape, CacheSpec::parse(kPoolSpec), std::size_t{64} << 20);
   Rng rng(13);
   std::vector<CachePool::SequenceId> ids;
   for (std::size_t n : {1u, 37u, 300u, 1200u}) {
@@ -210,17 +210,17 @@ TEST_CASE("cache pool: batched decode attention equals each sequence's own atten
   }
   ids.push_back(pool.fork(ids[2]));
   apply(pool.sequence(ids.back()), {5, 0, 99});
-  const std::size_t qd = kShape.n_q_heads * kShape.head_dim;
+  const std::size_t qd = kPoolShape.n_q_heads * kPoolShape.head_dim;
   std::vector<std::vector<float>> q(ids.size()), out(ids.size(), std::vector<float>(qd)), ref = out;
   std::vector<const float*> qp;
   std::vector<float*> op;
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    q[i] = random_tokens(rng, 1, kShape.n_q_heads, kShape.head_dim);
+    q[i] = random_tokens(rng, 1, kPoolShape.n_q_heads, kPoolShape.head_dim);
     qp.push_back(q[i].data());
     op.push_back(out[i].data());
   }
   kernels::ThreadPool threads(2);
-  for (std::size_t layer = 0; layer < kShape.n_layers; ++layer) {
+  for (std::size_t layer = 0; layer < kPoolShape.n_layers; ++layer) {
     for (std::size_t i = 0; i < ids.size(); ++i) pool.sequence(ids[i]).attend(layer, q[i].data(), ref[i].data());
     pool.attend(layer, ids, qp.data(), op.data());
     for (std::size_t i = 0; i < ids.size(); ++i) CHECK(out[i] == ref[i]);
@@ -235,27 +235,27 @@ TEST_CASE("cache pool: batched decode attention equals each sequence's own atten
 
 TEST_CASE("cache pool: batched attend finds heavy hitters as each sequence's own attend does", "[cache][pool][heavy]") {
   const auto spec = CacheSpec::parse("k=q4_0,v=q2_1,window=16,sinks=2,heavy=4");
-  CachePool pool(kShape, spec, std::size_t{64} << 20);
+  CachePool pool(kPoolShape, spec, std::size_t{64} << 20);
   std::vector<Cache> alone;
   std::vector<CachePool::SequenceId> ids;
   for (int i = 0; i < 3; ++i) {
     ids.push_back(pool.create());
-    alone.emplace_back(kShape, spec);
+    alone.emplace_back(kPoolShape, spec);
   }
   Rng rng(21);
-  const std::size_t qd = kShape.n_q_heads * kShape.head_dim, kd = kShape.n_kv_heads * kShape.head_dim;
+  const std::size_t qd = kPoolShape.n_q_heads * kPoolShape.head_dim, kd = kPoolShape.n_kv_heads * kPoolShape.head_dim;
   std::vector<std::vector<float>> out(ids.size(), std::vector<float>(qd)), ref = out;
   for (int round = 0; round < 40; ++round)
-    for (std::size_t layer = 0; layer < kShape.n_layers; ++layer) {
+    for (std::size_t layer = 0; layer < kPoolShape.n_layers; ++layer) {
       std::vector<std::vector<float>> q(ids.size());
       std::vector<const float*> qp;
       std::vector<float*> op;
       for (std::size_t i = 0; i < ids.size(); ++i) {
-        const auto k = random_tokens(rng, 3 + i, kShape.n_kv_heads, kShape.head_dim);
-        const auto v = random_tokens(rng, 3 + i, kShape.n_kv_heads, kShape.head_dim);
+        const auto k = random_tokens(rng, 3 + i, kPoolShape.n_kv_heads, kPoolShape.head_dim);
+        const auto v = random_tokens(rng, 3 + i, kPoolShape.n_kv_heads, kPoolShape.head_dim);
         pool.sequence(ids[i]).append(layer, 3 + i, k.data(), v.data());
         alone[i].append(layer, 3 + i, k.data(), v.data());
-        q[i] = random_tokens(rng, 1, kShape.n_q_heads, kShape.head_dim);
+        q[i] = random_tokens(rng, 1, kPoolShape.n_q_heads, kPoolShape.head_dim);
         for (std::size_t t = 0; t < qd; ++t) q[i][t] += k[t % kd];  // leans on a key: it will be looked up
         qp.push_back(q[i].data());
         op.push_back(out[i].data());
@@ -273,7 +273,7 @@ TEST_CASE("cache pool: batched attend finds heavy hitters as each sequence's own
 TEST_CASE("cache pool: preallocated pages give the same sequences and stay outside the budget's count",
           "[cache][pool]") {
   const std::size_t budget = 4u << 20;
-  CachePool plain(kShape, CacheSpec::parse(kSpec), budget), pre(kShape, CacheSpec::parse(kSpec), budget);
+  CachePool plain(kPoolShape, CacheSpec::parse(kPoolSpec), budget), pre(kPoolShape, CacheSpec::parse(kPoolSpec), budget);
   CHECK(pre.preallocate(std::size_t{64} << 20) == budget);  // bounded by the budget
   CHECK(pre.cached_bytes() >= budget);
   CHECK(pre.committed() == 0);

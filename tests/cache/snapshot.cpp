@@ -12,11 +12,11 @@ using kvq::ModelShape;
 using namespace kvq::test;
 
 namespace {
-const ModelShape kShape = ModelShape::dense(3, 4, 2, 32, 500);
-const char* kSpec = "k=q4_1,v=q8_0,window=8,sinks=2,tier=40:q2_1/q2_1,rollback=5";
+const ModelShape kSnapshotShape = ModelShape::dense(3, 4, 2, 32, 500);
+const char* kSnapshotSpec = "k=q4_1,v=q8_0,window=8,sinks=2,tier=40:q2_1/q2_1,rollback=5";
 
 Cache filled(std::size_t n, std::uint64_t seed = 11) {
-  Cache c(kShape, CacheSpec::parse(kSpec));
+  Cache c(kSnapshotShape, CacheSpec::parse(kSnapshotSpec));
   kvq::Rng rng(seed);
   for (std::size_t layer = 0; layer < 3; ++layer) {
     const std::size_t len = n + layer * 13;  // layers at different lengths
@@ -47,7 +47,7 @@ TEST_CASE("snapshot: save -> restore -> save is bit-identical and attention is e
   const Cache a = filled(100);
   const std::string first = bytes_of(a);
   CHECK(first.substr(0, 8) == "KVQCACHE");
-  Cache b(kShape, CacheSpec::parse(kSpec));
+  Cache b(kSnapshotShape, CacheSpec::parse(kSnapshotSpec));
   std::istringstream in(first);
   kvq::restore(b, in);
   CHECK(bytes_of(b) == first);
@@ -67,7 +67,7 @@ TEST_CASE("snapshot: save -> restore -> save is bit-identical and attention is e
   b.truncate(103);
   CHECK(bytes_of(a2) == bytes_of(b));
   // An empty cache round-trips too.
-  Cache e(kShape, CacheSpec::parse(kSpec)), e2(kShape, CacheSpec::parse(kSpec));
+  Cache e(kSnapshotShape, CacheSpec::parse(kSnapshotSpec)), e2(kSnapshotShape, CacheSpec::parse(kSnapshotSpec));
   std::istringstream ein(bytes_of(e));
   kvq::restore(e2, ein);
   CHECK(bytes_of(e2) == bytes_of(e));
@@ -94,9 +94,9 @@ TEST_CASE("snapshot: truncated, corrupted and foreign files are refused, target 
   CHECK(restore_error(target, "GGUF" + good.substr(4)) == Errc::corrupt_data);
 
   // Foreign configurations: another spec, another shape.
-  Cache other_spec(kShape, CacheSpec::parse("k=q8_0,v=q8_0"));
+  Cache other_spec(kSnapshotShape, CacheSpec::parse("k=q8_0,v=q8_0"));
   CHECK(restore_error(other_spec, good) == Errc::corrupt_data);
-  Cache other_shape(ModelShape::dense(3, 4, 2, 32, 501), CacheSpec::parse(kSpec));
+  Cache other_shape(ModelShape::dense(3, 4, 2, 32, 501), CacheSpec::parse(kSnapshotSpec));
   CHECK(restore_error(other_shape, good) == Errc::corrupt_data);
 
   // Hostile fields behind a valid checksum: a future format version and a huge
@@ -111,7 +111,7 @@ TEST_CASE("snapshot: truncated, corrupted and foreign files are refused, target 
   refit_checksum(huge);
   CHECK(restore_error(target, huge) == Errc::corrupt_data);
   // A first-layer length beyond what the segments hold.
-  std::string spec_text = CacheSpec::parse(kSpec).to_string();
+  std::string spec_text = CacheSpec::parse(kSnapshotSpec).to_string();
   const std::size_t length_at = good.find(spec_text) + spec_text.size();
   std::string longer = good;
   longer[length_at] = static_cast<char>(longer[length_at] + 1);

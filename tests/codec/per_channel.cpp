@@ -2,6 +2,7 @@
 // bound against the *decoded* (double-quantized) scale, re-encoding stability,
 // refusal of bad input with nothing written, degenerate tiles, registry names.
 #include "kvq_test.hpp"
+#include "support/tile_bytes.hpp"
 
 #include <kvq/codec/per_channel.hpp>
 #include <kvq/codec/registry.hpp>
@@ -17,13 +18,7 @@
 namespace {
 namespace ref = kvq::reference;
 
-std::vector<std::uint8_t> encode_bytes(const auto& codec, const std::vector<float>& x) {
-  std::vector<std::byte> out(codec.bytes_per_tile());
-  codec.encode_tile(x.data(), out.data());
-  std::vector<std::uint8_t> u(out.size());
-  for (std::size_t i = 0; i < out.size(); ++i) u[i] = static_cast<std::uint8_t>(out[i]);
-  return u;
-}
+using kvq::test::encode_bytes;
 
 // K-like tiles: per-channel offsets, per-channel spread, a few outlier channels,
 // and (kind 2) some constant channels.

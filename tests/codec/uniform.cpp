@@ -1,6 +1,7 @@
 // Uniform block codecs: golden bytes worked out by hand from ggml's rules,
 // round-trip error bounds, re-encoding stability, refusal of bad input.
 #include "kvq_test.hpp"
+#include "support/tile_bytes.hpp"
 
 #include <kvq/codec/uniform.hpp>
 #include <kvq/core/half.hpp>
@@ -11,13 +12,7 @@
 #include <vector>
 
 namespace {
-std::vector<std::uint8_t> encode_bytes(const auto& codec, const std::vector<float>& x) {
-  std::vector<std::byte> out(codec.bytes_per_tile());
-  codec.encode_tile(x.data(), out.data());
-  std::vector<std::uint8_t> u(out.size());
-  for (std::size_t i = 0; i < out.size(); ++i) u[i] = static_cast<std::uint8_t>(out[i]);
-  return u;
-}
+using kvq::test::encode_bytes;
 std::vector<float> ramp(int from) {
   std::vector<float> x(32);
   for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j + from);

@@ -4,9 +4,9 @@
 // inputs), with and without BOS; targets with no longer context get their full NLL; and the
 // key-token rule selects exactly the tokens past the margin.
 #include "kvq_test.hpp"
+#include "support/real_model.hpp"
 
 #include "key_tokens.hpp"
-#include "npy.hpp"
 
 #include <cmath>
 #include <vector>
@@ -23,13 +23,9 @@ TEST_CASE("key tokens: margin rule", "[examples][key_tokens]") {
 
 TEST_CASE("key tokens: short-context NLL equals a forward pass over exactly that context",
           "[examples][key_tokens][model]") {
-  const auto model_file = kvq::test::shared_file("models/wt2-byte-a.gguf");
-  if (model_file.empty()) {
-    WARN("skipped: ../shared/models/wt2-byte-a.gguf not found (set KVQ_SHARED_DIR)");
-    return;
-  }
-  const auto model = LlamaModel::load(model_file);
-  const auto text = kvq::tools::detail::read_file_bytes(kvq::test::shared_dir() / "data/wikitext-2/test.txt");
+  const auto real = kvq::test::load_real_model();
+  if (!real) return;
+  const auto& [model, text] = *real;
   const int n = 30;
   ExactAttention exact(model.config().attention_shape(), n);
   for (bool bos : {true, false}) {

@@ -3,28 +3,21 @@
 // an independent run of the model through that single-stream spec minus the all-f32 one, 2-bit
 // K or V on every layer in turn costs NLL in sum, and bad codec lists are refused.
 #include "kvq_test.hpp"
+#include "support/real_model.hpp"
 
 #include "layer_sensitivity.hpp"
-#include "npy.hpp"
 
 #include <vector>
 
 using namespace kvq::llama;
 
 TEST_CASE("layer sensitivity: f32 is 0, cells are single-stream NLL increases", "[examples][calibrate][model]") {
-  const auto model_file = kvq::test::shared_file("models/wt2-byte-a.gguf");
-  if (model_file.empty()) {
-    WARN("skipped: ../shared/models/wt2-byte-a.gguf not found (set KVQ_SHARED_DIR)");
-    return;
-  }
-  const auto model = LlamaModel::load(model_file);
-  const auto text = kvq::tools::detail::read_file_bytes(kvq::test::shared_dir() / "data/wikitext-2/test.txt");
+  const auto real = kvq::test::load_real_model();
+  if (!real) return;
+  const auto& model = real->model;
   const int n = 96;
-  std::vector<int> in{kByteBos}, tgt;
-  for (int i = 0; i < n; ++i) {
-    if (i + 1 < n) in.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-    tgt.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-  }
+  std::vector<int> in, tgt;
+  real->first_bytes(n, in, tgt);
   const auto base = kvq::CacheSpec::parse("window=16,sinks=2");
   const auto t = measure_nll_sensitivity(model, in, tgt, {"f32", "q2_1"}, {"f32", "q2_1"}, base);
   const std::size_t L = static_cast<std::size_t>(model.config().n_layers);

@@ -4,6 +4,7 @@
 // against the post-RoPE K activation dumps.
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
+#include "support/real_model.hpp"
 
 #include "llama_model.hpp"
 #include "npy.hpp"
@@ -122,13 +123,10 @@ TEST_CASE("ExactAttention equals naive causal GQA attention", "[examples][llama]
 }
 
 TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples][llama][model]") {
-  const auto model_file = kvq::test::shared_file("models/wt2-byte-a.gguf");
-  if (model_file.empty()) {
-    WARN("skipped: ../shared/models/wt2-byte-a.gguf not found (set KVQ_SHARED_DIR)");
-    return;
-  }
+  const auto real = kvq::test::load_real_model();
+  if (!real) return;
+  const auto& [model, text] = *real;
   const auto shared = kvq::test::shared_dir();
-  const auto model = LlamaModel::load(model_file);
   const auto& c = model.config();
   CHECK(c.dim == 512);
   CHECK(c.n_layers == 8);
@@ -140,16 +138,7 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
   CHECK(c.rope_dims == 64);
   CHECK(c.rope_base == 10000.0);
 
-  const auto text = kvq::tools::detail::read_file_bytes(shared / "data/wikitext-2/test.txt");
   REQUIRE(text.size() >= 4096);
-  auto window = [&](int n, std::vector<int>& in, std::vector<int>& tgt) {
-    in.assign(1, kByteBos);
-    tgt.clear();
-    for (int i = 0; i < n; ++i) {
-      if (i + 1 < n) in.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-      tgt.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-    }
-  };
   ExactAttention exact(c.attention_shape(), 1024);
 #if defined(NDEBUG) && !defined(KVQ_SANITIZED_BUILD)
   constexpr int kChunkT = 48, kDumpT = 128;
@@ -159,7 +148,7 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
   std::vector<int> in, tgt;
 
   // Chunked evaluation equals token-by-token decoding.
-  window(kChunkT, in, tgt);
+  real->first_bytes(kChunkT, in, tgt);
   const auto one = model.nll(in, tgt, exact, 1);
   const auto chunked = model.nll(in, tgt, exact, 5);
   for (std::size_t i = 0; i < one.size(); ++i) REQUIRE(chunked[i] == Approx(one[i]).margin(2e-5));
@@ -170,7 +159,7 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
   if (std::filesystem::exists(kdump_path)) {
     const int T = kDumpT;
     RecordingAttention rec(exact, c.attention_shape(), T);
-    window(T, in, tgt);
+    real->first_bytes(T, in, tgt);
     (void)model.nll(in, tgt, rec, 64);
     const auto kd = kvq::tools::read_npy(kdump_path);
     REQUIRE(kd.shape == std::vector<std::size_t>{8, 2, 4096, 64});
@@ -194,7 +183,7 @@ TEST_CASE("wt2-byte-a: README NLL, chunking, and post-RoPE K dumps", "[examples]
 
 #if defined(NDEBUG) && !defined(KVQ_SANITIZED_BUILD)
   // README "Export check": first 1024 bytes of test.txt, [BOS] + bytes, 0.987380 nats/byte.
-  window(1024, in, tgt);
+  real->first_bytes(1024, in, tgt);
   const auto nll = model.nll(in, tgt, exact, 64);
   double sum = 0.0;
   for (double x : nll) sum += x;

@@ -6,10 +6,10 @@
 // and flat q2_1 is worse than q8_0.
 #include "kvq_test.hpp"
 #include "support/random_vector.hpp"
+#include "support/real_model.hpp"
 
 #include "cache_attention.hpp"
 #include "llama_model.hpp"
-#include "npy.hpp"
 
 #include <cmath>
 #include <random>
@@ -110,24 +110,11 @@ TEST_CASE("CacheAttention decoded readout agrees with the cache's attention kern
 }
 
 TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[examples][ppl_cache][model]") {
-  const auto model_file = kvq::test::shared_file("models/wt2-byte-a.gguf");
-  if (model_file.empty()) {
-    WARN("skipped: ../shared/models/wt2-byte-a.gguf not found (set KVQ_SHARED_DIR)");
-    return;
-  }
-  const auto shared = kvq::test::shared_dir();
-  const auto model = LlamaModel::load(model_file);
+  const auto real = kvq::test::load_real_model();
+  if (!real) return;
+  const auto& [model, text] = *real;
   const auto& c = model.config();
-  const auto text = kvq::tools::detail::read_file_bytes(shared / "data/wikitext-2/test.txt");
   REQUIRE(text.size() >= 1024);
-  auto window = [&](int n, std::vector<int>& in, std::vector<int>& tgt) {
-    in.assign(1, kByteBos);
-    tgt.clear();
-    for (int i = 0; i < n; ++i) {
-      if (i + 1 < n) in.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-      tgt.push_back(byte_token(text[static_cast<std::size_t>(i)]));
-    }
-  };
 #if defined(__SANITIZE_ADDRESS__)  // optimized ASan build (.ci: RelWithDebInfo): ~10x slower
   constexpr int kExactT = 128, kOrderT = 256;
   constexpr bool kReadme = false;
@@ -139,7 +126,7 @@ TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[exam
   constexpr bool kReadme = false;
 #endif
   std::vector<int> in, tgt;
-  window(kExactT, in, tgt);
+  real->first_bytes(kExactT, in, tgt);
   ExactAttention exact(c.attention_shape(), kExactT);
   CacheAttention f32(c.attention_shape(), kExactT, "k=f32,v=f32");
   const double nll_cache = mean(model.nll(in, tgt, f32, 64));
@@ -150,7 +137,7 @@ TEST_CASE("wt2-byte-a through kvq::Cache: README NLL and codec ordering", "[exam
   else
     WARN("1024-byte README NLL check through the cache runs in optimized, unsanitized builds only");
 
-  window(kOrderT, in, tgt);
+  real->first_bytes(kOrderT, in, tgt);
   const double base = mean(model.nll(in, tgt, exact, 64));
   CacheAttention q8(c.attention_shape(), kOrderT, "k=q8_0,v=q8_0"), q2(c.attention_shape(), kOrderT, "k=q2_1,v=q2_1");
   const double nll_q8 = mean(model.nll(in, tgt, q8, 64)), nll_q2 = mean(model.nll(in, tgt, q2, 64));

@@ -108,7 +108,7 @@ void check_tiles(const kvq::PerChannel<B>& c, const std::byte* tiles, std::size_
 }
 
 template <unsigned B>
-void check_all_shapes() {
+void check_all_pc_shapes() {
   kvq::Rng rng(31 + B);
   for (std::size_t g : {32u, 64u, 96u, 128u, 256u})
     for (std::size_t d : {8u, 64u, 128u, 256u}) {
@@ -126,7 +126,7 @@ void check_all_shapes() {
 
 TEMPLATE_TEST_CASE_SIG("kernels per-channel: scores and accumulate equal the reference on every target",
                        "[kernels][per_channel]", ((unsigned B), B), 2, 3, 4) {
-  const auto ran = kvq::test::for_each_target([] { check_all_shapes<B>(); });
+  const auto ran = kvq::test::for_each_target([] { check_all_pc_shapes<B>(); });
   kvq::test::require_targets_exercised(ran);
 }
 

@@ -95,7 +95,7 @@ void check_rows(const kvq::Turbo<B>& c, const std::byte* rows, std::size_t n, st
 
 // n rows encoded from random vectors of varied norms.
 template <unsigned B>
-std::vector<std::byte> encoded_rows(const kvq::Turbo<B>& c, std::size_t n, std::size_t misalign, kvq::Rng& rng) {
+std::vector<std::byte> encoded_turbo_rows(const kvq::Turbo<B>& c, std::size_t n, std::size_t misalign, kvq::Rng& rng) {
   std::vector<std::byte> bytes(misalign + n * c.bytes_per_tile());
   for (std::size_t t = 0; t < n; ++t) {
     std::vector<float> x = kvq::test::random_vector(rng, c.head_dim());
@@ -107,14 +107,14 @@ std::vector<std::byte> encoded_rows(const kvq::Turbo<B>& c, std::size_t n, std::
 }
 
 template <unsigned B>
-void check_all_shapes() {
+void check_all_turbo_shapes() {
   kvq::Rng rng(7 + B);
   for (std::size_t hd : {16u, 64u, 80u, 96u, 112u, 128u, 256u}) {
     const kvq::Turbo<B> c(hd);
     for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u})
       for (std::size_t n : {1u, 3u, 8u, 13u, 33u, 70u}) {
         const std::size_t misalign = (n_q + n + hd / 16) % 4;
-        const std::vector<std::byte> rows = encoded_rows(c, n, misalign, rng);
+        const std::vector<std::byte> rows = encoded_turbo_rows(c, n, misalign, rng);
         check_rows(c, rows.data() + misalign, n, n_q, misalign, rng);
       }
   }
@@ -124,7 +124,7 @@ void check_all_shapes() {
 
 TEMPLATE_TEST_CASE_SIG("kernels turbo: scores and accumulate equal the reference on every target",
                        "[kernels][turbo]", ((unsigned B), B), 2, 3, 4) {
-  const auto ran = kvq::test::for_each_target([] { check_all_shapes<B>(); });
+  const auto ran = kvq::test::for_each_target([] { check_all_turbo_shapes<B>(); });
   kvq::test::require_targets_exercised(ran);
 }
 

@@ -9,6 +9,7 @@
 // ThreadSanitizer (the KVQ_TSAN build, docs/RELIABILITY.md) to also catch races
 // that happen to produce the right numbers.
 #include "support/cache_fixtures.hpp"
+#include "support/same_bits.hpp"
 #include "support/segments.hpp"
 
 #include <atomic>
@@ -24,13 +25,11 @@ using kvq::test::random_tokens;
 // Layer 0 is read, layers 1..3 are written. A tile codec (pc4, G = 128) on
 // layers 0-2, row codecs on layer 3, a demotion tier, sinks and a rollback
 // reserve: every kind of stored state, and writers that demote while readers read.
-const ModelShape kShape = ModelShape::dense(4, 4, 2, 64, 4096);
-const char* kSpec = "k=pc4,v=q8_0,boundary=0+1:q8_0/q4_0,window=16,sinks=2,tier=160:q2_1/q2_1,rollback=4";
+const ModelShape kThreadsShape = ModelShape::dense(4, 4, 2, 64, 4096);
+const char* kThreadsSpec = "k=pc4,v=q8_0,boundary=0+1:q8_0/q4_0,window=16,sinks=2,tier=160:q2_1/q2_1,rollback=4";
 constexpr std::size_t kPrefill = 300, kReaders = 3, kRounds = 4, kBatches = 12;
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
+using kvq::test::same_bits;
 
 // Everything a reader computes from one layer with the const API.
 struct Reading {
@@ -45,7 +44,7 @@ struct Reading {
 };
 
 Reading read_layer(const Cache& c, std::size_t layer, const std::vector<float>& q) {
-  const std::size_t d = kShape.head_dim, nq = kShape.n_q_heads, n = c.length(layer);
+  const std::size_t d = kThreadsShape.head_dim, nq = kThreadsShape.n_q_heads, n = c.length(layer);
   Reading r{std::vector<float>(nq * d), std::vector<float>(4 * nq * d), std::vector<float>(n),
             std::vector<float>(d), {}, c.memory(layer)};
   c.attend(layer, q.data(), r.decode_out.data());
@@ -55,7 +54,7 @@ Reading read_layer(const Cache& c, std::size_t layer, const std::vector<float>& 
   for (std::size_t t = 0; t < n; ++t) w[t] = 1.0f / static_cast<float>(1 + t % 7);
   c.accumulate(layer, 1, w.data(), r.acc.data());
   for (StreamKind kind : {StreamKind::key, StreamKind::value})
-    for (std::size_t h = 0; h < kShape.n_kv_heads; ++h)
+    for (std::size_t h = 0; h < kThreadsShape.n_kv_heads; ++h)
       for (const auto& s : kvq::test::segments_of(c, layer, kind, h)) r.segment_tokens.push_back(s.n_tokens);
   return r;
 }
@@ -70,9 +69,9 @@ Writes make_writes(std::size_t layer) {
   Writes w;
   for (std::size_t b = 0; b < kBatches; ++b) {
     const std::size_t n = 1 + b % 9;
-    w.k.push_back(random_tokens(rng, n, kShape.n_kv_heads, kShape.head_dim));
-    w.v.push_back(random_tokens(rng, n, kShape.n_kv_heads, kShape.head_dim));
-    w.q.push_back(random_tokens(rng, 1, kShape.n_q_heads, kShape.head_dim));
+    w.k.push_back(random_tokens(rng, n, kThreadsShape.n_kv_heads, kThreadsShape.head_dim));
+    w.v.push_back(random_tokens(rng, n, kThreadsShape.n_kv_heads, kThreadsShape.head_dim));
+    w.q.push_back(random_tokens(rng, 1, kThreadsShape.n_q_heads, kThreadsShape.head_dim));
   }
   return w;
 }
@@ -80,20 +79,20 @@ Writes make_writes(std::size_t layer) {
 std::vector<std::vector<float>> apply_writes(Cache& c, std::size_t layer, const Writes& w) {
   std::vector<std::vector<float>> outs;
   for (std::size_t b = 0; b < w.k.size(); ++b) {
-    c.append(layer, w.k[b].size() / (kShape.n_kv_heads * kShape.head_dim), w.k[b].data(), w.v[b].data());
-    outs.emplace_back(kShape.n_q_heads * kShape.head_dim);
+    c.append(layer, w.k[b].size() / (kThreadsShape.n_kv_heads * kThreadsShape.head_dim), w.k[b].data(), w.v[b].data());
+    outs.emplace_back(kThreadsShape.n_q_heads * kThreadsShape.head_dim);
     c.attend(layer, w.q[b].data(), outs.back().data());
   }
   return outs;
 }
 
 Cache prefilled() {
-  Cache c(kShape, CacheSpec::parse(kSpec));
+  Cache c(kThreadsShape, CacheSpec::parse(kThreadsSpec));
   Rng rng(7);
-  for (std::size_t layer = 0; layer < kShape.n_layers; ++layer) {
+  for (std::size_t layer = 0; layer < kThreadsShape.n_layers; ++layer) {
     const std::size_t n = kPrefill + 37 * layer;
-    const auto k = random_tokens(rng, n, kShape.n_kv_heads, kShape.head_dim);
-    const auto v = random_tokens(rng, n, kShape.n_kv_heads, kShape.head_dim);
+    const auto k = random_tokens(rng, n, kThreadsShape.n_kv_heads, kThreadsShape.head_dim);
+    const auto v = random_tokens(rng, n, kThreadsShape.n_kv_heads, kThreadsShape.head_dim);
     c.append(layer, n, k.data(), v.data());
   }
   return c;
@@ -102,15 +101,15 @@ Cache prefilled() {
 
 TEST_CASE("threads: concurrent readers of one layer, writers on other layers", "[reliability][threads][cache]") {
   Rng rng(3);
-  const auto q = random_tokens(rng, 4, kShape.n_q_heads, kShape.head_dim);
+  const auto q = random_tokens(rng, 4, kThreadsShape.n_q_heads, kThreadsShape.head_dim);
   std::vector<Writes> writes;
-  for (std::size_t layer = 1; layer < kShape.n_layers; ++layer) writes.push_back(make_writes(layer));
+  for (std::size_t layer = 1; layer < kThreadsShape.n_layers; ++layer) writes.push_back(make_writes(layer));
 
   // Single thread: the reference reading, writer outputs and final cache.
   Cache expected = prefilled();
   const Reading reference = read_layer(expected, 0, q);
   std::vector<std::vector<std::vector<float>>> expected_outs;
-  for (std::size_t layer = 1; layer < kShape.n_layers; ++layer)
+  for (std::size_t layer = 1; layer < kThreadsShape.n_layers; ++layer)
     expected_outs.push_back(apply_writes(expected, layer, writes[layer - 1]));
 
   Cache cache = prefilled();
@@ -148,9 +147,9 @@ TEST_CASE("threads: concurrent readers of one layer, writers on other layers", "
 TEST_CASE("threads: concurrent const calls on every layer, and saves, of one cache", "[reliability][threads][cache]") {
   const Cache cache = prefilled();
   Rng rng(5);
-  const auto q = random_tokens(rng, 4, kShape.n_q_heads, kShape.head_dim);
+  const auto q = random_tokens(rng, 4, kThreadsShape.n_q_heads, kThreadsShape.head_dim);
   std::vector<Reading> reference;
-  for (std::size_t layer = 0; layer < kShape.n_layers; ++layer) reference.push_back(read_layer(cache, layer, q));
+  for (std::size_t layer = 0; layer < kThreadsShape.n_layers; ++layer) reference.push_back(read_layer(cache, layer, q));
   const auto saved = snapshot_bytes(cache);
 
   std::atomic<int> mismatches{0}, errors{0};
@@ -159,8 +158,8 @@ TEST_CASE("threads: concurrent const calls on every layer, and saves, of one cac
     pool.emplace_back([&, t] {
       try {
         for (std::size_t round = 0; round < kRounds; ++round) {
-          for (std::size_t i = 0; i < kShape.n_layers; ++i) {
-            const std::size_t layer = (i + t) % kShape.n_layers;  // threads start on different layers
+          for (std::size_t i = 0; i < kThreadsShape.n_layers; ++i) {
+            const std::size_t layer = (i + t) % kThreadsShape.n_layers;  // threads start on different layers
             if (!(read_layer(cache, layer, q) == reference[layer])) ++mismatches;
           }
           if (t % 2 && snapshot_bytes(cache) != saved) ++mismatches;

@@ -6,6 +6,7 @@
 // encode path (a codec does not know which it stores), so "in K" and "in V"
 // are one test; Q only meets the codecs through prepare_query/scores.
 #include "kvq_test.hpp"
+#include "support/same_bits.hpp"
 
 #include <kvq/codec/registry.hpp>
 #include <kvq/core/rng.hpp>
@@ -62,7 +63,7 @@ bool reproduces_constants(std::string_view codec_name) {
 bool all_finite(const std::vector<float>& v) {
   return std::all_of(v.begin(), v.end(), [](float f) { return std::isfinite(f); });
 }
-bool same_bits(float a, float b) { return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b); }
+using kvq::test::same_bits;
 
 }  // namespace
 

@@ -23,8 +23,8 @@ using namespace kvq;
 using kvq::test::random_tokens;
 using kvq::test::snap;
 
-const ModelShape kShape = ModelShape::dense(2, 4, 2, 32, 4096);
-const char* kSpec = "k=q4_1,v=q8_0,window=16,sinks=2,tier=100:q2_1/q2_1,rollback=4";
+const ModelShape kPoolShape = ModelShape::dense(2, 4, 2, 32, 4096);
+const char* kPoolSpec = "k=q4_1,v=q8_0,window=16,sinks=2,tier=100:q2_1/q2_1,rollback=4";
 constexpr std::size_t kThreads = 3, kSteps = 60, kPrefix = 500;
 
 struct Step {
@@ -38,8 +38,8 @@ std::vector<Step> make_steps(std::size_t t) {
   for (std::size_t i = 0; i < kSteps; ++i) {
     Step s;
     s.n = i % 7 == 6 ? 0 : 1 + i % 5;
-    s.k = random_tokens(rng, std::max<std::size_t>(1, s.n), kShape.n_kv_heads, kShape.head_dim);
-    s.v = random_tokens(rng, std::max<std::size_t>(1, s.n), kShape.n_kv_heads, kShape.head_dim);
+    s.k = random_tokens(rng, std::max<std::size_t>(1, s.n), kPoolShape.n_kv_heads, kPoolShape.head_dim);
+    s.v = random_tokens(rng, std::max<std::size_t>(1, s.n), kPoolShape.n_kv_heads, kPoolShape.head_dim);
     steps.push_back(std::move(s));
   }
   return steps;
@@ -47,12 +47,12 @@ std::vector<Step> make_steps(std::size_t t) {
 
 // Applies one step to at most `layers` layers; returns the layers (calls) the
 // budget admitted: a refused call changes nothing, the ones before it stay.
-std::size_t apply(Cache& c, const Step& s, std::size_t layers = kShape.n_layers) {
+std::size_t apply(Cache& c, const Step& s, std::size_t layers = kPoolShape.n_layers) {
   std::size_t done = 0;
   try {
     if (s.n == 0) {
       c.truncate(c.length(0) >= 3 ? c.length(0) - 3 : 0);
-      done = kShape.n_layers;
+      done = kPoolShape.n_layers;
     } else {
       for (; done < layers; ++done) c.append(done, s.n, s.k.data(), s.v.data());
     }
@@ -64,16 +64,16 @@ std::size_t apply(Cache& c, const Step& s, std::size_t layers = kShape.n_layers)
 
 void prefill(Cache& c) {
   Rng rng(9);
-  const auto k = random_tokens(rng, kPrefix, kShape.n_kv_heads, kShape.head_dim);
-  const auto v = random_tokens(rng, kPrefix, kShape.n_kv_heads, kShape.head_dim);
-  for (std::size_t l = 0; l < kShape.n_layers; ++l) c.append(l, kPrefix, k.data(), v.data());
+  const auto k = random_tokens(rng, kPrefix, kPoolShape.n_kv_heads, kPoolShape.head_dim);
+  const auto v = random_tokens(rng, kPrefix, kPoolShape.n_kv_heads, kPoolShape.head_dim);
+  for (std::size_t l = 0; l < kPoolShape.n_layers; ++l) c.append(l, kPrefix, k.data(), v.data());
 }
 }  // namespace
 
 TEST_CASE("threads: pool sequences sharing a prefix and a budget, on different threads",
           "[reliability][threads][pool]") {
   for (std::size_t budget : {std::size_t{64} << 20, std::size_t{900} << 10}) {
-    CachePool pool(kShape, CacheSpec::parse(kSpec), budget);
+    CachePool pool(kPoolShape, CacheSpec::parse(kPoolSpec), budget);
     const auto parent = pool.create();
     prefill(pool.sequence(parent));
     const auto parent_bytes = snap(pool.sequence(parent));
@@ -88,7 +88,7 @@ TEST_CASE("threads: pool sequences sharing a prefix and a budget, on different t
     for (std::size_t t = 0; t < kThreads; ++t)
       threads.emplace_back([&, t] {
         try {
-          std::vector<float> q(kShape.n_q_heads * kShape.head_dim, 0.25f), out(q.size());
+          std::vector<float> q(kPoolShape.n_q_heads * kPoolShape.head_dim, 0.25f), out(q.size());
           for (const Step& s : steps[t]) {
             Cache& c = pool.sequence(own[t]);
             applied[t].push_back(apply(c, s));
@@ -108,7 +108,7 @@ TEST_CASE("threads: pool sequences sharing a prefix and a budget, on different t
       });
     threads.emplace_back([&] {  // reads and forks the shared parent
       try {
-        std::vector<float> q(kShape.n_q_heads * kShape.head_dim, 0.5f), out(q.size());
+        std::vector<float> q(kPoolShape.n_q_heads * kPoolShape.head_dim, 0.5f), out(q.size());
         const CachePool::SequenceId ids[] = {parent};
         const float* qp[] = {q.data()};
         float* op[] = {out.data()};
@@ -132,7 +132,7 @@ TEST_CASE("threads: pool sequences sharing a prefix and a budget, on different t
     CHECK(parent_changed.load() == 0);
     // Each sequence equals an independent cache given the steps that were admitted.
     for (std::size_t t = 0; t < kThreads; ++t) {
-      Cache oracle(kShape, CacheSpec::parse(kSpec));
+      Cache oracle(kPoolShape, CacheSpec::parse(kPoolSpec));
       prefill(oracle);
       for (std::size_t i = 0; i < kSteps; ++i)
         if (applied[t][i]) REQUIRE(apply(oracle, steps[t][i], applied[t][i]) == applied[t][i]);

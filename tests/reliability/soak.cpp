@@ -33,7 +33,7 @@ using namespace kvq;
 constexpr std::size_t kDim = 64, kBits = 20, kLayers = 2, kKvHeads = 2, kQHeads = 4;
 constexpr std::size_t kSinks = 4, kWindow = 64, kTier1 = 512, kTier2 = 8192;
 // Layer 0 is a boundary layer (q8_0); layer 1 uses q4_1. Tiers: q4_1/q4_0, then q2_1.
-const char* kSpec = "k=q4_1,v=q4_1,boundary=1+0:q8_0/q8_0,window=64,sinks=4,tier=512:q4_1/q4_0,tier=8192:q2_1/q2_1";
+const char* kSoakSpec = "k=q4_1,v=q4_1,boundary=1+0:q8_0/q8_0,window=64,sinks=4,tier=512:q4_1/q4_0,tier=8192:q2_1/q2_1";
 
 std::uint32_t mask(StreamKind kind, std::size_t layer, std::size_t head) {
   return static_cast<std::uint32_t>((kind == StreamKind::key ? 0x5A5A5u : 0xC3C3Cu) ^ (layer * 0x11111u) ^ (head * 0x0F0F0u)) &
@@ -220,7 +220,7 @@ void grow(Soak& s, std::size_t& length, std::size_t until, std::size_t checkpoin
 }
 
 void soak(std::size_t n_tokens, std::size_t checkpoint) {
-  Cache cache(kSoakShape, CacheSpec::parse(kSpec));
+  Cache cache(kSoakShape, CacheSpec::parse(kSoakSpec));
   Soak s{kSoakShape, cache};
   Rng rng(2024);
   std::size_t length = 0;
@@ -235,7 +235,7 @@ void soak(std::size_t n_tokens, std::size_t checkpoint) {
 // then a fifth sequence grows until the budget refuses it, which changes none
 // of the four.
 void pooled_soak(std::size_t n, std::size_t checkpoint) {
-  const CacheSpec spec = CacheSpec::parse(kSpec);
+  const CacheSpec spec = CacheSpec::parse(kSoakSpec);
   // Room for four unshared caches at 3n/4 tokens plus a page per segment and head each.
   const std::size_t budget = 4 * (plan_memory(kSoakShape, spec, 3 * n / 4).total.total_bytes() + (std::size_t{2} << 20));
   CachePool pool(kSoakShape, spec, budget);

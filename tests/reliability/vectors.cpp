@@ -6,6 +6,7 @@
 // head_dim 64 and 128 (a new codec must regenerate them), and the parser
 // itself rejects a damaged file.
 #include "kvq_test.hpp"
+#include "support/same_bits.hpp"
 
 #include <kvq/codec/registry.hpp>
 
@@ -110,9 +111,7 @@ VectorFile parse(std::istream& in) {
   return f;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
+using kvq::test::same_bits;
 
 }  // namespace
 

@@ -11,14 +11,14 @@
 
 namespace {
 
-kvq::tools::KvDumps synthetic(std::size_t L, std::size_t HQ, std::size_t HK, std::size_t T, std::size_t D) {
+kvq::tools::KvDumps eval_dumps(std::size_t L, std::size_t HQ, std::size_t HK, std::size_t T, std::size_t D) {
   return kvq::test::synthetic_dumps(L, HQ, HK, T, D, 5);
 }
 
 }  // namespace
 
 TEST_CASE("kvq eval metrics on a synthetic dump", "[tools][eval]") {
-  const auto d = synthetic(2, 4, 2, 160, 32);
+  const auto d = eval_dumps(2, 4, 2, 160, 32);
   kvq::tools::EvalOptions opt;
   opt.stride = 8;
   const auto exact = kvq::tools::evaluate_cache(d, kvq::CacheSpec::parse("k=f32,v=f32"), opt);

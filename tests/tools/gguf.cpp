@@ -92,7 +92,7 @@ void put_u64(Bytes& b, std::size_t at, std::uint64_t v) {
   for (int i = 0; i < 8; ++i) b[at + i] = static_cast<unsigned char>((v >> (8 * i)) & 0xFF);
 }
 
-kvq::Errc error_of(const Bytes& b) {
+kvq::Errc gguf_error_of(const Bytes& b) {
   try {
     (void)GgufFile::from_bytes(b, "tiny");
   } catch (const kvq::Error& e) {
@@ -177,44 +177,44 @@ TEST_CASE("GGUF reader refuses truncated and hostile files", "[tools][gguf]") {
 
   // Every truncation is refused (the last tensor ends exactly at the end of the file).
   for (std::size_t n = 0; n < t.bytes.size(); ++n)
-    REQUIRE(error_of(Bytes(t.bytes.begin(), t.bytes.begin() + static_cast<std::ptrdiff_t>(n))) == Errc::corrupt_data);
+    REQUIRE(gguf_error_of(Bytes(t.bytes.begin(), t.bytes.begin() + static_cast<std::ptrdiff_t>(n))) == Errc::corrupt_data);
 
   auto patched = [&](std::size_t at, std::uint64_t v) {
     Bytes b = t.bytes;
     put_u64(b, at, v);
     return b;
   };
-  CHECK(error_of(patched(t.kv_count_at, 1ull << 62)) == Errc::corrupt_data);
-  CHECK(error_of(patched(t.tensor_count_at, ~0ull)) == Errc::corrupt_data);
-  CHECK(error_of(patched(t.first_string_len_at, ~0ull)) == Errc::corrupt_data);
-  CHECK(error_of(patched(t.first_string_len_at, 1ull << 40)) == Errc::corrupt_data);
-  CHECK(error_of(patched(t.array_len_at, 1ull << 61)) == Errc::corrupt_data);
-  CHECK(error_of(patched(t.first_dim_at, 1ull << 50)) == Errc::corrupt_data);
-  CHECK(error_of(patched(t.first_dim_at, 0)) == Errc::corrupt_data);
-  CHECK(error_of(patched(t.first_dim_at, 3000)) == Errc::corrupt_data);  // extends past the file
-  CHECK(error_of(patched(t.first_offset_at, 32)) == Errc::corrupt_data);  // misaligned for 64
-  CHECK(error_of(patched(t.first_offset_at, 1ull << 63)) == Errc::corrupt_data);
-  CHECK(error_of(patched(t.first_offset_at, ~0ull - 63)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.kv_count_at, 1ull << 62)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.tensor_count_at, ~0ull)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.first_string_len_at, ~0ull)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.first_string_len_at, 1ull << 40)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.array_len_at, 1ull << 61)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.first_dim_at, 1ull << 50)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.first_dim_at, 0)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.first_dim_at, 3000)) == Errc::corrupt_data);  // extends past the file
+  CHECK(gguf_error_of(patched(t.first_offset_at, 32)) == Errc::corrupt_data);  // misaligned for 64
+  CHECK(gguf_error_of(patched(t.first_offset_at, 1ull << 63)) == Errc::corrupt_data);
+  CHECK(gguf_error_of(patched(t.first_offset_at, ~0ull - 63)) == Errc::corrupt_data);
 
   Bytes b = t.bytes;
   b[t.first_type_at] = 77;  // unknown ggml type
-  CHECK(error_of(b) == Errc::corrupt_data);
+  CHECK(gguf_error_of(b) == Errc::corrupt_data);
   b = t.bytes;
   b[0] = 'X';
-  CHECK(error_of(b) == Errc::corrupt_data);
+  CHECK(gguf_error_of(b) == Errc::corrupt_data);
   b = t.bytes;
   b[4] = 1;  // GGUF v1 uses 32-bit counts: not supported
-  CHECK(error_of(b) == Errc::corrupt_data);
+  CHECK(gguf_error_of(b) == Errc::corrupt_data);
   b = t.bytes;
   b[t.first_string_len_at + 8 + 20] = 99;  // value type of general.architecture
-  CHECK(error_of(b) == Errc::corrupt_data);
+  CHECK(gguf_error_of(b) == Errc::corrupt_data);
   // Duplicate metadata key: rename the key "t.i8" to "t.u8".
   b = t.bytes;
   const std::string needle = "t.i8";
   auto it = std::search(b.begin(), b.end(), needle.begin(), needle.end());
   REQUIRE(it != b.end());
   *(it + 2) = 'u';
-  CHECK(error_of(b) == Errc::corrupt_data);
+  CHECK(gguf_error_of(b) == Errc::corrupt_data);
 
   // Byte flips anywhere in the header never crash: either refused or parsed.
   int refused = 0;

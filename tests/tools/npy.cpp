@@ -43,7 +43,7 @@ Bytes halves(const std::vector<std::uint16_t>& h) {
   return b;
 }
 
-kvq::Errc error_of(const Bytes& b) {
+kvq::Errc npy_error_of(const Bytes& b) {
   try {
     (void)parse_npy(b, "test");
   } catch (const kvq::Error& e) {
@@ -137,45 +137,45 @@ TEST_CASE("npy readers refuse truncated, foreign and hostile files", "[tools][np
 
   // Truncated anywhere: preamble, header or data.
   for (std::size_t n : {std::size_t{0}, std::size_t{5}, std::size_t{9}, std::size_t{20}, ok.size() - 1})
-    CHECK(error_of(Bytes(ok.begin(), ok.begin() + static_cast<std::ptrdiff_t>(n))) == Errc::corrupt_data);
+    CHECK(npy_error_of(Bytes(ok.begin(), ok.begin() + static_cast<std::ptrdiff_t>(n))) == Errc::corrupt_data);
   // Trailing garbage: data size no longer matches the shape.
   Bytes longer = ok;
   longer.push_back(0);
-  CHECK(error_of(longer) == Errc::corrupt_data);
+  CHECK(npy_error_of(longer) == Errc::corrupt_data);
   // Foreign files.
   const std::string png = "\x89PNG\r\n\x1a\n0000000000";
-  CHECK(error_of(Bytes(png.begin(), png.end())) == Errc::corrupt_data);
+  CHECK(npy_error_of(Bytes(png.begin(), png.end())) == Errc::corrupt_data);
   Bytes v9 = ok;
   v9[6] = 9;
-  CHECK(error_of(v9) == Errc::corrupt_data);
+  CHECK(npy_error_of(v9) == Errc::corrupt_data);
   // Header length larger than the file (v1 and v2 with a 4 GiB claim).
   Bytes hl = ok;
   hl[8] = 0xFF;
   hl[9] = 0xFF;
-  CHECK(error_of(hl) == Errc::corrupt_data);
+  CHECK(npy_error_of(hl) == Errc::corrupt_data);
   Bytes hl2 = make_npy(2, good, payload);
   hl2[8] = hl2[9] = hl2[10] = hl2[11] = 0xFF;
-  CHECK(error_of(hl2) == Errc::corrupt_data);
+  CHECK(npy_error_of(hl2) == Errc::corrupt_data);
   // Shapes whose product overflows or exceeds the file: no allocation, a clear error.
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }", payload)) ==
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }", payload)) ==
         Errc::corrupt_data);
-  CHECK(error_of(make_npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }", payload)) ==
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }", payload)) ==
         Errc::corrupt_data);
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (99999999999999999999999,), }", payload)) ==
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (99999999999999999999999,), }", payload)) ==
         Errc::corrupt_data);
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3), }", halves({1, 2, 3}))) ==
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3), }", halves({1, 2, 3}))) ==
         Errc::corrupt_data);
   // Malformed dictionaries.
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False}", payload)) == Errc::corrupt_data);
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': Maybe, 'shape': (6,)}", payload)) == Errc::corrupt_data);
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (-6,)}", payload)) == Errc::corrupt_data);
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (6,), 'x': 1}", payload)) == Errc::corrupt_data);
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (6,)", payload)) == Errc::corrupt_data);
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (6,)} junk", payload)) == Errc::corrupt_data);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False}", payload)) == Errc::corrupt_data);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': Maybe, 'shape': (6,)}", payload)) == Errc::corrupt_data);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (-6,)}", payload)) == Errc::corrupt_data);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (6,), 'x': 1}", payload)) == Errc::corrupt_data);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (6,)", payload)) == Errc::corrupt_data);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (6,)} junk", payload)) == Errc::corrupt_data);
   // Valid .npy that this reader does not serve.
-  CHECK(error_of(make_npy(1, "{'descr': '>f2', 'fortran_order': False, 'shape': (6,), }", payload)) == Errc::unsupported);
-  CHECK(error_of(make_npy(1, "{'descr': '<i2', 'fortran_order': False, 'shape': (6,), }", payload)) == Errc::unsupported);
-  CHECK(error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': True, 'shape': (2, 3), }", payload)) == Errc::unsupported);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '>f2', 'fortran_order': False, 'shape': (6,), }", payload)) == Errc::unsupported);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<i2', 'fortran_order': False, 'shape': (6,), }", payload)) == Errc::unsupported);
+  CHECK(npy_error_of(make_npy(1, "{'descr': '<f2', 'fortran_order': True, 'shape': (2, 3), }", payload)) == Errc::unsupported);
 
   // A missing file is an I/O error.
   try {

@@ -17,7 +17,7 @@ namespace {
 
 namespace kt = kvq::tools;
 
-kt::KvDumps synthetic(std::size_t L, std::size_t HQ, std::size_t HK, std::size_t T, std::size_t D) {
+kt::KvDumps probe_dumps(std::size_t L, std::size_t HQ, std::size_t HK, std::size_t T, std::size_t D) {
   return kvq::test::synthetic_dumps(L, HQ, HK, T, D, 7);
 }
 
@@ -54,7 +54,7 @@ double independent_mass(const kt::KvDumps& d, const kt::Probe& p, std::size_t co
 }  // namespace
 
 TEST_CASE("retrieval contexts: every key once, the layer's own stream newest", "[tools][retrieval]") {
-  const auto d = synthetic(3, 4, 2, 300, 16);
+  const auto d = probe_dumps(3, 4, 2, 300, 16);
   const std::size_t N = 1000;
   for (std::size_t L = 0; L < 3; ++L)
     for (std::size_t h = 0; h < 2; ++h) {
@@ -85,7 +85,7 @@ TEST_CASE("retrieval contexts: every key once, the layer's own stream newest", "
 }
 
 TEST_CASE("retrieval probes: beta calibration hits the requested exact mass", "[tools][retrieval]") {
-  const auto d = synthetic(2, 4, 2, 600, 32);
+  const auto d = probe_dumps(2, 4, 2, 600, 32);
   const auto opt = small_options();
   const auto pr = kt::make_probes(d, opt);
   REQUIRE(pr.probes.size() == 2 * 4 * 3 * 8);
@@ -138,7 +138,7 @@ TEST_CASE("retrieval probes: beta calibration hits the requested exact mass", "[
 }
 
 TEST_CASE("retrieval probes through caches: exact storage is exact, 2-bit loses old needles", "[tools][retrieval]") {
-  const auto d = synthetic(2, 4, 2, 600, 32);
+  const auto d = probe_dumps(2, 4, 2, 600, 32);
   const auto opt = small_options();
   const auto pr = kt::make_probes(d, opt);
   const auto all = [](const kt::Probe&) { return true; };
@@ -180,7 +180,7 @@ TEST_CASE("retrieval probes through caches: exact storage is exact, 2-bit loses 
 }
 
 TEST_CASE("retrieval probes with mentions: heavy hitters keep the needles that were asked about", "[tools][retrieval][heavy]") {
-  const auto d = synthetic(2, 4, 2, 600, 32);
+  const auto d = probe_dumps(2, 4, 2, 600, 32);
   auto opt = small_options();
   const auto plain = kt::make_probes(d, opt);
   opt.observe_every = 8;
