@@ -136,16 +136,18 @@ class Cache {
   void attend(std::size_t layer, std::size_t n_pos, const float* q, float* out, kernels::ThreadPool& pool,
               std::optional<float> scale = std::nullopt) const;
 
-  // Whether attend scores uniform-format keys (q8_0, q4_0, q4_1, q3_1, q2_1)
-  // with int8-quantized
-  // queries (on by default): each query is rounded to int8 per block of 32
-  // values once per call and scored with integer dot products. The score
-  // error is bounded per key by sum_b (d_b / 2) sum_j |k_j - m_b| (d_b: the
-  // query block's step max|q|/127, m_b: the key block's minimum; the rule and
-  // bound are in reference/int8_query.hpp and docs/FORMATS.md). Off, attend
-  // scores with f32 queries like kernels::scores. A run-time setting of this
-  // object (not part of the spec, not saved in snapshots, copied with it);
-  // do not change it while another thread attends.
+  // Whether attend scores keys with int8-quantized queries (on by default):
+  // uniform-format keys (q8_0, q4_0, q4_1, q3_1, q2_1), turbo keys (their
+  // codebook rounded to int8 once per codec) and per-channel keys (the query
+  // folded with the channel scales, quantized per tile), head_dim a multiple
+  // of 32 (pc tiles of 64/128 tokens); other keys keep f32 queries. Each query
+  // is rounded to int8 per block of 32 values and scored with integer dot
+  // products. The score error bounds per format (uniform: sum_b (d_b / 2)
+  // sum_j |k_j - m_b|, d_b the query block's step max|q|/127, m_b the key
+  // block's minimum) are in reference/int8_query.hpp and docs/FORMATS.md.
+  // Off, attend scores with f32 queries like kernels::scores. A run-time
+  // setting of this object (not part of the spec, not saved in snapshots,
+  // copied with it); do not change it while another thread attends.
   void set_int8_scores(bool on) noexcept { int8_scores_ = on; }
   bool int8_scores() const noexcept { return int8_scores_; }
 
@@ -154,8 +156,8 @@ class Cache {
   // times a block's scale to bf16 (relative error <= 2^-8 per product, codes
   // exact; AVX512_BF16 CPUs only, elsewhere f32), ValueProducts::int8 to a
   // multiple of 1/127 of the largest such product of 32 rows (AVX512-VNNI
-  // kernels only; q8_0 values too). Contracts: kernels/dispatch.hpp, docs/FORMATS.md. A
-  // run-time setting like set_int8_scores.
+  // kernels only; q8_0 and turbo values too). Contracts: kernels/dispatch.hpp,
+  // docs/FORMATS.md. A run-time setting like set_int8_scores.
   void set_value_products(ValueProducts p) noexcept { value_products_ = p; }
   ValueProducts value_products() const noexcept { return value_products_; }
 
