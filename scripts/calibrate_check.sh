@@ -17,7 +17,7 @@
 #
 #   BITS=3.0 scripts/calibrate_check.sh > calibrated.md
 set -euo pipefail
-source "$(dirname "$0")/eval_tools.sh"  # ROOT, BUILD, PPL, KVQ
+source "$(dirname "$0")/eval_tools.sh"  # ROOT, BUILD, PPL, KVQ; result_of, field
 BITS=${BITS:-3.0}
 WINDOW=${WINDOW:-128}
 SINKS=${SINKS:-4}
@@ -64,17 +64,6 @@ for r in "${ROWS[@]}"; do
 done
 
 KEYS=$OUT/key-tokens.txt
-result_of() {  # spec -> cached "result ..." line
-  local spec=$1 file="$OUT/ppl-$(echo "$1" | md5sum | cut -c1-12).txt"
-  if ! grep -q '^result ' "$file" 2>/dev/null; then
-    echo "calibrate_check.sh: kvq-ppl $spec" >&2
-    "$PPL" --spec "$spec" --windows "$WINDOWS" --ctx 4096 --readout decoded --baseline skip --key-tokens "$KEYS" \
-      > "$file.tmp"
-    mv "$file.tmp" "$file"
-  fi
-  grep '^result ' "$file"
-}
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$2"; }
 for s in "${SPECS[@]}"; do result_of "$s" > /dev/null; done
 base_nll=$(field nll "$(result_of k=f32,v=f32)")
 printf '%s\n' "${SPECS[@]}" > "$OUT/specs.txt"
