@@ -77,12 +77,9 @@ fi
 echo "Budget $BITS bits/value at 32K tokens (Llama-3.2-3B heads and head_dim on 8 layers), window $WINDOW, sinks $SINKS."
 echo "Key tokens: kvq-ppl, $WINDOWS x 4096 bytes of WikiText-2 test. Needle mass: kvq eval --retrieval, exact mass 0.6, needle mass / exact, mean (10th percentile) over 128 probes per age bucket."
 echo
-ages=$(awk -F'\t' 'NR > 1 && $6 == "all" && $3 == 0.6 {print $4 "-" $5 - 1}' "$OUT/retrieval.tsv" | awk '!seen[$0]++' | tr '\n' ' ')
-printf '| sensitivity | candidate | spec | bits/value | key-token change vs FP32 (± 1 s.e.) | all-token change |'
-for a in $ages; do printf ' age %s |' "$a"; done
-printf '\n|---|---|---|---|---|---|'
-for a in $ages; do printf -- '---|'; done
-printf '\n'
+age_header "$OUT/retrieval.tsv" sensitivity candidate spec "bits/value" "key-token change vs FP32 (± 1 s.e.)" \
+  "all-token change"
+ages=$(probe_ages "$OUT/retrieval.tsv")
 for r in "${ROWS[@]}"; do
   src=${r%% *} rest=${r#* } label=${rest%%|*} spec=${r#*|}
   res=$(result_of "$spec")

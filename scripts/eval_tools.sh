@@ -23,3 +23,18 @@ result_of() {
   grep '^result ' "$file"
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$2"; }
+
+# probe_ages TSV: the age buckets (LO-HI) of a `kvq eval --retrieval --out` TSV, in order.
+probe_ages() { awk -F'\t' 'NR > 1 && $6 == "all" && $3 == 0.6 {print $4 "-" $5 - 1}' "$1" | awk '!seen[$0]++' | tr '\n' ' '; }
+# age_header TSV COLUMN...: a markdown table header, the given columns then one per age bucket.
+age_header() {
+  local tsv=$1 a
+  shift
+  printf '|'
+  printf ' %s |' "$@"
+  for a in $(probe_ages "$tsv"); do printf ' age %s |' "$a"; done
+  printf '\n|'
+  printf -- '---|%.0s' "$@"
+  for a in $(probe_ages "$tsv"); do printf -- '---|'; done
+  printf '\n'
+}

@@ -17,16 +17,11 @@
 #
 #   BUILD=build WINDOWS=3 scripts/heavy_check.sh > heavy.md
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${BUILD:-$ROOT/build}
+source "$(dirname "$0")/eval_tools.sh"  # ROOT, BUILD, PPL, KVQ; result_of, field, age_header
 WINDOWS=${WINDOWS:-3}
 OUT=${OUT:-$BUILD/heavy-check}
 SPECS_FILE=${SPECS_FILE:-$ROOT/docs/heavy-specs.txt}
-PPL=$BUILD/examples/llama/kvq-ppl
-KVQ=$BUILD/tools/kvq/kvq
-for exe in "$PPL" "$KVQ"; do
-  [[ -x $exe ]] || { echo "heavy_check.sh: $exe not built (cmake --build $BUILD --target kvq-ppl kvq_cli)" >&2; exit 1; }
-done
+READOUT=kernel  # Cache::attend at every token: how heavy hitters are found
 mkdir -p "$OUT"
 mapfile -t SPECS < <(grep -v '^\s*$' "$SPECS_FILE")
 
@@ -46,17 +41,6 @@ probe mentioned --observe 16 --mention-age 48
 probe observed --observe 16
 
 KEYS=$OUT/key-tokens.txt
-result_of() {  # spec -> cached "result ..." line
-  local spec=$1 file="$OUT/ppl-$(echo "$1" | md5sum | cut -c1-12).txt"
-  if ! grep -q '^result ' "$file" 2>/dev/null; then
-    echo "heavy_check.sh: kvq-ppl $spec" >&2
-    "$PPL" --spec "$spec" --windows "$WINDOWS" --ctx 4096 --readout kernel --baseline skip --key-tokens "$KEYS" \
-      > "$file.tmp"
-    mv "$file.tmp" "$file"
-  fi
-  grep '^result ' "$file"
-}
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$2"; }
 t0=$SECONDS
 base=$(result_of k=f32,v=f32)
 for s in "${SPECS[@]}"; do result_of "$s" > /dev/null; done
@@ -67,12 +51,7 @@ echo "Needle mass through the cache / exact at exact mass 0.6, mean (10th percen
 echo "\"mentioned\": each probe's query also attended once when its needle was 48 tokens old; \"not mentioned\": only the"
 echo "real queries attended (every 16th step). Key tokens: kvq-ppl, $WINDOWS x 4096 bytes of WikiText-2 test, Cache::attend."
 echo
-ages=$(awk -F'\t' 'NR > 1 && $6 == "all" && $3 == 0.6 {print $4 "-" $5 - 1}' "$OUT/mentioned.tsv" | awk '!seen[$0]++')
-printf '| spec | bits/value | key-token change vs FP32 (± 1 s.e.) | probe |'
-for a in $ages; do printf ' age %s |' "$a"; done
-printf '\n|---|---|---|---|'
-for a in $ages; do printf -- '---|'; done
-printf '\n'
+age_header "$OUT/mentioned.tsv" spec "bits/value" "key-token change vs FP32 (± 1 s.e.)" probe
 for given in "${SPECS[@]}"; do
   res=$(result_of "$given")
   # The probe's TSV names specs in canonical form (CacheSpec::to_string, as kvq plan prints it).
