@@ -330,15 +330,19 @@ struct WeightCodes {
     for (std::size_t g = 0; g < G; ++g) {
       const __m512 p0 = _mm512_mul_ps(wl[g][0], fl.d[0].raw), p1 = _mm512_mul_ps(wl[g][1], fl.d[1].raw);
       const float amax = wmax[g] * dmax;
-      // NaN or Inf: the block's result is NaN (codes 0, step NaN).
+      // NaN or Inf: the block's result is NaN (step NaN; the codes, narrowed, 0).
       const bool finite = amax <= std::numeric_limits<float>::max();
       const float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
       step[g] = finite ? amax / 127.0f : std::numeric_limits<float>::quiet_NaN();
       const __m512i c0 = _mm512_cvtps_epi32(_mm512_mul_ps(p0, _mm512_set1_ps(inv)));
       const __m512i c1 = _mm512_cvtps_epi32(_mm512_mul_ps(p1, _mm512_set1_ps(inv)));
-      _mm_store_si128(reinterpret_cast<__m128i*>(qw[g]), _mm512_cvtepi32_epi8(c0));
-      _mm_store_si128(reinterpret_cast<__m128i*>(qw[g] + 16), _mm512_cvtepi32_epi8(c1));
-      bias[g] = -Fmt::kInt8Bias * _mm512_reduce_add_epi32(_mm512_add_epi32(c0, c1));
+      const __m128i q0 = _mm512_cvtepi32_epi8(c0), q1 = _mm512_cvtepi32_epi8(c1);
+      _mm_store_si128(reinterpret_cast<__m128i*>(qw[g]), q0);
+      _mm_store_si128(reinterpret_cast<__m128i*>(qw[g] + 16), q1);
+      // The bias sums the codes as stored: a NaN product converts to INT_MIN,
+      // which the narrowing makes 0 (and whose 32-bit sum would overflow).
+      bias[g] = -Fmt::kInt8Bias *
+                _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_cvtepi8_epi32(q0), _mm512_cvtepi8_epi32(q1)));
       msum[g] = Fmt::kInt8Min ? fl.MinSum(VF{wl[g][0]}, VF{wl[g][1]}) : 0.0f;
     }
   }
