@@ -3,7 +3,7 @@
 // queries equal the scalar reference's codes bit for bit, the scores equal the
 // int8 reference up to f32 summation order and the f32 scores within the
 // accuracy contract of kvq/reference/int8_query.hpp, over odd row counts, GQA
-// groups 1..8, odd block counts, unaligned pointers and hostile bytes.
+// groups 1..11, odd block counts, unaligned pointers and hostile bytes.
 #include "kvq_test.hpp"
 #include "support/int8_queries.hpp"
 #include "support/random_vector.hpp"
@@ -160,8 +160,10 @@ TEMPLATE_TEST_CASE("kernels int8: scores equal the int8 reference and keep the f
     kvq::Rng rng(20261201);
     for (std::size_t hd : {32u, 64u, 96u, 128u, 256u}) {
       const TestType c(hd);
-      for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u})
-        for (std::size_t n : {1u, 3u, 7u, 8u, 12u, 33u})
+      // 16-row token-lane chunks (AVX-512, groups of 2+) with and without a
+      // tail, and a group over 8 queries (two query chunks).
+      for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u, 11u})
+        for (std::size_t n : {1u, 3u, 7u, 8u, 12u, 33u, 48u})
           check_scores_shape(c, n_q, n, (n_q + n + hd / 32) % 4, rng);
     }
   });

@@ -252,6 +252,9 @@ struct Int8Rows {
   float step;                 // the codebook step s_L
 
   HWY_INLINE float RowScale(const std::uint8_t* row) const { return LoadHalfScalar(row) * step; }
+  // The same as a field and a factor, for the token lanes (int8_query-inl.h).
+  static constexpr std::size_t kRowScaleAt = 0;
+  HWY_INLINE float RowScaleFactor() const { return step; }
 
 #if HWY_TARGET != HWY_SCALAR
   template <std::size_t N>

@@ -55,6 +55,9 @@ struct Blocks {
   static constexpr std::size_t kBlock = 32;
   static constexpr std::size_t kHeader = 0;
   static constexpr bool kRowScale = false;
+  // Where a block's fp16 scale d and (formats with a minimum) m are: the
+  // token-lanes int8 scores gather them (int8_query-inl.h).
+  static constexpr std::size_t kScaleAt = 0, kMinAt = 2;
 };
 
 // ---------------------------------------------------------------------------
