@@ -111,7 +111,7 @@ void check_all_turbo_shapes() {
   kvq::Rng rng(7 + B);
   for (std::size_t hd : {16u, 64u, 80u, 96u, 112u, 128u, 256u}) {
     const kvq::Turbo<B> c(hd);
-    for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u})
+    for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 7u, 8u, 11u})
       for (std::size_t n : {1u, 3u, 8u, 13u, 33u, 70u}) {
         const std::size_t misalign = (n_q + n + hd / 16) % 4;
         const std::vector<std::byte> rows = encoded_turbo_rows(c, n, misalign, rng);
@@ -253,8 +253,8 @@ TEMPLATE_TEST_CASE_SIG("kernels turbo: int8 scores equal the int8 reference and 
     for (std::size_t hd : {32u, 64u, 96u, 128u, 256u}) {
       const kvq::Turbo<B> c(hd);
       REQUIRE(kvq::kernels::supports_int8_scores(c));
-      for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u})
-        for (std::size_t n : {1u, 3u, 7u, 8u, 13u, 33u}) {
+      for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u, 11u})
+        for (std::size_t n : {1u, 3u, 7u, 8u, 13u, 33u, 48u}) {
           const std::size_t misalign = (n_q + n + hd / 32) % 4;
           const std::vector<std::byte> rows = encoded_rows(c, n, misalign, rng);
           check_int8_rows(c, rows.data() + misalign, n, n_q, misalign, false, rng);

@@ -196,7 +196,7 @@ void check_all_shapes() {
   kvq::Rng rng(20240607);
   for (std::size_t hd : {32u, 64u, 128u, 256u}) {
     const Codec c(hd);
-    for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 8u})
+    for (std::size_t n_q : {1u, 2u, 3u, 4u, 5u, 7u, 8u, 11u})
       for (std::size_t n : {1u, 3u, 7u, 8u, 12u, 33u, 100u})
         check_shape(c, n_q, n, (n_q + n + hd / 32) % 4, rng);
   }

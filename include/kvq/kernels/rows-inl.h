@@ -375,6 +375,19 @@ HWY_INLINE void AccumulateTile(const Fmt& fmt, const float* HWY_RESTRICT w, std:
   }
 }
 
+// n (< 8) queries in one AccumulateTile; partial accumulators while the
+// accumulators alone are too few to hide the FMA latency.
+template <class Fmt, std::size_t G = 7>
+HWY_INLINE void AccumulateRest(std::size_t n, const Fmt& fmt, const float* w, std::size_t w_stride,
+                               const std::uint8_t* rows, std::size_t row_bytes, std::size_t n_rows,
+                               std::size_t n_blocks, float* acc, std::size_t acc_stride) {
+  if constexpr (G > 0) {
+    constexpr std::size_t P = G >= 3 ? 1 : kMaxGroup / G;
+    if (n == G) return AccumulateTile<Fmt, G, P>(fmt, w, w_stride, rows, row_bytes, n_rows, n_blocks, acc, acc_stride);
+    AccumulateRest<Fmt, G - 1>(n, fmt, w, w_stride, rows, row_bytes, n_rows, n_blocks, acc, acc_stride);
+  }
+}
+
 template <class Fmt>
 HWY_INLINE void Accumulate(const Fmt& fmt, const float* w, std::size_t n_q, std::size_t w_stride,
                            const std::byte* rows_in, std::size_t n_rows, std::size_t head_dim, float* acc,
@@ -395,6 +408,14 @@ HWY_INLINE void Accumulate(const Fmt& fmt, const float* w, std::size_t n_q, std:
       for (; g + 8 <= n_q; g += 8)
         AccumulateTile<Fmt, 8, 1>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile, n_blocks,
                                   acc + g * acc_stride, acc_stride);
+    // The rest of the group (1..7 queries) in one sweep, so that a GQA-3, 5,
+    // 6 or 7 group decodes each block once too.
+    if constexpr (kMaxGroup >= 4 && kVecsPerBlock<Fmt> <= 2) {
+      if (g < n_q)
+        AccumulateRest<Fmt>(n_q - g, fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile, n_blocks,
+                            acc + g * acc_stride, acc_stride);
+      continue;
+    }
     if constexpr (kMaxGroup >= 4)
       for (; g + 4 <= n_q; g += 4)
         AccumulateTile<Fmt, 4, kPairs / 4>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile,
