@@ -29,8 +29,12 @@
 #include <kvq/core/rng.hpp>
 
 #include <benchmark/benchmark.h>
+#include <hwy/targets.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -275,6 +279,19 @@ int main(int argc, char** argv) {
                  ->Unit(benchmark::kMillisecond));
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  // KVQ_BENCH_TARGET=AVX2 (a Highway target name): that target's kernels, to
+  // measure a narrower CPU's code paths on this one.
+  if (const char* want = std::getenv("KVQ_BENCH_TARGET")) {
+    const std::int64_t runnable = kvq::kernels::compiled_targets() & hwy::SupportedTargets();
+    std::int64_t chosen = 0;
+    for (std::int64_t left = runnable; left != 0; left &= left - 1)
+      if (std::string(hwy::TargetName(left & -left)) == want) chosen = left & -left;
+    if (chosen == 0) {
+      std::fprintf(stderr, "KVQ_BENCH_TARGET=%s: not a target this build and CPU run\n", want);
+      return 1;
+    }
+    hwy::SetSupportedTargetsForTest(chosen);
+  }
   benchmark::AddCustomContext("kvq_target", kvq::kernels::target_name());
   benchmark::AddCustomContext("read_bandwidth_GBps", std::to_string(kvq::bench::read_bandwidth() / 1e9));
   benchmark::RunSpecifiedBenchmarks();

@@ -27,6 +27,7 @@
 // value, no decode FMA), and per block, row and query the work is one integer
 // dot product (64 values per instruction with VNNI), one convert, one scale
 // multiply and one FMA instead of one FMA per 16 values.
+#include <kvq/core/half.hpp>
 #include <kvq/core/scratch.hpp>
 #include <kvq/kernels/int8_query.hpp>
 #include <kvq/reference/int8_query.hpp>
@@ -214,32 +215,38 @@ struct Int8ScoresTile {
   }
 };
 
-#if HWY_TARGET <= HWY_AVX3
 // ---------------------------------------------------------------------------
-// Token lanes (AVX-512, GQA groups): the tile above spends, per row, query and
-// 64 values, a dot product, a convert, a scale multiply and an FMA, and a
-// horizontal sum per row and query. With 16 rows transposed so that int32
+// Token lanes (GQA groups): the tile above spends, per row, query and vector
+// of codes, a dot product, a convert, a scale multiply and an FMA, and a
+// horizontal sum per row and query. With kLanes rows transposed so that int32
 // lane r holds 4 codes of row r, a query's 4 codes are one broadcast, each
-// dot product covers 16 rows, and the convert and scale come once per block
-// of 32 values and 16 rows: the per-query work shrinks ~3x, and the rows'
-// decode and transpose (64 shuffles per 64 values of 16 rows) are shared by
-// the group. One query gains nothing from that, so groups of one keep the
-// row tiles. The scales (fp16 d, m at Fmt::kScaleAt, kMinAt) are gathered
-// per block; a row scale (turbo: the fp16 at kRowScaleAt times
-// RowScaleFactor()) multiplies a row's lane at the end.
-inline constexpr std::size_t kTokenLanes = 16;
+// dot product covers kLanes rows, and the convert and scale come once per
+// block of 32 values and kLanes rows: the per-query work shrinks ~3x, and the
+// rows' decode and transpose (AVX-512: 64 shuffles per 64 values of 16 rows)
+// are shared by the group. One query gains nothing from that (measured), so
+// groups of one keep the row tiles. The scales (fp16 d, m at Fmt::kScaleAt,
+// kMinAt) are gathered per block; a row scale (turbo: the fp16 at
+// kRowScaleAt times RowScaleFactor()) multiplies a row's lane at the end.
+inline constexpr std::size_t kTokenLanes = kLanes;  // rows per tile
 inline constexpr std::size_t kTokenLanesMinGroup = 2;
+#if HWY_TARGET <= HWY_AVX3
 inline constexpr std::size_t kTokenLanesMaxGroup = 8;  // 16 key vectors + 8 accumulators in 32 registers
+#else
+inline constexpr std::size_t kTokenLanesMaxGroup = 4;  // 8 key vectors + 4 accumulators in 16 registers
+#endif
+inline constexpr std::size_t kGroupWords = kGroupVecs * kLanes;  // 4-code words per row and group, 8 per block
+static_assert(kGroupWords == 8 * kGroupBlocks, "a block is 8 words of 4 codes");
 
-// v[r] (dword c of row r in lane c) -> v[c] (dword c of row r in lane r).
-HWY_INLINE void TransposeDwords16(VB (&v)[16]) {
+// v[r] (word c of row r in lane c) -> v[c] (word c of row r in lane r).
+HWY_INLINE void TransposeWords(VB (&v)[kLanes]) {
+#if HWY_TARGET <= HWY_AVX3
   __m512i t[16], u[16];
   KVQ_UNROLL
   for (int i = 0; i < 16; i += 2) {
     t[i] = _mm512_unpacklo_epi32(v[i].raw, v[i + 1].raw);
     t[i + 1] = _mm512_unpackhi_epi32(v[i].raw, v[i + 1].raw);
   }
-  // u[4i + e], 128-bit chunk j: dword 4j + e of rows 4i..4i+3.
+  // u[4i + e], 128-bit chunk j: word 4j + e of rows 4i..4i+3.
   KVQ_UNROLL
   for (int i = 0; i < 16; i += 4) {
     u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
@@ -258,12 +265,74 @@ HWY_INLINE void TransposeDwords16(VB (&v)[16]) {
     v[8 + e] = VB{_mm512_shuffle_i32x4(x1, x3, 0x88)};
     v[12 + e] = VB{_mm512_shuffle_i32x4(x1, x3, 0xDD)};
   }
+#else
+  static_assert(kLanes == 4 || kLanes == 8);
+  const DI di;
+  const hn::Repartition<std::int64_t, DI> d64;
+  VI t[kLanes], u[kLanes];
+  KVQ_UNROLL
+  for (std::size_t i = 0; i < kLanes; i += 2) {
+    const VI a = hn::BitCast(di, v[i]), b = hn::BitCast(di, v[i + 1]);
+    t[i] = hn::InterleaveLower(di, a, b);
+    t[i + 1] = hn::InterleaveUpper(di, a, b);
+  }
+  // u[4i + e], 128-bit block j: word 4j + e of rows 4i..4i+3.
+  KVQ_UNROLL
+  for (std::size_t i = 0; i < kLanes; i += 4)
+    KVQ_UNROLL
+    for (std::size_t h = 0; h < 2; ++h) {
+      const auto a = hn::BitCast(d64, t[i + h]), b = hn::BitCast(d64, t[i + h + 2]);
+      u[i + 2 * h] = hn::BitCast(di, hn::InterleaveLower(d64, a, b));
+      u[i + 2 * h + 1] = hn::BitCast(di, hn::InterleaveUpper(d64, a, b));
+    }
+  if constexpr (kLanes == 4) {
+    KVQ_UNROLL
+    for (std::size_t c = 0; c < 4; ++c) v[c] = hn::BitCast(DB(), u[c]);
+  } else {
+    KVQ_UNROLL
+    for (std::size_t e = 0; e < 4; ++e) {
+      v[e] = hn::BitCast(DB(), hn::ConcatLowerLower(di, u[4 + e], u[e]));
+      v[4 + e] = hn::BitCast(DB(), hn::ConcatUpperUpper(di, u[4 + e], u[e]));
+    }
+  }
+#endif
 }
 
-// The fp16 field at p + offsets[r] (byte offsets) of 16 rows, widened.
-HWY_INLINE VF GatherHalf(const std::uint8_t* p, __m512i offsets) {
-  const __m512i w = _mm512_i32gather_epi32(offsets, p, 1);
+// Where the tile's rows are: row r at rows + r * row_bytes (as gather offsets
+// on AVX-512).
+struct TileRows {
+  std::size_t row_bytes;
+#if HWY_TARGET <= HWY_AVX3
+  __m512i offsets;
+  explicit TileRows(std::size_t bytes)
+      : row_bytes(bytes),
+        offsets(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                   _mm512_set1_epi32(static_cast<int>(bytes)))) {}
+#else
+  explicit TileRows(std::size_t bytes) : row_bytes(bytes) {}
+#endif
+};
+
+// The fp16 field at p + r * row_bytes of the tile's rows, widened, in lane r
+// (bit-exactly like kvq::half_bits_to_float; see LoadHalf for the targets).
+HWY_INLINE VF GatherHalf(const std::uint8_t* p, const TileRows& at) {
+#if HWY_TARGET <= HWY_AVX3
+  const __m512i w = _mm512_i32gather_epi32(at.offsets, p, 1);
   return VF{_mm512_cvtph_ps(_mm512_cvtepi32_epi16(w))};
+#else
+  alignas(16) std::uint16_t h[kLanes];
+  KVQ_UNROLL
+  for (std::size_t r = 0; r < kLanes; ++r) std::memcpy(&h[r], p + r * at.row_bytes, 2);
+#if HWY_ARCH_X86 && HWY_TARGET < HWY_SSE4 && !defined(HWY_DISABLE_F16C)
+  const hn::Rebind<hwy::float16_t, DF> d16;
+  return hn::PromoteTo(DF(), hn::Load(d16, reinterpret_cast<const hwy::float16_t*>(h)));
+#else
+  alignas(16) float x[kLanes];
+  KVQ_UNROLL
+  for (std::size_t r = 0; r < kLanes; ++r) x[r] = kvq::half_bits_to_float(h[r]);
+  return hn::Load(DF(), x);
+#endif
+#endif
 }
 
 // A query's per-block constants for the token lanes.
@@ -272,26 +341,37 @@ struct QueryBlock {
   float step, sum;
 };
 
-// Blocks [b, b + N) of rows [0, 16) for queries [0, G) into acc (lane r: row r).
+// Blocks [b, b + N) of the tile's rows for queries [0, G) into acc (lane r: row r).
 template <class Fmt, class Dot, std::size_t G, std::size_t N>
 HWY_INLINE void TokenLanesGroup(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT qc, std::size_t q_bytes,
                                 const QueryBlock* HWY_RESTRICT qk, std::size_t n_blocks,
-                                const std::uint8_t* HWY_RESTRICT rows, std::size_t row_bytes, __m512i offsets,
-                                std::size_t b, VF (&acc)[G]) {
+                                const std::uint8_t* HWY_RESTRICT rows, const TileRows& at, std::size_t b,
+                                VF (&acc)[G]) {
   const DF df;
   const DI di;
   const DI8 di8;
   const std::uint8_t* blk = rows + Fmt::kHeader + b * Fmt::kBytes;
-  VB k[16];
-  KVQ_UNROLL
-  for (std::size_t r = 0; r < 16; ++r) fmt.template Int8Codes<N>(blk + r * row_bytes, &k[r]);
-  TransposeDwords16(k);
+  VB k[kGroupWords];  // word j of the group in lane r: row r
+  {
+    VB row[kLanes][kGroupVecs];
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < kLanes; ++r) fmt.template Int8Codes<N>(blk + r * at.row_bytes, row[r]);
+    KVQ_UNROLL
+    for (std::size_t v = 0; v < kGroupVecs; ++v) {
+      VB x[kLanes];
+      KVQ_UNROLL
+      for (std::size_t r = 0; r < kLanes; ++r) x[r] = row[r][v];
+      TransposeWords(x);
+      KVQ_UNROLL
+      for (std::size_t c = 0; c < kLanes; ++c) k[v * kLanes + c] = x[c];
+    }
+  }
   KVQ_UNROLL
   for (std::size_t nb = 0; nb < N; ++nb) {
-    const std::uint8_t* at = blk + nb * Fmt::kBytes;
+    const std::uint8_t* fields = blk + nb * Fmt::kBytes;
     VF d = hn::Zero(df), m = hn::Zero(df);
-    if constexpr (!Fmt::kRowScale) d = GatherHalf(at + Fmt::kScaleAt, offsets);
-    if constexpr (Fmt::kInt8Min) m = GatherHalf(at + Fmt::kMinAt, offsets);
+    if constexpr (!Fmt::kRowScale) d = GatherHalf(fields + Fmt::kScaleAt, at);
+    if constexpr (Fmt::kInt8Min) m = GatherHalf(fields + Fmt::kMinAt, at);
     SignedKey sk[8];
     if constexpr (Fmt::kInt8Signed)
       KVQ_UNROLL
@@ -318,21 +398,22 @@ HWY_INLINE void TokenLanesGroup(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT
   }
 }
 
-// Rows [t, t + 16) for queries [g, g + G).
+// The tile's rows for queries [g, g + G).
 template <class Fmt, class Dot, std::size_t G>
 HWY_INLINE void TokenLanesTile(const Fmt& fmt, const std::uint8_t* qc, std::size_t q_bytes, const QueryBlock* qk,
-                               std::size_t n_blocks, const std::uint8_t* rows, std::size_t row_bytes,
-                               __m512i offsets, float* out, std::size_t out_stride) {
+                               std::size_t n_blocks, const std::uint8_t* rows, const TileRows& at, float* out,
+                               std::size_t out_stride) {
   const DF df;
   VF acc[G];
   KVQ_UNROLL
   for (std::size_t g = 0; g < G; ++g) acc[g] = hn::Zero(df);
   std::size_t b = 0;
-  for (; b + 2 <= n_blocks; b += 2)
-    TokenLanesGroup<Fmt, Dot, G, 2>(fmt, qc, q_bytes, qk, n_blocks, rows, row_bytes, offsets, b, acc);
-  if (b < n_blocks) TokenLanesGroup<Fmt, Dot, G, 1>(fmt, qc, q_bytes, qk, n_blocks, rows, row_bytes, offsets, b, acc);
+  for (; b + kGroupBlocks <= n_blocks; b += kGroupBlocks)
+    TokenLanesGroup<Fmt, Dot, G, kGroupBlocks>(fmt, qc, q_bytes, qk, n_blocks, rows, at, b, acc);
+  if constexpr (kGroupBlocks == 2)
+    if (b < n_blocks) TokenLanesGroup<Fmt, Dot, G, 1>(fmt, qc, q_bytes, qk, n_blocks, rows, at, b, acc);
   if constexpr (Fmt::kRowScale) {
-    const VF vs = hn::Mul(GatherHalf(rows + Fmt::kRowScaleAt, offsets), hn::Set(df, fmt.RowScaleFactor()));
+    const VF vs = hn::Mul(GatherHalf(rows + Fmt::kRowScaleAt, at), hn::Set(df, fmt.RowScaleFactor()));
     KVQ_UNROLL
     for (std::size_t g = 0; g < G; ++g) acc[g] = hn::Mul(acc[g], vs);
   }
@@ -344,15 +425,15 @@ HWY_INLINE void TokenLanesTile(const Fmt& fmt, const std::uint8_t* qc, std::size
 template <class Fmt, class Dot, std::size_t G = kTokenLanesMaxGroup>
 HWY_INLINE void TokenLanesQueries(std::size_t n, const Fmt& fmt, const std::uint8_t* qc, std::size_t q_bytes,
                                   const QueryBlock* qk, std::size_t n_blocks, const std::uint8_t* rows,
-                                  std::size_t row_bytes, __m512i offsets, float* out, std::size_t out_stride) {
+                                  const TileRows& at, float* out, std::size_t out_stride) {
   if constexpr (G > 0) {
-    if (n == G) return TokenLanesTile<Fmt, Dot, G>(fmt, qc, q_bytes, qk, n_blocks, rows, row_bytes, offsets, out,
-                                                   out_stride);
-    TokenLanesQueries<Fmt, Dot, G - 1>(n, fmt, qc, q_bytes, qk, n_blocks, rows, row_bytes, offsets, out, out_stride);
+    if (n == G) return TokenLanesTile<Fmt, Dot, G>(fmt, qc, q_bytes, qk, n_blocks, rows, at, out, out_stride);
+    TokenLanesQueries<Fmt, Dot, G - 1>(n, fmt, qc, q_bytes, qk, n_blocks, rows, at, out, out_stride);
   }
 }
 
-// Rows [0, n_rows / 16 * 16) of every query; returns the rows done.
+// Rows [0, n_rows / kTokenLanes * kTokenLanes) of every query; returns the
+// rows done (none for a single query).
 template <class Fmt, class Dot>
 HWY_INLINE std::size_t ScoresTokenLanes(const Fmt& fmt, const std::uint8_t* qq, std::size_t n_q, std::size_t q_bytes,
                                         std::size_t sec, const std::uint8_t* rows, std::size_t n_rows,
@@ -373,20 +454,18 @@ HWY_INLINE std::size_t ScoresTokenLanes(const Fmt& fmt, const std::uint8_t* qq, 
       std::memcpy(&k.step, at + kStep * sec, 4);
       std::memcpy(&k.sum, at + kSum * sec, 4);
     }
-  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32(static_cast<int>(row_bytes)));
+  const TileRows at(row_bytes);
   for (std::size_t t = 0; t < n_full; t += kTokenLanes) {
     const std::uint8_t* r0 = rows + t * row_bytes;
     PrefetchAhead(r0, kTokenLanes * row_bytes);
     for (std::size_t g = 0; g < n_q; g += kTokenLanesMaxGroup) {
       const std::size_t n = n_q - g < kTokenLanesMaxGroup ? n_q - g : kTokenLanesMaxGroup;
       TokenLanesQueries<Fmt, Dot>(n, fmt, qq + kCodes * sec + g * q_bytes, q_bytes, qk + g * n_blocks, n_blocks, r0,
-                                  row_bytes, offsets, out + g * out_stride + t, out_stride);
+                                  at, out + g * out_stride + t, out_stride);
     }
   }
   return n_full;
 }
-#endif  // HWY_TARGET <= HWY_AVX3
 #endif  // HWY_TARGET != HWY_SCALAR
 
 // The SCALAR target: the reference's loop, on the queries read back from the
@@ -425,10 +504,8 @@ HWY_INLINE void ScoresInt8(const Fmt& fmt, const std::byte* qq_in, std::size_t n
   const std::size_t n_blocks = head_dim / 32, n_pb = (n_blocks + 1) / 2 * 2, sec = n_pb * kSection;
   const std::size_t q_bytes = Int8Queries::kSections * sec, row_bytes = Fmt::kHeader + n_blocks * Fmt::kBytes;
 #if HWY_TARGET != HWY_SCALAR
-  std::size_t t = 0;
-#if HWY_TARGET <= HWY_AVX3
-  t = ScoresTokenLanes<Fmt, Dot>(fmt, qq, n_q, q_bytes, sec, rows, n_rows, row_bytes, n_blocks, out, out_stride);
-#endif
+  const std::size_t t =
+      ScoresTokenLanes<Fmt, Dot>(fmt, qq, n_q, q_bytes, sec, rows, n_rows, row_bytes, n_blocks, out, out_stride);
   const Int8ScoresTile<Fmt, Dot> tile{fmt, qq, q_bytes, sec, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride};
   ScoresDriver(tile, n_q, rows + t * row_bytes, n_rows - t, row_bytes);
 #else
