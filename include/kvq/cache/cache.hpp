@@ -734,7 +734,12 @@ KVQ_COMPILED_INLINE void Cache::LayerPass::record(std::size_t job, const detail:
     heavy_k.scores(heavy_k.codec, qbuf.data(), nq, d, tiles, nt, s + col, cols);
   };
   // Candidates: pending ones from their slots, the others from the K window.
-  for (std::size_t pos = base; pos < pend; ++pos) score(hh.pending_key(h, pos), 1, pos - base);
+  // The pending slots are a ring: at most two runs of adjacent tiles.
+  for (std::size_t pos = base; pos < pend;) {
+    const std::size_t run = std::min(pend - pos, hh.pending_run(pos));
+    score(hh.pending_key(h, pos), run, pos - base);
+    pos += run;
+  }
   const std::size_t w = L.k.layout.window_segment();
   std::size_t first = n - L.k.counts[w];
   L.k.data[w][h].for_each_page([&](const std::byte* tiles, std::size_t nt) {

@@ -255,9 +255,14 @@ struct Overlay {
   std::size_t n = 0;
 };
 
-// Scores of rows [0, n_q) x [0, n) at `w` become scale * s, and -inf where
-// masked(i, t): the caller then runs the softmax with scale 1, so a masked
-// weight is exactly 0 whatever the sign of scale.
+// Scores of rows [0, n_q) x [0, n) at `w` become scale * s.
+inline void scale_rows(float* w, std::size_t stride, std::size_t n_q, std::size_t n, float scale) {
+  for (std::size_t i = 0; i < n_q; ++i)
+    for (float* row = w + i * stride; float& x : std::span<float>(row, n)) x *= scale;
+}
+
+// The same, and -inf where masked(i, t): the caller then runs the softmax
+// with scale 1, so a masked weight is exactly 0 whatever the sign of scale.
 template <class Masked>
 void scale_and_mask(float* w, std::size_t stride, std::size_t n_q, std::size_t n, float scale, Masked&& masked) {
   for (std::size_t i = 0; i < n_q; ++i) {
@@ -429,7 +434,7 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
     if (hid < hidden.size() && hidden[hid] < k_pos + n) {  // heavy hitters' stored forms
       std::size_t last = hid;
       while (last < hidden.size() && hidden[last] < k_pos + n) ++last;
-      scale_and_mask(w + col, ws_stride, n_q, n, qb.scale, [](std::size_t, std::size_t) { return false; });
+      scale_rows(w + col, ws_stride, n_q, n, qb.scale);  // then softmax scale 1: see scale_and_mask
       for (std::size_t i = 0; i < n_q; ++i)
         for (std::size_t h = hid; h < last; ++h)
           w[i * ws_stride + col + (hidden[h] - k_pos)] = -std::numeric_limits<float>::infinity();

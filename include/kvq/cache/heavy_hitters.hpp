@@ -72,7 +72,7 @@ class HeavyHitters {
 
   // The storage is taken at the first append (an empty cache holds nothing):
   // bytes that append's allowance must hold for it.
-  std::size_t storage_need() const noexcept { return enabled() && heads_.empty() ? storage_bytes() : 0; }
+  std::size_t storage_need() const noexcept { return enabled() && !has_storage() ? storage_bytes() : 0; }
   void allocate(Allowance& a) {
     if (storage_need() == 0) return;
     held_.add(storage_bytes(), a);
@@ -88,9 +88,12 @@ class HeavyHitters {
     }
   }
   // Bytes of the storage taken.
-  std::size_t capacity() const noexcept { return heads_.empty() ? 0 : storage_bytes(); }
+  std::size_t capacity() const noexcept { return has_storage() ? storage_bytes() : 0; }
 
+  // The spec asks for heavy hitters; their storage is taken at the first
+  // append (has_storage), and every member below needs it.
   bool enabled() const noexcept { return budget_ > 0; }
+  bool has_storage() const noexcept { return !heads_.empty(); }
   std::size_t budget() const noexcept { return budget_; }
   std::size_t min_age() const noexcept { return min_age_; }
   const AnyCodec& codec() const noexcept { return *exact_; }
@@ -100,14 +103,14 @@ class HeavyHitters {
   std::size_t pend() const noexcept { return pend_; }
 
   // The members of one head, in slot order: positions, exact K and V tiles.
-  std::size_t members(std::size_t h) const noexcept { return heads_.empty() ? 0 : heads_[h].pos.size(); }
+  std::size_t members(std::size_t h) const noexcept { return has_storage() ? heads_[h].pos.size() : 0; }
   const std::uint32_t* positions(std::size_t h) const noexcept { return heads_[h].pos.data(); }
   const std::byte* keys(std::size_t h) const noexcept { return heads_[h].k.data(); }
   const std::byte* values(std::size_t h) const noexcept { return heads_[h].v.data(); }
   const float* mass(std::size_t h) const noexcept { return heads_[h].mass.data(); }
   // Member positions ascending: what the pass masks in the compressed streams.
   std::span<const std::uint32_t> hidden(std::size_t h) const noexcept {
-    if (heads_.empty()) return {};
+    if (!has_storage()) return {};
     return {heads_[h].sorted.data(), heads_[h].sorted.size()};
   }
   bool is_member(std::size_t h, std::size_t p) const noexcept {
@@ -119,13 +122,15 @@ class HeavyHitters {
   const std::byte* pending_value(std::size_t h, std::size_t p) const noexcept {
     return heads_[h].pv.data() + slot(p) * bt_;
   }
+  // How many positions from p on have adjacent slots (the ring wraps once).
+  std::size_t pending_run(std::size_t p) const noexcept { return cap_ - slot(p); }
   // Long-range mass of undecided position p (base <= p < length), per head.
   float& candidate_mass(std::size_t h, std::size_t p) noexcept { return heads_[h].cand[p - base_]; }
   float& member_mass(std::size_t h, std::size_t slot) noexcept { return heads_[h].mass[slot]; }
 
   // A new token at position length - 1.
   void appended() {
-    if (heads_.empty()) return;
+    if (!has_storage()) return;
     for (Head& h : heads_) h.cand.push_back(0.0f);
   }
 
@@ -134,7 +139,7 @@ class HeavyHitters {
   // holds them in its window unless it moved them first. `is_key`: self is K.
   void left_window(const Stream& self, const Stream& other, bool is_key, std::size_t first, std::size_t n,
                    std::size_t head, const float* x) {
-    if (!enabled() || first + n <= pend_) return;
+    if (!has_storage() || first + n <= pend_) return;
     const std::size_t d = self.head_dim, w = other.layout.window_segment();
     const std::size_t other_start = other.length() - other.counts[w];
     if (first > pend_ && head == 0) {  // the sinks before `first` never pass the window: exact, not judged
@@ -172,7 +177,7 @@ class HeavyHitters {
 
   // Keeps positions < p.
   void truncate(std::size_t p) {
-    if (heads_.empty()) return;
+    if (!has_storage()) return;
     for (Head& h : heads_) {
       for (std::size_t s = 0; s < h.pos.size();)
         if (h.pos[s] >= p) remove_slot(h, s);
@@ -188,7 +193,7 @@ class HeavyHitters {
   }
 
   void clear() {
-    if (heads_.empty()) return;
+    if (!has_storage()) return;
     for (Head& h : heads_) {
       h.pos.clear();
       h.mass.clear();
@@ -200,7 +205,7 @@ class HeavyHitters {
 
   // Same budget and shape; `a` holds o.capacity() for the copy's storage.
   void copy_from(const HeavyHitters& o, Allowance& a) {
-    if (o.heads_.empty()) return;
+    if (!o.has_storage()) return;
     allocate(a);
     heads_ = o.heads_;
     base_ = o.base_;
@@ -209,7 +214,7 @@ class HeavyHitters {
 
   // Slots in use (members and pending, K and V), over every head.
   std::size_t bytes_used() const noexcept {
-    if (heads_.empty()) return 0;
+    if (!has_storage()) return 0;
     std::size_t slots = 0;
     for (const Head& h : heads_) slots += h.pos.size() + (pend_ - base_);
     return 2 * slots * bt_;

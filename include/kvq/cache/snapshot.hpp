@@ -207,8 +207,8 @@ struct SnapshotIO {
   }
 
   static void write_heavy(SnapshotWriter& w, const HeavyHitters& hh, std::size_t length) {
-    w.u64(hh.heads_.empty() ? 0 : 1);
-    if (hh.heads_.empty()) return;
+    w.u64(hh.has_storage() ? 1 : 0);
+    if (!hh.has_storage()) return;
     w.u64(hh.base_);
     w.u64(hh.pend_);
     const std::size_t bt = hh.bt_;
