@@ -153,6 +153,24 @@ HWY_INLINE auto Sum4(VF a, VF b, VF c, VF e) {
 template <class Fmt>
 inline constexpr std::size_t kVecsPerBlock = Fmt::kBlock / kLanes;
 
+// Two adjacent blocks of Fmt as one block, for decoders whose block is one
+// vector (turbo's 16 values on AVX-512): the accumulate driver then loads each
+// weight broadcast once per two vectors. In a GQA-8 sweep of one-vector
+// blocks those broadcast loads, one per query and vector, bound the loop.
+template <class Fmt>
+struct BlockPairs {
+  static constexpr std::size_t kBlock = 2 * Fmt::kBlock;
+  static constexpr std::size_t kBytes = 2 * Fmt::kBytes;
+  static constexpr std::size_t kHeader = Fmt::kHeader;
+  static constexpr bool kRowScale = Fmt::kRowScale;
+  Fmt fmt;
+  HWY_INLINE float RowScale(const std::uint8_t* row) const { return fmt.RowScale(row); }
+  HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) const {
+    fmt.Decode(blk, x);
+    fmt.Decode(blk + Fmt::kBytes, x + Fmt::kBlock / kLanes);
+  }
+};
+
 template <class Fmt>
 HWY_INLINE float RowScaleOf(const Fmt& fmt, const std::uint8_t* row) {
   if constexpr (Fmt::kRowScale) return fmt.RowScale(row);
