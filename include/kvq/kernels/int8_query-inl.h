@@ -229,11 +229,7 @@ struct Int8ScoresTile {
 // kRowScaleAt times RowScaleFactor()) multiplies a row's lane at the end.
 inline constexpr std::size_t kTokenLanes = kLanes;  // rows per tile
 inline constexpr std::size_t kTokenLanesMinGroup = 2;
-#if HWY_TARGET <= HWY_AVX3
-inline constexpr std::size_t kTokenLanesMaxGroup = 8;  // 16 key vectors + 8 accumulators in 32 registers
-#else
-inline constexpr std::size_t kTokenLanesMaxGroup = 4;  // 8 key vectors + 4 accumulators in 16 registers
-#endif
+inline constexpr std::size_t kTokenLanesMaxGroup = 16;  // queries per sweep (accumulators in L1)
 inline constexpr std::size_t kGroupWords = kGroupVecs * kLanes;  // 4-code words per row and group, 8 per block
 static_assert(kGroupWords == 8 * kGroupBlocks, "a block is 8 words of 4 codes");
 
@@ -341,12 +337,15 @@ struct QueryBlock {
   float step, sum;
 };
 
-// Blocks [b, b + N) of the tile's rows for queries [0, G) into acc (lane r: row r).
-template <class Fmt, class Dot, std::size_t G, std::size_t N>
+// Blocks [b, b + N) of the tile's rows for queries [0, n_q) into acc (lane
+// r: row r). The group size is a run-time loop: the transposed codes stay in
+// registers across it and each query's accumulator is one load and store per
+// block, so one copy serves every group size (compile time, #14).
+template <class Fmt, class Dot, std::size_t N>
 HWY_INLINE void TokenLanesGroup(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT qc, std::size_t q_bytes,
-                                const QueryBlock* HWY_RESTRICT qk, std::size_t n_blocks,
+                                const QueryBlock* HWY_RESTRICT qk, std::size_t n_q, std::size_t n_blocks,
                                 const std::uint8_t* HWY_RESTRICT rows, const TileRows& at, std::size_t b,
-                                VF (&acc)[G]) {
+                                float* HWY_RESTRICT acc) {
   const DF df;
   const DI di;
   const DI8 di8;
@@ -376,8 +375,7 @@ HWY_INLINE void TokenLanesGroup(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT
     if constexpr (Fmt::kInt8Signed)
       KVQ_UNROLL
       for (std::size_t c = 0; c < 8; ++c) sk[c] = PrepareSigned(hn::BitCast(di8, k[8 * nb + c]));
-    KVQ_UNROLL
-    for (std::size_t g = 0; g < G; ++g) {
+    for (std::size_t g = 0; g < n_q; ++g) {
       const QueryBlock& qb = qk[g * n_blocks + b + nb];
       const std::uint8_t* codes = qc + g * q_bytes + (b + nb) * kSection;
       VI s = hn::Set(di, qb.bias);
@@ -392,43 +390,33 @@ HWY_INLINE void TokenLanesGroup(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT
           s = Dot::Small(k[8 * nb + c], q4, s);
       }
       const VF step = hn::Set(df, qb.step);
-      acc[g] = hn::MulAdd(hn::ConvertTo(df, s), Fmt::kRowScale ? step : hn::Mul(d, step), acc[g]);
-      if constexpr (Fmt::kInt8Min) acc[g] = hn::MulAdd(m, hn::Set(df, qb.sum), acc[g]);
+      VF a = hn::MulAdd(hn::ConvertTo(df, s), Fmt::kRowScale ? step : hn::Mul(d, step),
+                        hn::Load(df, acc + g * kLanes));
+      if constexpr (Fmt::kInt8Min) a = hn::MulAdd(m, hn::Set(df, qb.sum), a);
+      hn::Store(a, df, acc + g * kLanes);
     }
   }
 }
 
-// The tile's rows for queries [g, g + G).
-template <class Fmt, class Dot, std::size_t G>
+// The tile's rows for queries [0, n_q), n_q <= kTokenLanesMaxGroup.
+template <class Fmt, class Dot>
 HWY_INLINE void TokenLanesTile(const Fmt& fmt, const std::uint8_t* qc, std::size_t q_bytes, const QueryBlock* qk,
-                               std::size_t n_blocks, const std::uint8_t* rows, const TileRows& at, float* out,
-                               std::size_t out_stride) {
+                               std::size_t n_q, std::size_t n_blocks, const std::uint8_t* rows, const TileRows& at,
+                               float* out, std::size_t out_stride) {
   const DF df;
-  VF acc[G];
-  KVQ_UNROLL
-  for (std::size_t g = 0; g < G; ++g) acc[g] = hn::Zero(df);
+  alignas(64) float acc[kTokenLanesMaxGroup * kLanes];
+  for (std::size_t g = 0; g < n_q; ++g) hn::Store(hn::Zero(df), df, acc + g * kLanes);
   std::size_t b = 0;
   for (; b + kGroupBlocks <= n_blocks; b += kGroupBlocks)
-    TokenLanesGroup<Fmt, Dot, G, kGroupBlocks>(fmt, qc, q_bytes, qk, n_blocks, rows, at, b, acc);
+    TokenLanesGroup<Fmt, Dot, kGroupBlocks>(fmt, qc, q_bytes, qk, n_q, n_blocks, rows, at, b, acc);
   if constexpr (kGroupBlocks == 2)
-    if (b < n_blocks) TokenLanesGroup<Fmt, Dot, G, 1>(fmt, qc, q_bytes, qk, n_blocks, rows, at, b, acc);
-  if constexpr (Fmt::kRowScale) {
-    const VF vs = hn::Mul(GatherHalf(rows + Fmt::kRowScaleAt, at), hn::Set(df, fmt.RowScaleFactor()));
-    KVQ_UNROLL
-    for (std::size_t g = 0; g < G; ++g) acc[g] = hn::Mul(acc[g], vs);
-  }
-  KVQ_UNROLL
-  for (std::size_t g = 0; g < G; ++g) hn::StoreU(acc[g], df, out + g * out_stride);
-}
-
-// Groups of up to kTokenLanesMaxGroup queries: a compile-time size each.
-template <class Fmt, class Dot, std::size_t G = kTokenLanesMaxGroup>
-HWY_INLINE void TokenLanesQueries(std::size_t n, const Fmt& fmt, const std::uint8_t* qc, std::size_t q_bytes,
-                                  const QueryBlock* qk, std::size_t n_blocks, const std::uint8_t* rows,
-                                  const TileRows& at, float* out, std::size_t out_stride) {
-  if constexpr (G > 0) {
-    if (n == G) return TokenLanesTile<Fmt, Dot, G>(fmt, qc, q_bytes, qk, n_blocks, rows, at, out, out_stride);
-    TokenLanesQueries<Fmt, Dot, G - 1>(n, fmt, qc, q_bytes, qk, n_blocks, rows, at, out, out_stride);
+    if (b < n_blocks) TokenLanesGroup<Fmt, Dot, 1>(fmt, qc, q_bytes, qk, n_q, n_blocks, rows, at, b, acc);
+  VF scale = hn::Set(df, 1.0f);
+  if constexpr (Fmt::kRowScale) scale = hn::Mul(GatherHalf(rows + Fmt::kRowScaleAt, at), hn::Set(df, fmt.RowScaleFactor()));
+  for (std::size_t g = 0; g < n_q; ++g) {
+    VF a = hn::Load(df, acc + g * kLanes);
+    if constexpr (Fmt::kRowScale) a = hn::Mul(a, scale);
+    hn::StoreU(a, df, out + g * out_stride);
   }
 }
 
@@ -460,8 +448,8 @@ HWY_INLINE std::size_t ScoresTokenLanes(const Fmt& fmt, const std::uint8_t* qq, 
     PrefetchAhead(r0, kTokenLanes * row_bytes);
     for (std::size_t g = 0; g < n_q; g += kTokenLanesMaxGroup) {
       const std::size_t n = n_q - g < kTokenLanesMaxGroup ? n_q - g : kTokenLanesMaxGroup;
-      TokenLanesQueries<Fmt, Dot>(n, fmt, qq + kCodes * sec + g * q_bytes, q_bytes, qk + g * n_blocks, n_blocks, r0,
-                                  at, out + g * out_stride + t, out_stride);
+      TokenLanesTile<Fmt, Dot>(fmt, qq + kCodes * sec + g * q_bytes, q_bytes, qk + g * n_blocks, n, n_blocks, r0, at,
+                               out + g * out_stride + t, out_stride);
     }
   }
   return n_full;
