@@ -227,6 +227,14 @@ struct Int8ScoresTile {
 // groups of one keep the row tiles. The scales (fp16 d, m at Fmt::kScaleAt,
 // kMinAt) are gathered per block; a row scale (turbo: the fp16 at
 // kRowScaleAt times RowScaleFactor()) multiplies a row's lane at the end.
+// Compiled where GQA decoding happens (AVX2 and up, NEON); the 128-bit x86
+// targets and EMU128 keep the row tiles, which saves their build time (#14).
+#undef KVQ_TOKEN_LANES
+#if (HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2) || HWY_TARGET == HWY_NEON
+#define KVQ_TOKEN_LANES 1
+#else
+#define KVQ_TOKEN_LANES 0
+#endif
 inline constexpr std::size_t kTokenLanes = kLanes;  // rows per tile
 inline constexpr std::size_t kTokenLanesMinGroup = 2;
 inline constexpr std::size_t kTokenLanesMaxGroup = 16;  // queries per sweep (accumulators in L1)
@@ -492,8 +500,9 @@ HWY_INLINE void ScoresInt8(const Fmt& fmt, const std::byte* qq_in, std::size_t n
   const std::size_t n_blocks = head_dim / 32, n_pb = (n_blocks + 1) / 2 * 2, sec = n_pb * kSection;
   const std::size_t q_bytes = Int8Queries::kSections * sec, row_bytes = Fmt::kHeader + n_blocks * Fmt::kBytes;
 #if HWY_TARGET != HWY_SCALAR
-  const std::size_t t =
-      ScoresTokenLanes<Fmt, Dot>(fmt, qq, n_q, q_bytes, sec, rows, n_rows, row_bytes, n_blocks, out, out_stride);
+  std::size_t t = 0;
+  if constexpr (KVQ_TOKEN_LANES)
+    t = ScoresTokenLanes<Fmt, Dot>(fmt, qq, n_q, q_bytes, sec, rows, n_rows, row_bytes, n_blocks, out, out_stride);
   const Int8ScoresTile<Fmt, Dot> tile{fmt, qq, q_bytes, sec, rows + t * row_bytes, row_bytes, n_blocks, out + t, out_stride};
   ScoresDriver(tile, n_q, rows + t * row_bytes, n_rows - t, row_bytes);
 #else

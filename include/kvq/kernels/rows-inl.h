@@ -153,24 +153,6 @@ HWY_INLINE auto Sum4(VF a, VF b, VF c, VF e) {
 template <class Fmt>
 inline constexpr std::size_t kVecsPerBlock = Fmt::kBlock / kLanes;
 
-// Two adjacent blocks of Fmt as one block, for decoders whose block is one
-// vector (turbo's 16 values on AVX-512): the accumulate driver then loads each
-// weight broadcast once per two vectors. In a GQA-8 sweep of one-vector
-// blocks those broadcast loads, one per query and vector, bound the loop.
-template <class Fmt>
-struct BlockPairs {
-  static constexpr std::size_t kBlock = 2 * Fmt::kBlock;
-  static constexpr std::size_t kBytes = 2 * Fmt::kBytes;
-  static constexpr std::size_t kHeader = Fmt::kHeader;
-  static constexpr bool kRowScale = Fmt::kRowScale;
-  Fmt fmt;
-  HWY_INLINE float RowScale(const std::uint8_t* row) const { return fmt.RowScale(row); }
-  HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) const {
-    fmt.Decode(blk, x);
-    fmt.Decode(blk + Fmt::kBytes, x + Fmt::kBlock / kLanes);
-  }
-};
-
 template <class Fmt>
 HWY_INLINE float RowScaleOf(const Fmt& fmt, const std::uint8_t* row) {
   if constexpr (Fmt::kRowScale) return fmt.RowScale(row);
@@ -393,19 +375,6 @@ HWY_INLINE void AccumulateTile(const Fmt& fmt, const float* HWY_RESTRICT w, std:
   }
 }
 
-// n (< 8) queries in one AccumulateTile; partial accumulators while the
-// accumulators alone are too few to hide the FMA latency.
-template <class Fmt, std::size_t G = 7>
-HWY_INLINE void AccumulateRest(std::size_t n, const Fmt& fmt, const float* w, std::size_t w_stride,
-                               const std::uint8_t* rows, std::size_t row_bytes, std::size_t n_rows,
-                               std::size_t n_blocks, float* acc, std::size_t acc_stride) {
-  if constexpr (G > 0) {
-    constexpr std::size_t P = G >= 3 ? 1 : kMaxGroup / G;
-    if (n == G) return AccumulateTile<Fmt, G, P>(fmt, w, w_stride, rows, row_bytes, n_rows, n_blocks, acc, acc_stride);
-    AccumulateRest<Fmt, G - 1>(n, fmt, w, w_stride, rows, row_bytes, n_rows, n_blocks, acc, acc_stride);
-  }
-}
-
 template <class Fmt>
 HWY_INLINE void Accumulate(const Fmt& fmt, const float* w, std::size_t n_q, std::size_t w_stride,
                            const std::byte* rows_in, std::size_t n_rows, std::size_t head_dim, float* acc,
@@ -426,13 +395,19 @@ HWY_INLINE void Accumulate(const Fmt& fmt, const float* w, std::size_t n_q, std:
       for (; g + 8 <= n_q; g += 8)
         AccumulateTile<Fmt, 8, 1>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile, n_blocks,
                                   acc + g * acc_stride, acc_stride);
-    // The rest of the group (1..7 queries) in one sweep, so that a GQA-3, 5,
-    // 6 or 7 group decodes each block once too.
+    // Six or three queries in one sweep, so that GQA-3 and GQA-6 groups (and
+    // 7 as 6 + 1) decode each block once, not as 4 + 2. Not every size gets
+    // its own tile: each is compiled per format and target (issue 14).
     if constexpr (kMaxGroup >= 4 && kVecsPerBlock<Fmt> <= 2) {
-      if (g < n_q)
-        AccumulateRest<Fmt>(n_q - g, fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile, n_blocks,
-                            acc + g * acc_stride, acc_stride);
-      continue;
+      if (n_q - g >= 6) {
+        AccumulateTile<Fmt, 6, 1>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile, n_blocks,
+                                  acc + g * acc_stride, acc_stride);
+        g += 6;
+      } else if (n_q - g == 3) {
+        AccumulateTile<Fmt, 3, 1>(fmt, w + g * w_stride + t, w_stride, tile_rows, row_bytes, tile, n_blocks,
+                                  acc + g * acc_stride, acc_stride);
+        g += 3;
+      }
     }
     if constexpr (kMaxGroup >= 4)
       for (; g + 4 <= n_q; g += 4)

@@ -287,10 +287,6 @@ struct Int8Rows {
   inline void AccumulateTurbo##BITS(const float* table, const float* w, std::size_t n_q, std::size_t w_stride, \
                                     const std::byte* rows, std::size_t n_rows, std::size_t head_dim,         \
                                     float* acc, std::size_t acc_stride) {                                  \
-    if constexpr (row_kernels::kLanes == turbo::kGroup)                                                    \
-      if (head_dim % (2 * turbo::kGroup) == 0)                                                             \
-        return row_kernels::Accumulate(row_kernels::BlockPairs<turbo::Rows<BITS>>{{table}}, w, n_q, w_stride, \
-                                       rows, n_rows, head_dim, acc, acc_stride);                            \
     row_kernels::Accumulate(turbo::Rows<BITS>{table}, w, n_q, w_stride, rows, n_rows, head_dim, acc,        \
                             acc_stride);                                                                   \
   }
