@@ -327,20 +327,12 @@ HWY_INLINE VF GatherHalf(const std::uint8_t* p, const TileRows& at) {
   alignas(16) std::uint16_t h[kLanes];
   KVQ_UNROLL
   for (std::size_t r = 0; r < kLanes; ++r) std::memcpy(&h[r], p + r * at.row_bytes, 2);
-#if HWY_ARCH_X86 && HWY_TARGET < HWY_SSE4 && !defined(HWY_DISABLE_F16C)
-  const hn::Rebind<hwy::float16_t, DF> d16;
-  return hn::PromoteTo(DF(), hn::Load(d16, reinterpret_cast<const hwy::float16_t*>(h)));
-#else
-  alignas(16) float x[kLanes];
-  KVQ_UNROLL
-  for (std::size_t r = 0; r < kLanes; ++r) x[r] = kvq::half_bits_to_float(h[r]);
-  return hn::Load(DF(), x);
-#endif
+  return WidenHalves(h);
 #endif
 }
 
 // A query's per-block constants for the token lanes.
-struct QueryBlock {
+struct QueryBlockTerms {
   std::int32_t bias;  // the lanes' bias section, summed
   float step, sum;
 };
@@ -351,7 +343,7 @@ struct QueryBlock {
 // block, so one copy serves every group size (compile time, #14).
 template <class Fmt, class Dot, std::size_t N>
 HWY_INLINE void TokenLanesGroup(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT qc, std::size_t q_bytes,
-                                const QueryBlock* HWY_RESTRICT qk, std::size_t n_q, std::size_t n_blocks,
+                                const QueryBlockTerms* HWY_RESTRICT qk, std::size_t n_q, std::size_t n_blocks,
                                 const std::uint8_t* HWY_RESTRICT rows, const TileRows& at, std::size_t b,
                                 float* HWY_RESTRICT acc) {
   const DF df;
@@ -384,7 +376,7 @@ HWY_INLINE void TokenLanesGroup(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT
       KVQ_UNROLL
       for (std::size_t c = 0; c < 8; ++c) sk[c] = PrepareSigned(hn::BitCast(di8, k[8 * nb + c]));
     for (std::size_t g = 0; g < n_q; ++g) {
-      const QueryBlock& qb = qk[g * n_blocks + b + nb];
+      const QueryBlockTerms& qb = qk[g * n_blocks + b + nb];
       const std::uint8_t* codes = qc + g * q_bytes + (b + nb) * kSection;
       VI s = hn::Set(di, qb.bias);
       KVQ_UNROLL
@@ -408,7 +400,7 @@ HWY_INLINE void TokenLanesGroup(const Fmt& fmt, const std::uint8_t* HWY_RESTRICT
 
 // The tile's rows for queries [0, n_q), n_q <= kTokenLanesMaxGroup.
 template <class Fmt, class Dot>
-HWY_INLINE void TokenLanesTile(const Fmt& fmt, const std::uint8_t* qc, std::size_t q_bytes, const QueryBlock* qk,
+HWY_INLINE void TokenLanesTile(const Fmt& fmt, const std::uint8_t* qc, std::size_t q_bytes, const QueryBlockTerms* qk,
                                std::size_t n_q, std::size_t n_blocks, const std::uint8_t* rows, const TileRows& at,
                                float* out, std::size_t out_stride) {
   const DF df;
@@ -419,12 +411,11 @@ HWY_INLINE void TokenLanesTile(const Fmt& fmt, const std::uint8_t* qc, std::size
     TokenLanesGroup<Fmt, Dot, kGroupBlocks>(fmt, qc, q_bytes, qk, n_q, n_blocks, rows, at, b, acc);
   if constexpr (kGroupBlocks == 2)
     if (b < n_blocks) TokenLanesGroup<Fmt, Dot, 1>(fmt, qc, q_bytes, qk, n_q, n_blocks, rows, at, b, acc);
-  VF scale = hn::Set(df, 1.0f);
-  if constexpr (Fmt::kRowScale) scale = hn::Mul(GatherHalf(rows + Fmt::kRowScaleAt, at), hn::Set(df, fmt.RowScaleFactor()));
-  for (std::size_t g = 0; g < n_q; ++g) {
-    VF a = hn::Load(df, acc + g * kLanes);
-    if constexpr (Fmt::kRowScale) a = hn::Mul(a, scale);
-    hn::StoreU(a, df, out + g * out_stride);
+  if constexpr (Fmt::kRowScale) {
+    const VF scale = hn::Mul(GatherHalf(rows + Fmt::kRowScaleAt, at), hn::Set(df, fmt.RowScaleFactor()));
+    for (std::size_t g = 0; g < n_q; ++g) hn::StoreU(hn::Mul(hn::Load(df, acc + g * kLanes), scale), df, out + g * out_stride);
+  } else {
+    for (std::size_t g = 0; g < n_q; ++g) hn::StoreU(hn::Load(df, acc + g * kLanes), df, out + g * out_stride);
   }
 }
 
@@ -437,14 +428,14 @@ HWY_INLINE std::size_t ScoresTokenLanes(const Fmt& fmt, const std::uint8_t* qq, 
                                         std::size_t out_stride) {
   const std::size_t n_full = n_rows / kTokenLanes * kTokenLanes;
   if (n_q < kTokenLanesMinGroup || n_full == 0) return 0;
-  kvq::detail::Scratch<QueryBlock, 128> consts(n_q * n_blocks);
-  QueryBlock* qk = consts.data();
+  kvq::detail::Scratch<QueryBlockTerms, 128> consts(n_q * n_blocks);
+  QueryBlockTerms* qk = consts.data();
   for (std::size_t g = 0; g < n_q; ++g)
     for (std::size_t b = 0; b < n_blocks; ++b) {
       const std::uint8_t* at = qq + g * q_bytes + b * kSection;
       std::int32_t lanes[8] = {};
       if constexpr (Fmt::kInt8Bias != 0) std::memcpy(lanes, BiasSection<Fmt>(qq + g * q_bytes, sec) + b * kSection, 32);
-      QueryBlock& k = qk[g * n_blocks + b];
+      QueryBlockTerms& k = qk[g * n_blocks + b];
       k.bias = 0;
       for (std::int32_t l : lanes) k.bias += l;
       std::memcpy(&k.step, at + kStep * sec, 4);

@@ -88,22 +88,42 @@ inline constexpr std::size_t kMaxGroup = 2;
 inline constexpr std::size_t kAccBudget = 8;
 #endif
 
-// An fp16 field, widened bit-exactly like kvq::half_bits_to_float (the
-// reference) and broadcast. With F16C (AVX2 and up), broadcasting the 16 bits
+// fp16 fields are widened bit-exactly like kvq::half_bits_to_float (the
+// reference). In hardware with F16C (AVX2 and up); Highway 1.0.3's emulated
+// conversion (SSE4 and below) turns Inf/NaN into finite values, so those
+// targets use kvq's scalar conversion.
+#if HWY_ARCH_X86 && HWY_TARGET < HWY_SSE4 && !defined(HWY_DISABLE_F16C)
+inline constexpr bool kHardwareHalf = true;
+#else
+inline constexpr bool kHardwareHalf = false;
+#endif
+
+// An fp16 field, widened and broadcast. With F16C, broadcasting the 16 bits
 // first and widening the whole vector is one instruction fewer than widening
-// one lane and broadcasting it. Highway 1.0.3's emulated conversion (SSE4 and
-// below) turns Inf/NaN into finite values, so those targets use kvq's scalar
-// conversion.
+// one lane and broadcasting it.
 HWY_INLINE VF LoadHalf(const std::uint8_t* p) {
   std::uint16_t bits;
   std::memcpy(&bits, p, 2);
-#if HWY_ARCH_X86 && HWY_TARGET < HWY_SSE4 && !defined(HWY_DISABLE_F16C)
-  const hn::Rebind<hwy::float16_t, DF> d16;
-  const hn::Rebind<std::uint16_t, DF> du16;
-  return hn::PromoteTo(DF(), hn::BitCast(d16, hn::Set(du16, bits)));
-#else
-  return hn::Set(DF(), kvq::half_bits_to_float(bits));
-#endif
+  if constexpr (kHardwareHalf) {
+    const hn::Rebind<hwy::float16_t, DF> d16;
+    const hn::Rebind<std::uint16_t, DF> du16;
+    return hn::PromoteTo(DF(), hn::BitCast(d16, hn::Set(du16, bits)));
+  } else {
+    return hn::Set(DF(), kvq::half_bits_to_float(bits));
+  }
+}
+
+// kLanes fp16 values, widened, lane r from h[r].
+HWY_INLINE VF WidenHalves(const std::uint16_t* HWY_RESTRICT h) {
+  if constexpr (kHardwareHalf) {
+    const hn::Rebind<hwy::float16_t, DF> d16;
+    return hn::PromoteTo(DF(), hn::LoadU(d16, reinterpret_cast<const hwy::float16_t*>(h)));
+  } else {
+    alignas(64) float x[kLanes];
+    KVQ_UNROLL
+    for (std::size_t r = 0; r < kLanes; ++r) x[r] = kvq::half_bits_to_float(h[r]);
+    return hn::Load(DF(), x);
+  }
 }
 
 HWY_INLINE float LoadHalfScalar(const std::uint8_t* p) {
