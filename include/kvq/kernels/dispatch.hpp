@@ -193,6 +193,11 @@ void scores(const Turbo<B>& codec, const Int8Queries& q, const std::byte* rows, 
 // |p~ - p| <= 2^-8 |p|; products below 2^-126 may flush to zero; the minimum's
 // part sum_t w_t m_t is f32). NaN weights or NaN/Inf scales give NaN as in
 // accumulate(). bf16_accumulate_active() tells whether the bf16 path runs.
+// On CPUs with AMX-BF16 (Sapphire Rapids and later; Linux, which must grant
+// the tile state: once per process) groups of 2 or more queries run on AMX
+// tiles, 16 queries per tile product: the same bf16 products under the same
+// contract, summed in another order. amx_accumulate_active() tells; set
+// KVQ_NO_AMX=1 in the environment to keep vdpbf16ps.
 template <class C>
 inline constexpr bool kHasBf16Accumulate = std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
                                            std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1>;
@@ -205,6 +210,7 @@ inline constexpr bool kHasInt8Accumulate = kHasBf16Accumulate<C> || std::is_same
                                            std::is_same_v<C, kvq::Turbo4>;
 
 inline bool bf16_accumulate_active() { return entry::Bf16AccumulateActive() != 0; }
+inline bool amx_accumulate_active() { return entry::Bf16AccumulateActive() == 2; }
 
 // accumulate_int8: the same rows (and q8_0) with int8 products on the AVX3_DL kernels
 // (AVX512-VNNI vpdpbusd, 64 multiply-adds per instruction); elsewhere

@@ -37,6 +37,12 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#endif
 
 #if defined(KVQ_KERNELS_VALUE_PRODUCTS_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef KVQ_KERNELS_VALUE_PRODUCTS_INL_H_
@@ -56,6 +62,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 using namespace row_kernels;  // DF, VF, kLanes, kTileRows, KVQ_UNROLL, Accumulate
 
 #undef KVQ_BF16_ACCUMULATE
+#undef KVQ_AMX_ACCUMULATE
 #if HWY_TARGET == HWY_AVX3_DL
 #define KVQ_BF16_ACCUMULATE 1
 
@@ -236,6 +243,179 @@ HWY_INLINE void TileBf16(const Fmt& fmt, const float* HWY_RESTRICT w, std::size_
     }
   }
 }
+
+// ---------------------------------------------------------------------------
+// bf16 products on AMX tiles (Sapphire Rapids and later, Linux): the same
+// products p = w d in bf16 and the same interleaved code pairs, but one
+// TDPBF16PS multiplies up to 16 queries' weights of 32 rows (tile A: a row per
+// query) by those rows' codes of 16 values (tile B: a row per row pair), 512
+// multiply-adds per query instead of vdpbf16ps' 32. The V side of a GQA group
+// then costs about what one query's does: decoding the codes, not multiplying.
+// Highway 1.0.3 and GCC 12's AVX3_DL flags have no AMX, so the tile
+// instructions are inline assembly on fixed tile registers: tmm0/tmm1 hold the
+// accumulators of values 0..15 / 16..31 of a block, tmm2 the weights, tmm3 and
+// tmm4 the codes.
+#if defined(__x86_64__) && defined(__linux__)
+#define KVQ_AMX_ACCUMULATE 1
+
+inline constexpr std::size_t kAmxMaxGroup = 16;  // rows of tiles A and C
+inline constexpr std::size_t kAmxMinGroup = 2;   // a single query keeps vdpbf16ps
+
+// AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22), and the kernel's
+// permission to use the tile state (arch_prctl ARCH_REQ_XCOMP_PERM for
+// XTILEDATA, Linux 5.16+), asked for once per process. KVQ_NO_AMX=1 in the
+// environment turns the path off (the benchmarks compare both that way).
+inline bool CpuHasAmxBf16() {
+  static const bool has = [] {
+    if (const char* off = std::getenv("KVQ_NO_AMX"); off != nullptr && *off != '\0' && *off != '0') return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0 || ((d >> 22) & 1u) == 0 || ((d >> 24) & 1u) == 0)
+      return false;
+    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+  }();
+  return has;
+}
+
+// The tile shapes (palette 1), 64 bytes (16 f32 / 32 bf16) per row: C
+// (tmm0, tmm1) and A (tmm2, tmm5) a row per query, B (tmm3, tmm4, tmm6,
+// tmm7) 16 rows.
+struct alignas(64) AmxConfig {
+  std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+  explicit AmxConfig(std::size_t queries) {
+    for (int i = 0; i < 8; ++i) {
+      colsb[i] = 64;
+      rows[i] = static_cast<std::uint8_t>(i <= 2 || i == 5 ? queries : 16);
+    }
+  }
+};
+static_assert(sizeof(AmxConfig) == 64);
+
+HWY_INLINE void AmxLoadConfig(const AmxConfig& cfg) { asm volatile("ldtilecfg %0" ::"m"(cfg)); }
+HWY_INLINE void AmxRelease() { asm volatile("tilerelease" ::: "memory"); }
+
+// One row tile's operands in memory: tile A (the products, a row per query)
+// and the two B tiles (code pairs of values 0..15 and 16..31, a row per row
+// pair).
+struct AmxOperands {
+  alignas(64) std::uint16_t p[kAmxMaxGroup][kTileRows];
+  alignas(64) __m512i lo[kTileRows / 2], hi[kTileRows / 2];
+};
+
+// Loads operands into tile set S (tmm2-4 or tmm5-7) and adds their products
+// to tmm0/tmm1. Two sets alternate so that a tile product overlaps the next
+// tile's loads (tile registers are not renamed).
+template <int S>
+HWY_INLINE void AmxStep(const AmxOperands& x) {
+  const std::size_t stride = 64;
+  if constexpr (S == 0) {
+    asm volatile("tileloadd (%0,%1,1), %%tmm2" ::"r"(&x.p[0][0]), "r"(stride) : "memory");
+    asm volatile("tileloadd (%0,%1,1), %%tmm3" ::"r"(x.lo), "r"(stride) : "memory");
+    asm volatile("tileloadd (%0,%1,1), %%tmm4" ::"r"(x.hi), "r"(stride) : "memory");
+    asm volatile("tdpbf16ps %%tmm3, %%tmm2, %%tmm0" ::: "memory");
+    asm volatile("tdpbf16ps %%tmm4, %%tmm2, %%tmm1" ::: "memory");
+  } else {
+    asm volatile("tileloadd (%0,%1,1), %%tmm5" ::"r"(&x.p[0][0]), "r"(stride) : "memory");
+    asm volatile("tileloadd (%0,%1,1), %%tmm6" ::"r"(x.lo), "r"(stride) : "memory");
+    asm volatile("tileloadd (%0,%1,1), %%tmm7" ::"r"(x.hi), "r"(stride) : "memory");
+    asm volatile("tdpbf16ps %%tmm6, %%tmm5, %%tmm0" ::: "memory");
+    asm volatile("tdpbf16ps %%tmm7, %%tmm5, %%tmm1" ::: "memory");
+  }
+}
+
+// The operands of rows [t, t + n), n <= 32, of block blk for g_n queries;
+// adds the minimum's part sum_t w_t m_t to msum.
+template <class Fmt>
+HWY_INLINE void AmxPrepare(const Fmt& fmt, const float* HWY_RESTRICT w, std::size_t g_n, std::size_t w_stride,
+                           const std::uint8_t* HWY_RESTRICT blk, std::size_t row_bytes, std::size_t n, __m512i table,
+                           AmxOperands& x, float* HWY_RESTRICT msum) {
+  __mmask16 m0, m1;
+  TileMasks(n, m0, m1);
+  const TileFields fl(blk, row_bytes, m0, m1);
+  for (std::size_t g = 0; g < g_n; ++g) {
+    const VF w0{_mm512_maskz_loadu_ps(m0, w + g * w_stride)};
+    const VF w1{_mm512_maskz_loadu_ps(m1, w + g * w_stride + 16)};
+    _mm256_store_si256(reinterpret_cast<__m256i*>(x.p[g]), ToBf16(hn::Mul(w0, fl.d[0]).raw));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(x.p[g] + 16), ToBf16(hn::Mul(w1, fl.d[1]).raw));
+    if constexpr (Fmt::kInt8Min) msum[g] += fl.MinSum(w0, w1);
+  }
+  // Pair r = rows 2r, 2r + 1; an odd tail pairs a row with itself (its
+  // second weight is 0) and pairs past the tail are zero codes.
+  const std::size_t pairs = (n + 1) / 2;
+  for (std::size_t r = 0; r < pairs; ++r) {
+    const std::size_t u = 2 * r + 1 < n ? 2 * r + 1 : 2 * r;
+    PairCodes<Fmt>(fmt, blk + 2 * r * row_bytes, blk + u * row_bytes, table, x.lo[r], x.hi[r]);
+  }
+  for (std::size_t r = pairs; r < kTileRows / 2; ++r) x.lo[r] = x.hi[r] = _mm512_setzero_si512();
+}
+
+// G <= 16 queries (weights w, accumulators acc) over n_rows rows: blocks in
+// the outer loop, so each block's two accumulator tiles are loaded and stored
+// once per call, and row tiles of 32 inside, two at a time.
+template <class Fmt>
+HWY_INLINE void GroupAmx(const Fmt& fmt, const float* HWY_RESTRICT w, std::size_t g_n, std::size_t w_stride,
+                         const std::uint8_t* HWY_RESTRICT rows, std::size_t n_rows, std::size_t row_bytes,
+                         std::size_t n_blocks, float* HWY_RESTRICT acc, std::size_t acc_stride) {
+  static_assert(!Fmt::kRowScale && Fmt::kHeader == 0, "bf16 products: the uniform formats");
+  const DF df;
+  const __m512i table = _mm512_load_si512(CodeTable<Fmt>::kBits);
+  const std::size_t acc_bytes = acc_stride * sizeof(float);
+  AmxOperands x[2];
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    float* o = acc + b * 32;
+    asm volatile("tileloadd (%0,%1,1), %%tmm0" ::"r"(o), "r"(acc_bytes) : "memory");
+    asm volatile("tileloadd (%0,%1,1), %%tmm1" ::"r"(o + 16), "r"(acc_bytes) : "memory");
+    float msum[kAmxMaxGroup] = {};
+    const auto prepare = [&](std::size_t t, AmxOperands& into) HWY_ATTR {
+      if (b == 0) PrefetchAhead(rows + t * row_bytes, kTileRows * row_bytes);
+      const std::size_t n = n_rows - t < kTileRows ? n_rows - t : kTileRows;
+      AmxPrepare<Fmt>(fmt, w + t, g_n, w_stride, rows + t * row_bytes + b * Fmt::kBytes, row_bytes, n, table, into,
+                      msum);
+    };
+    std::size_t t = 0;
+    for (; t + kTileRows < n_rows; t += 2 * kTileRows) {
+      prepare(t, x[0]);
+      prepare(t + kTileRows, x[1]);
+      AmxStep<0>(x[0]);
+      AmxStep<1>(x[1]);
+    }
+    if (t < n_rows) {
+      prepare(t, x[0]);
+      AmxStep<0>(x[0]);
+    }
+    asm volatile("tilestored %%tmm0, (%0,%1,1)" ::"r"(o), "r"(acc_bytes) : "memory");
+    asm volatile("tilestored %%tmm1, (%0,%1,1)" ::"r"(o + 16), "r"(acc_bytes) : "memory");
+    if constexpr (Fmt::kInt8Min)
+      for (std::size_t g = 0; g < g_n; ++g) {
+        const VF m = hn::Set(df, msum[g]);
+        float* og = o + g * acc_stride;
+        hn::StoreU(hn::Add(hn::LoadU(df, og), m), df, og);
+        hn::StoreU(hn::Add(hn::LoadU(df, og + 16), m), df, og + 16);
+      }
+  }
+}
+
+// Every query in groups of up to 16, one tile configuration per group size.
+template <class Fmt>
+HWY_INLINE void AccumulateAmx(const Fmt& fmt, const float* w, std::size_t n_q, std::size_t w_stride,
+                              const std::uint8_t* rows, std::size_t n_rows, std::size_t head_dim, float* acc,
+                              std::size_t acc_stride) {
+  const std::size_t n_blocks = head_dim / 32, row_bytes = n_blocks * Fmt::kBytes;
+  std::size_t configured = 0;
+  for (std::size_t g = 0; g < n_q; g += kAmxMaxGroup) {
+    const std::size_t g_n = n_q - g < kAmxMaxGroup ? n_q - g : kAmxMaxGroup;
+    if (g_n != configured) {
+      AmxLoadConfig(AmxConfig(g_n));
+      configured = g_n;
+    }
+    GroupAmx<Fmt>(fmt, w + g * w_stride, g_n, w_stride, rows, n_rows, row_bytes, n_blocks, acc + g * acc_stride,
+                  acc_stride);
+  }
+  AmxRelease();
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // int8 products (VNNI): p_t = w_t d_t quantized per (query, tile, block) to
@@ -459,6 +639,11 @@ template <class Fmt>
 HWY_INLINE void AccumulateBf16(const float* w, std::size_t n_q, std::size_t w_stride, const std::byte* rows,
                                std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) {
 #if KVQ_BF16_ACCUMULATE
+#if KVQ_AMX_ACCUMULATE
+  if (n_q >= kAmxMinGroup && CpuHasAmxBf16())
+    return AccumulateAmx<Fmt>(Fmt(), w, n_q, w_stride, reinterpret_cast<const std::uint8_t*>(rows), n_rows, head_dim,
+                              acc, acc_stride);
+#endif
   if (CpuHasBf16())
     return AccumulateRows<Fmt, Products::bf16>(Fmt(), w, n_q, w_stride, reinterpret_cast<const std::uint8_t*>(rows),
                                                n_rows, head_dim, acc, acc_stride);
@@ -482,12 +667,16 @@ HWY_INLINE void AccumulateInt8(const Fmt& fmt, const F32Fmt& f32, const float* w
 #endif
 }
 
-// Whether AccumulateBf16 takes the bf16 path on this target and CPU.
-inline bool Bf16Active() {
+// Which path AccumulateBf16 takes on this target and CPU: 0 f32, 1 bf16 dot
+// products, 2 bf16 dot products for single queries and AMX tiles for groups.
+inline std::int64_t Bf16Active() {
 #if KVQ_BF16_ACCUMULATE
-  return CpuHasBf16();
+#if KVQ_AMX_ACCUMULATE
+  if (CpuHasBf16() && CpuHasAmxBf16()) return 2;
+#endif
+  return CpuHasBf16() ? 1 : 0;
 #else
-  return false;
+  return 0;
 #endif
 }
 
@@ -516,7 +705,7 @@ KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q3_1)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q2_1)
 KVQ_INT8_ACCUMULATE_ENTRY_POINT(uniform, Q8_0)
 
-inline std::int64_t Bf16AccumulateActive() { return value_products::Bf16Active() ? 1 : 0; }
+inline std::int64_t Bf16AccumulateActive() { return value_products::Bf16Active(); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kvq::kernels
