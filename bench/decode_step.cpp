@@ -247,7 +247,10 @@ int main(int argc, char** argv) {
     for (const char* s : {"k=pc4,v=q4_1", "k=pc3,v=q3_1", "k=pc2,v=q2_1"}) o.specs.push_back(s);
   kvq::kernels::ThreadPool pool(*std::max_element(o.threads.begin(), o.threads.end()));
   std::printf("kvq decode-step benchmark; kernels: %s; bf16 values path %s; %s\n", kvq::kernels::target_name(),
-              kvq::kernels::bf16_accumulate_active() ? "active" : "inactive (f32)", uptime().c_str());
+              kvq::kernels::amx_accumulate_active()    ? "active (AMX tiles for groups)"
+              : kvq::kernels::bf16_accumulate_active() ? "active"
+                                                       : "inactive (f32)",
+              uptime().c_str());
   std::printf("read bandwidth %.1f GB/s (one thread, %s); f32 FMA peak %.1f GFLOP/s (one thread)\n",
               kvq::bench::read_bandwidth() / 1e9, kvq::bench::read_bandwidth_target(), kvq::bench::fma_peak() / 1e9);
   if (o.decode) decode_table(o, pool);

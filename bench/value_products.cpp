@@ -85,7 +85,9 @@ int main(int argc, char** argv) {
   std::printf("kvq value-product error on %s (%zu layers, %zu/%zu heads, %zu tokens, head_dim %zu; kernels: %s, "
               "bf16 path %s)\n\n",
               argv[1], layers, hq, hkv, t_all, d, kvq::kernels::target_name(),
-              kvq::kernels::bf16_accumulate_active() ? "active" : "inactive (f32)");
+              kvq::kernels::amx_accumulate_active()    ? "active (AMX tiles for groups)"
+              : kvq::kernels::bf16_accumulate_active() ? "active"
+                                                       : "inactive (f32)");
   std::printf("| spec | codec error (f32 products) | added by bf16 products | added by int8 products |\n");
   std::printf("|---|---|---|---|\n");
   for (const char* spec : {"k=q8_0,v=q4_0", "k=q4_0,v=q4_1", "k=q8_0,v=q3_1", "k=q8_0,v=q2_1"}) {

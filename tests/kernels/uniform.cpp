@@ -212,7 +212,7 @@ TEMPLATE_TEST_CASE("kernels uniform: scores and accumulate equal the reference o
 
 // accumulate_bf16 takes AMX tiles for groups of 2+ queries where the CPU has
 // them, 16 queries per tile: groups past 16 (a second, smaller tile shape),
-// row counts around the kernel's pairs of 32-row tiles, and prefill-sized blocks.
+// row counts around the kernel's pairs of 32-row tiles and 256-row spans, and prefill-sized blocks.
 TEMPLATE_TEST_CASE("kernels uniform: bf16 products for large query groups equal the reference within their bound",
                    "[kernels][uniform]", kvq::Q4_0, kvq::Q4_1, kvq::Q2_1) {
   kvq::Rng rng(20261202);
@@ -220,7 +220,7 @@ TEMPLATE_TEST_CASE("kernels uniform: bf16 products for large query groups equal 
     INFO("target " << kvq::kernels::target_name() << " AMX " << kvq::kernels::amx_accumulate_active());
     for (std::size_t hd : {64u, 128u}) {
       const TestType c(hd);
-      for (std::size_t n : {31u, 64u, 65u, 129u}) {
+      for (std::size_t n : {31u, 64u, 65u, 129u, 300u}) {
         const Run<TestType> run(c, n, n % 5, rng);
         for (std::size_t n_q : {16u, 17u, 40u}) check_accumulate(c, run, n_q, n_q % 3, rng, Products::bf16);
       }
