@@ -214,7 +214,7 @@ TEMPLATE_TEST_CASE("kernels uniform: scores and accumulate equal the reference o
 // them, 16 queries per tile: groups past 16 (a second, smaller tile shape),
 // row counts around the kernel's pairs of 32-row tiles and 256-row spans, and prefill-sized blocks.
 TEMPLATE_TEST_CASE("kernels uniform: bf16 products for large query groups equal the reference within their bound",
-                   "[kernels][uniform]", kvq::Q4_0, kvq::Q4_1, kvq::Q2_1) {
+                   "[kernels][uniform]", kvq::Q8_0, kvq::Q4_0, kvq::Q4_1, kvq::Q2_1) {
   kvq::Rng rng(20261202);
   const auto ran = kvq::test::for_each_target([&] {
     INFO("target " << kvq::kernels::target_name() << " AMX " << kvq::kernels::amx_accumulate_active());

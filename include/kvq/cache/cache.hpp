@@ -151,13 +151,14 @@ class Cache {
   void set_int8_scores(bool on) noexcept { int8_scores_ = on; }
   bool int8_scores() const noexcept { return int8_scores_; }
 
-  // How attend multiplies weights with values of the q4_0, q4_1, q3_1 and
-  // q2_1 formats (f32 by default): ValueProducts::bf16 rounds each weight
-  // times a block's scale to bf16 (relative error <= 2^-8 per product, codes
-  // exact; AVX512_BF16 CPUs only, elsewhere f32), ValueProducts::int8 to a
-  // multiple of 1/127 of the largest such product of 32 rows (AVX512-VNNI
-  // kernels only; q8_0 and turbo values too). Contracts: kernels/dispatch.hpp,
-  // docs/FORMATS.md. A run-time setting like set_int8_scores.
+  // How attend multiplies weights with values of the uniform formats (q8_0,
+  // q4_0, q4_1, q3_1, q2_1; f32 by default): ValueProducts::bf16 rounds each
+  // weight times a block's scale to bf16 (relative error <= 2^-8 per product,
+  // codes exact; AVX512_BF16 CPUs only, elsewhere f32; GQA groups run on AMX
+  // tiles where the CPU has them), ValueProducts::int8 to a multiple of 1/127
+  // of the largest such product of 32 rows (AVX512-VNNI kernels only; turbo
+  // values too). Contracts: kernels/dispatch.hpp, docs/FORMATS.md. A run-time
+  // setting like set_int8_scores.
   void set_value_products(ValueProducts p) noexcept { value_products_ = p; }
   ValueProducts value_products() const noexcept { return value_products_; }
 

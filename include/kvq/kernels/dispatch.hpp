@@ -183,7 +183,7 @@ void scores(const Turbo<B>& codec, const Int8Queries& q, const std::byte* rows, 
 
 // ---------------------------------------------------------------------------
 // bf16 value accumulation, an opt-in approximation of accumulate() for the
-// uniform formats with small integer codes (q4_0, q4_1, q3_1, q2_1): on CPUs
+// uniform formats, whose integer codes are exact in bf16 (q8_0, q4_0, q4_1, q3_1, q2_1): on CPUs
 // with AVX512_BF16 (and the AVX3_DL kernels) each product p = w * d of a
 // weight and a block's scale is rounded to bf16 and multiplied with the exact
 // codes by bf16 dot products (kernels/value_products-inl.h); elsewhere it is
@@ -199,13 +199,13 @@ void scores(const Turbo<B>& codec, const Int8Queries& q, const std::byte* rows, 
 // contract, summed in another order. amx_accumulate_active() tells; set
 // KVQ_NO_AMX=1 in the environment to keep vdpbf16ps.
 template <class C>
-inline constexpr bool kHasBf16Accumulate = std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
+inline constexpr bool kHasBf16Accumulate = std::is_same_v<C, kvq::Q8_0> || std::is_same_v<C, kvq::Q4_0> || std::is_same_v<C, kvq::Q4_1> ||
                                            std::is_same_v<C, kvq::Q3_1> || std::is_same_v<C, kvq::Q2_1>;
 
-// accumulate_int8 also takes q8_0 (its codes offset to c + 128, like the int8
-// scores) and turbo rows (their int8 codebook; below).
+// accumulate_int8 also takes turbo rows (their int8 codebook; below); q8_0's
+// codes enter it offset to c + 128, like the int8 scores.
 template <class C>
-inline constexpr bool kHasInt8Accumulate = kHasBf16Accumulate<C> || std::is_same_v<C, kvq::Q8_0> ||
+inline constexpr bool kHasInt8Accumulate = kHasBf16Accumulate<C> ||
                                            std::is_same_v<C, kvq::Turbo2> || std::is_same_v<C, kvq::Turbo3> ||
                                            std::is_same_v<C, kvq::Turbo4>;
 
@@ -238,7 +238,7 @@ KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q4_0, Q4_0)
 KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q4_1, Q4_1)
 KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q3_1, Q3_1)
 KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q2_1, Q2_1)
-KVQ_KERNELS_VALUE_PRODUCT_WRAPPER(accumulate_int8, AccumulateInt8, kvq::Q8_0, Q8_0)
+KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS(kvq::Q8_0, Q8_0)
 #undef KVQ_KERNELS_VALUE_PRODUCT_WRAPPERS
 #undef KVQ_KERNELS_VALUE_PRODUCT_WRAPPER
 

@@ -99,7 +99,7 @@ using TargetMaskKernel = std::int64_t();
 #define KVQ_UNIFORM_ACCUMULATE_ENTRY_POINTS(X)                                                              \
   X(RowKernel, AccumulateQ8_0) X(RowKernel, AccumulateQ4_0) X(RowKernel, AccumulateQ4_1)                     \
   X(RowKernel, AccumulateQ3_1) X(RowKernel, AccumulateQ2_1)                                                 \
-  X(RowKernel, AccumulateBf16Q4_0) X(RowKernel, AccumulateBf16Q4_1) X(RowKernel, AccumulateBf16Q3_1)         \
+  X(RowKernel, AccumulateBf16Q8_0) X(RowKernel, AccumulateBf16Q4_0) X(RowKernel, AccumulateBf16Q4_1) X(RowKernel, AccumulateBf16Q3_1)         \
   X(RowKernel, AccumulateBf16Q2_1) X(TargetMaskKernel, Bf16AccumulateActive)                               \
   X(RowKernel, AccumulateInt8Q4_0) X(RowKernel, AccumulateInt8Q4_1) X(RowKernel, AccumulateInt8Q3_1)         \
   X(RowKernel, AccumulateInt8Q2_1) X(RowKernel, AccumulateInt8Q8_0)

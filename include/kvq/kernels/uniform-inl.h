@@ -178,6 +178,7 @@ struct MinBlocks : Blocks {
 
 struct Q8_0 : Blocks {
   static constexpr std::size_t kBytes = 34;
+  static constexpr std::size_t kSignedCodes = 2;  // offset of the 32 int8 codes (value_products-inl.h)
   static HWY_INLINE void Decode(const std::uint8_t* blk, VF* x) {
     const DF df;
     const hn::RebindToSigned<DF> di32;

@@ -1,6 +1,6 @@
 // Reduced-precision value products: acc_g += sum_t w_g,t * decode(row t) for
-// the uniform formats whose codes are small integers (q4_0, q4_1, q3_1,
-// q2_1; int8 also q8_0, its codes offset to c + 128), with bf16 dot products (AVX512_BF16 vdpbf16ps: 32 multiply-adds per
+// the uniform formats, whose codes are integers exact in bf16 (q8_0, q4_0,
+// q4_1, q3_1, q2_1; int8: q8_0's codes offset to c + 128), with bf16 dot products (AVX512_BF16 vdpbf16ps: 32 multiply-adds per
 // instruction) or int8 dot products (AVX512-VNNI vpdpbusd: 64) instead of
 // f32 FMAs (16). Decode attention at GQA 4-8 is bound by those
 // multiply-adds (8 queries x 128 values per row for V alone).
@@ -117,6 +117,17 @@ HWY_INLINE void PairCodes(const Fmt& fmt, const std::uint8_t* a, const std::uint
         _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(qa, qb)), _mm_unpackhi_epi8(qa, qb), 1));
     lo = _mm512_permutexvar_epi16(z, table);
     hi = _mm512_permutexvar_epi16(_mm512_srli_epi16(z, 4), table);
+  } else if constexpr (requires { Fmt::kSignedCodes; }) {
+    // q8_0's signed codes c are exact in bf16 (|c| <= 128): the high half of
+    // float(c). Word 2j of a lane from row a (shifted down), 2j + 1 from row b.
+    (void)table;
+    const auto half = [](const std::uint8_t* p) HWY_ATTR {
+      return _mm512_castps_si512(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))));
+    };
+    const std::uint8_t* ca = a + Fmt::kSignedCodes;
+    const std::uint8_t* cb = b + Fmt::kSignedCodes;
+    lo = _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(half(ca), 16), half(cb));
+    hi = _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(half(ca + 16), 16), half(cb + 16));
   } else {
     int8_dot::VB va[int8_dot::kGroupVecs], vb[int8_dot::kGroupVecs];
     fmt.template Int8Codes<1>(a, va);
@@ -695,6 +706,7 @@ inline std::int64_t Bf16Active() {
                                   std::size_t n_rows, std::size_t head_dim, float* acc, std::size_t acc_stride) { \
     value_products::AccumulateBf16<NS::FMT>(w, n_q, w_stride, rows, n_rows, head_dim, acc, acc_stride);       \
   }
+KVQ_BF16_ACCUMULATE_ENTRY_POINT(uniform, Q8_0)
 KVQ_BF16_ACCUMULATE_ENTRY_POINT(uniform, Q4_0)
 KVQ_BF16_ACCUMULATE_ENTRY_POINT(uniform, Q4_1)
 KVQ_BF16_ACCUMULATE_ENTRY_POINT(uniform, Q3_1)
