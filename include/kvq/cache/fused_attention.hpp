@@ -86,6 +86,7 @@ struct RunKernels {
   Int8Fn scores_int8 = nullptr;  // int8-query scores (uniform-format keys), when enabled
   const void* codec = nullptr;
   bool model_space = false;  // accumulate adds straight into the model-space output
+  bool tile_products = false;  // accumulate runs AMX tiles: batch its calls (kValueBatchTokens)
 };
 
 template <class C>
@@ -113,6 +114,7 @@ RunKernels typed_kernels(const C& codec, bool int8_scores, ValueProducts values)
                         std::size_t nt, float* acc, std::size_t as) {
         kernels::accumulate_bf16(*static_cast<const C*>(c), w, n_q, ws, t, nt, acc, as);
       };
+  if constexpr (kernels::kHasBf16Accumulate<C>) k.tile_products = values == ValueProducts::bf16 && kernels::amx_accumulate_active();
   if constexpr (kernels::kHasInt8Accumulate<C>)
     if (values == ValueProducts::int8)
       k.accumulate = [](const void* c, const float* w, std::size_t n_q, std::size_t ws, const std::byte* t,
@@ -174,10 +176,11 @@ struct Partial {
 };
 
 inline constexpr std::size_t kChunkTokens = 128;  // K tokens scored per step
-// V is accumulated once this many weights wait (and at the end): one value
-// kernel call per 512 tokens, not per chunk. On AMX CPUs each switch between
-// the tile products (bf16 values) and the AVX-512 score kernels cost ~0.5-0.9
-// us, which 128-token chunks paid 256 times in a 32K-token step.
+// Values on AMX tiles are accumulated once this many weights wait (and at the
+// end): one tile-product call per 512 tokens, not per chunk. Each switch
+// between the tile products and the AVX-512 score kernels cost ~0.5-0.9 us,
+// which 128-token chunks paid 256 times in a 32K-token step. The f32 kernels
+// keep one call per chunk (batching them cost 3-5% at GQA 8).
 inline constexpr std::size_t kValueBatchTokens = 512;
 // Queries per block: a whole GQA group for decode; for prefill, 64 queries
 // share each K/V chunk while it is in L1/L2 (with 16 a 512-token chunk at
@@ -448,7 +451,8 @@ inline void attend_range(std::span<const TileRun> k_runs, std::span<const RunKer
     kernels::online_softmax(w + col, n_q, ws_stride, n, ws.valid.data(), softmax_scale, out.m, out.l, ws.corr);
     rescale(col);
     k_pos += n;
-    if (k_pos - v_pos >= kValueBatchTokens) flush_v(k_pos, false);
+    vr = run_at(v_runs, v_pos, vr);
+    if (vr == v_runs.size() || !vk[vr].tile_products || k_pos - v_pos >= kValueBatchTokens) flush_v(k_pos, false);
   }
   flush_v(std::min(k_pos, stop), true);
   if (overlay != nullptr && begin == 0) attend_overlay();
