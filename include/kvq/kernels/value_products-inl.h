@@ -264,8 +264,8 @@ HWY_INLINE void TileBf16(const Fmt& fmt, const float* HWY_RESTRICT w, std::size_
 // then costs about what one query's does: decoding the codes, not multiplying.
 // Highway 1.0.3 and GCC 12's AVX3_DL flags have no AMX, so the tile
 // instructions are inline assembly on fixed tile registers: tmm0/tmm1 hold the
-// accumulators of values 0..15 / 16..31 of a block, tmm2 the weights, tmm3 and
-// tmm4 the codes.
+// accumulators of values 0..15 / 16..31 of a block, tmm2 (or tmm5) the
+// weights, tmm3/tmm4 (or tmm6/tmm7) the codes.
 #if defined(__x86_64__) && defined(__linux__)
 #define KVQ_AMX_ACCUMULATE 1
 
@@ -274,10 +274,12 @@ inline constexpr std::size_t kAmxMinGroup = 2;   // a single query keeps vdpbf16
 
 // AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22), and the kernel's
 // permission to use the tile state (arch_prctl ARCH_REQ_XCOMP_PERM for
-// XTILEDATA, Linux 5.16+), asked for once per process. KVQ_NO_AMX=1 in the
+// XTILEDATA, Linux 5.16+), asked for once per process; and AVX512_BF16, whose
+// vcvtneps2bf16 rounds the products for the tiles. KVQ_NO_AMX=1 in the
 // environment turns the path off (the benchmarks compare both that way).
 inline bool CpuHasAmxBf16() {
   static const bool has = [] {
+    if (!CpuHasBf16()) return false;
     if (const char* off = std::getenv("KVQ_NO_AMX"); off != nullptr && *off != '\0' && *off != '0') return false;
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0 || ((d >> 22) & 1u) == 0 || ((d >> 24) & 1u) == 0)
@@ -690,7 +692,7 @@ HWY_INLINE void AccumulateInt8(const Fmt& fmt, const F32Fmt& f32, const float* w
 inline std::int64_t Bf16Active() {
 #if KVQ_BF16_ACCUMULATE
 #if KVQ_AMX_ACCUMULATE
-  if (CpuHasBf16() && CpuHasAmxBf16()) return 2;
+  if (CpuHasAmxBf16()) return 2;
 #endif
   return CpuHasBf16() ? 1 : 0;
 #else
